@@ -1,0 +1,176 @@
+"""File contents of simulated datastores (what the datastore browser sees)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import posixpath
+import re
+import threading
+
+from pyVmomi import vim
+
+_DS_PATH = re.compile(r"^\[(?P<ds>[^\]]+)\]\s?(?P<path>.*)$")
+
+
+def parse_datastore_path(ds_path: str) -> tuple[str, str]:
+    """``"[ds1] dir/file.vmdk"`` -> ``("ds1", "dir/file.vmdk")``."""
+    match = _DS_PATH.match(ds_path or "")
+    if match is None:
+        raise vim.fault.InvalidDatastorePath(datastorePath=ds_path,
+                                             msg=f"Invalid datastore path '{ds_path}'")
+    return match.group("ds"), normalize(match.group("path"))
+
+
+def normalize(path: str) -> str:
+    path = posixpath.normpath("/" + (path or "")).lstrip("/")
+    return "" if path == "." else path
+
+
+@dataclasses.dataclass
+class FileEntry:
+    path: str
+    is_dir: bool = False
+    data: bytes | None = None
+    #: Bytes this file takes on the datastore (a virtual disk's capacity).
+    size: int = 0
+    #: For virtual disks: capacity in KB; None for plain files.
+    disk_capacity_kb: int | None = None
+    thin: bool = False
+    modified: datetime.datetime = dataclasses.field(
+        default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
+
+
+class DatastoreFiles:
+    """A flat namespace of files and directories per datastore name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._stores: dict[str, dict[str, FileEntry]] = {}
+
+    def add_datastore(self, ds_name: str) -> None:
+        with self._lock:
+            self._stores.setdefault(ds_name, {})
+
+    def rename_datastore(self, old: str, new: str) -> None:
+        with self._lock:
+            self._stores[new] = self._stores.pop(old)
+
+    def _store(self, ds_name: str) -> dict[str, FileEntry]:
+        try:
+            return self._stores[ds_name]
+        except KeyError:
+            raise vim.fault.NotFound(msg=f"datastore '{ds_name}' not found") from None
+
+    @staticmethod
+    def _not_found(ds_name: str, path: str) -> vim.fault.FileNotFound:
+        name = f"[{ds_name}] {path}"
+        return vim.fault.FileNotFound(file=name, msg=f"File {name} was not found")
+
+    def get(self, ds_name: str, path: str) -> FileEntry:
+        with self._lock:
+            path = normalize(path)
+            if path == "":
+                return FileEntry(path="", is_dir=True)
+            entry = self._store(ds_name).get(path)
+            if entry is None:
+                raise self._not_found(ds_name, path)
+            return entry
+
+    def exists(self, ds_name: str, path: str) -> bool:
+        with self._lock:
+            path = normalize(path)
+            return path == "" or path in self._store(ds_name)
+
+    def _check_parent(self, ds_name: str, path: str, create_parents: bool) -> None:
+        store = self._store(ds_name)
+        parent = posixpath.dirname(path)
+        missing = []
+        while parent and parent not in store:
+            missing.append(parent)
+            parent = posixpath.dirname(parent)
+        if parent and not store[parent].is_dir:
+            raise vim.fault.FileFault(file=f"[{ds_name}] {parent}",
+                                      msg=f"[{ds_name}] {parent} is not a directory")
+        if missing and not create_parents:
+            raise self._not_found(ds_name, missing[-1])
+        for directory in reversed(missing):
+            store[directory] = FileEntry(path=directory, is_dir=True)
+
+    def mkdir(self, ds_name: str, path: str, create_parents: bool = False) -> None:
+        with self._lock:
+            path = normalize(path)
+            store = self._store(ds_name)
+            if path in store:
+                raise vim.fault.FileAlreadyExists(file=f"[{ds_name}] {path}",
+                                                  msg=f"Cannot complete the operation because "
+                                                  f"the file or folder [{ds_name}] {path} "
+                                                  "already exists")
+            self._check_parent(ds_name, path, create_parents)
+            store[path] = FileEntry(path=path, is_dir=True)
+
+    def write(self, ds_name: str, path: str, data: bytes | None = None, *, size: int | None = None,
+              disk_capacity_kb: int | None = None, thin: bool = False,
+              overwrite: bool = True, create_parents: bool = True) -> FileEntry:
+        with self._lock:
+            path = normalize(path)
+            store = self._store(ds_name)
+            existing = store.get(path)
+            if existing is not None and (existing.is_dir or not overwrite):
+                raise vim.fault.FileAlreadyExists(file=f"[{ds_name}] {path}",
+                                                  msg=f"File [{ds_name}] {path} already exists")
+            self._check_parent(ds_name, path, create_parents)
+            entry = FileEntry(path=path, data=data,
+                              size=size if size is not None else len(data or b""),
+                              disk_capacity_kb=disk_capacity_kb, thin=thin)
+            store[path] = entry
+            return entry
+
+    def delete(self, ds_name: str, path: str) -> list[FileEntry]:
+        """Delete a file or a directory tree; returns what was removed."""
+        with self._lock:
+            path = normalize(path)
+            store = self._store(ds_name)
+            if path not in store:
+                raise self._not_found(ds_name, path)
+            prefix = path + "/"
+            gone = [p for p in store if p == path or p.startswith(prefix)]
+            return [store.pop(p) for p in gone]
+
+    def move(self, src_ds: str, src: str, dst_ds: str, dst: str, force: bool = False,
+             copy: bool = False) -> None:
+        with self._lock:
+            src, dst = normalize(src), normalize(dst)
+            source = self._store(src_ds)
+            target = self._store(dst_ds)
+            if src not in source:
+                raise self._not_found(src_ds, src)
+            if dst in target and not force:
+                raise vim.fault.FileAlreadyExists(file=f"[{dst_ds}] {dst}",
+                                                  msg=f"File [{dst_ds}] {dst} already exists")
+            self._check_parent(dst_ds, dst, False)
+            prefix = src + "/"
+            for p in sorted(p for p in list(source) if p == src or p.startswith(prefix)):
+                entry = source[p] if copy else source.pop(p)
+                new_path = dst + p[len(src):]
+                target[new_path] = dataclasses.replace(entry, path=new_path)
+
+    def listdir(self, ds_name: str, path: str, recursive: bool = False) -> list[FileEntry]:
+        with self._lock:
+            path = normalize(path)
+            store = self._store(ds_name)
+            if path and (path not in store or not store[path].is_dir):
+                raise self._not_found(ds_name, path)
+            prefix = path + "/" if path else ""
+            out = []
+            for p, entry in store.items():
+                if not p.startswith(prefix) or p == path:
+                    continue
+                if not recursive and "/" in p[len(prefix):]:
+                    continue
+                out.append(entry)
+            return sorted(out, key=lambda e: e.path)
+
+    def used_bytes(self, ds_name: str) -> int:
+        with self._lock:
+            return sum(e.size for e in self._store(ds_name).values() if not e.is_dir)

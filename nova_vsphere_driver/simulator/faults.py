@@ -1,0 +1,108 @@
+"""Fault injection: make the simulator misbehave on purpose, from Python or HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+from pyVmomi import VmomiSupport, vim, vmodl
+
+
+def make_fault(name: str, message: str | None = None, **fields: Any) -> vmodl.MethodFault:
+    """Build a vim fault by its wsdl name (``InvalidState``) or dotted name."""
+    try:
+        cls = VmomiSupport.GetWsdlType("urn:vim25", name)
+    except KeyError:
+        try:
+            cls = VmomiSupport.GetVmodlType(name)
+        except (KeyError, AttributeError):
+            raise ValueError(f"unknown vim fault type {name!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, vmodl.MethodFault)):
+        raise ValueError(f"{name!r} is not a vim fault type")
+    fault = cls(**fields)
+    fault.msg = message or f"injected fault {cls._wsdlName}"
+    return fault
+
+
+@dataclasses.dataclass
+class _Failure:
+    fault: vmodl.MethodFault
+    remaining: int
+
+
+class FaultInjector:
+    """Rules the dispatcher and task runner consult on every call.
+
+    * ``fail_next(method, fault, count)``: the next ``count`` calls of
+      ``method`` fail with ``fault``. For ``*_Task`` methods the task is
+      created and ends in error (as vCenter reports most failures); pass
+      ``in_call=True`` to fault the SOAP call itself instead.
+    * ``add_latency(method, seconds)``: every call of ``method`` (``"*"``:
+      all) takes that much longer; for tasks, the task stays running that long.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._call_failures: dict[str, list[_Failure]] = {}
+        self._task_failures: dict[str, list[_Failure]] = {}
+        self._latency: dict[str, float] = {}
+        self._task_latency: dict[str, float] = {}
+
+    def fail_next(self, method: str, fault: vmodl.MethodFault | str, count: int = 1,
+                  in_call: bool = False) -> None:
+        if isinstance(fault, str):
+            fault = make_fault(fault)
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        table = self._task_failures if method.endswith("_Task") and not in_call \
+            else self._call_failures
+        with self._lock:
+            table.setdefault(method, []).append(_Failure(fault, count))
+
+    def add_latency(self, method: str, seconds: float, task: bool | None = None) -> None:
+        if seconds < 0:
+            raise ValueError("latency must be >= 0")
+        with self._lock:
+            if task or (task is None and method.endswith("_Task")):
+                self._task_latency[method] = seconds
+            else:
+                self._latency[method] = seconds
+
+    def clear(self) -> None:
+        with self._lock:
+            self._call_failures.clear()
+            self._task_failures.clear()
+            self._latency.clear()
+            self._task_latency.clear()
+
+    @staticmethod
+    def _take(table: dict[str, list[_Failure]], method: str) -> vmodl.MethodFault | None:
+        for key in (method, "*"):
+            queue = table.get(key)
+            if queue:
+                failure = queue[0]
+                failure.remaining -= 1
+                if failure.remaining <= 0:
+                    queue.pop(0)
+                return failure.fault
+        return None
+
+    def take_call_fault(self, method: str) -> vmodl.MethodFault | None:
+        with self._lock:
+            return self._take(self._call_failures, method)
+
+    def take_task_fault(self, method: str) -> vmodl.MethodFault | None:
+        with self._lock:
+            return self._take(self._task_failures, method)
+
+    def call_latency(self, method: str) -> float:
+        with self._lock:
+            return self._latency.get(method, self._latency.get("*", 0.0))
+
+    def task_latency(self, method: str) -> float:
+        with self._lock:
+            return self._task_latency.get(method, self._task_latency.get("*", 0.0))
+
+
+__all__ = ["FaultInjector", "make_fault", "vim"]

@@ -1,0 +1,269 @@
+"""Inventories: load a simulated vCenter from YAML/JSON, and the default one.
+
+Schema (all sizes in the units named; every key but ``name`` optional)::
+
+    datacenters:
+      - name: dc1
+        datastores:            # capacity_gb, type (VMFS|NFS|vsan), hosts (default: all)
+          - {name: shared-1, capacity_gb: 8192}
+        networks: ["VM Network"]          # standard port groups on every host
+        distributed_switches:
+          - name: dvs-01
+            portgroups: [{name: br-int, vlan: 0}]
+        clusters:
+          - name: cluster-a
+            drs: {enabled: false, behavior: fullyAutomated}
+            hosts:
+              - {name: esx-a1, cores: 16, threads: 32, mhz: 2600, memory_mb: 262144,
+                 sockets: 2, cpu_features: [avx2, aes], datastores: [local-a1]}
+        vms:
+          - {name: legacy-1, cluster: cluster-a, host: esx-a1, cpus: 2, memory_mb: 4096,
+             disk_gb: 20, datastore: shared-1, network: VM Network, power: "on"}
+
+A host's ``datastores`` adds to the datacenter datastores that list no
+``hosts`` (those are mounted everywhere).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pyVmomi import vim
+
+if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.service import Simulator
+
+
+class InventoryError(ValueError):
+    """The inventory file is invalid; the message says where."""
+
+
+def read_file(path: str) -> dict:
+    """Read an inventory from a YAML or JSON file."""
+    if not os.path.exists(path):
+        raise InventoryError(f"inventory file {path!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise InventoryError(f"inventory file {path!r} is not valid YAML/JSON: {exc}") from exc
+    if not isinstance(data, dict) or "datacenters" not in data:
+        raise InventoryError(f"inventory file {path!r} must be a mapping with 'datacenters'")
+    return data
+
+
+def default_inventory() -> dict:
+    """One datacenter, two clusters of four heterogeneous hosts, shared storage."""
+    features_v3 = ["sse4_1", "sse4_2", "aes", "avx", "avx2", "fma", "bmi1", "bmi2", "popcnt"]
+    features_v4 = [*features_v3, "avx512f", "sha"]
+    return {
+        "datacenters": [{
+            "name": "dc1",
+            "datastores": [
+                {"name": "shared-a", "capacity_gb": 8192, "hosts": ["esx-a1", "esx-a2",
+                                                                    "esx-a3", "esx-a4"]},
+                {"name": "shared-b", "capacity_gb": 8192, "hosts": ["esx-b1", "esx-b2",
+                                                                    "esx-b3", "esx-b4"]},
+                {"name": "shared-all", "capacity_gb": 4096, "type": "NFS"},
+            ],
+            "networks": ["VM Network"],
+            "distributed_switches": [{"name": "dvs-01", "portgroups": [
+                {"name": "br-int", "vlan": 0}, {"name": "public", "vlan": 100}]}],
+            "clusters": [
+                {"name": "cluster-a", "hosts": [
+                    {"name": "esx-a1", "cores": 16, "mhz": 2600, "memory_mb": 262144,
+                     "cpu_features": features_v3},
+                    {"name": "esx-a2", "cores": 16, "mhz": 2600, "memory_mb": 262144,
+                     "cpu_features": features_v3},
+                    {"name": "esx-a3", "cores": 24, "mhz": 2200, "memory_mb": 393216,
+                     "cpu_features": features_v4},
+                    {"name": "esx-a4", "cores": 8, "mhz": 3000, "memory_mb": 131072,
+                     "sockets": 1, "cpu_features": features_v3},
+                ]},
+                {"name": "cluster-b", "hosts": [
+                    {"name": "esx-b1", "cores": 32, "mhz": 2100, "memory_mb": 524288,
+                     "cpu_features": features_v4},
+                    {"name": "esx-b2", "cores": 32, "mhz": 2100, "memory_mb": 524288,
+                     "cpu_features": features_v4},
+                    {"name": "esx-b3", "cores": 12, "mhz": 2900, "memory_mb": 196608,
+                     "sockets": 1, "cpu_features": features_v4},
+                    {"name": "esx-b4", "cores": 12, "mhz": 2900, "memory_mb": 196608,
+                     "sockets": 1, "cpu_features": features_v4},
+                ]},
+            ],
+        }],
+    }
+
+
+def _require(mapping: dict, key: str, where: str) -> Any:
+    if key not in mapping:
+        raise InventoryError(f"{where}: missing required key {key!r}")
+    return mapping[key]
+
+
+def load(sim: Simulator, data: dict) -> None:
+    """Build the inventory described by ``data`` into ``sim``."""
+    from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource
+    from nova_vsphere_driver.simulator.objects.datacenter import Datacenter
+    from nova_vsphere_driver.simulator.objects.datastore import Datastore
+    from nova_vsphere_driver.simulator.objects.host import HostSystem
+    from nova_vsphere_driver.simulator.objects.network import (
+        DistributedVirtualPortgroup,
+        DistributedVirtualSwitch,
+        Network,
+    )
+
+    data = copy.deepcopy(data)
+    reg = sim.registry
+    with reg.lock:
+        for dc_i, dc_data in enumerate(data.get("datacenters") or []):
+            where = f"datacenters[{dc_i}]"
+            dc = Datacenter(sim, _require(dc_data, "name", where), sim.root_folder)
+            sim.root_folder.add_child(dc)
+            reg.add(dc)
+            datastores: dict[str, tuple[Datastore, list | None]] = {}
+            for ds_data in dc_data.get("datastores") or []:
+                name = _require(ds_data, "name", f"{where}.datastores")
+                if name in datastores:
+                    raise InventoryError(f"{where}: duplicate datastore {name!r}")
+                ds = Datastore(sim, name, dc.datastore_folder,
+                               capacity_gb=ds_data.get("capacity_gb", 1024),
+                               ds_type=ds_data.get("type", "VMFS"))
+                dc.datastore_folder.add_child(ds)
+                reg.add(ds)
+                datastores[name] = (ds, ds_data.get("hosts"))
+            networks = []
+            for net_name in dc_data.get("networks") or ["VM Network"]:
+                net = Network(sim, net_name, dc.network_folder)
+                dc.network_folder.add_child(net)
+                reg.add(net)
+                networks.append(net)
+            for dvs_data in dc_data.get("distributed_switches") or []:
+                dvs = DistributedVirtualSwitch(sim, _require(dvs_data, "name", where),
+                                               dc.network_folder)
+                dc.network_folder.add_child(dvs)
+                reg.add(dvs)
+                for pg_data in dvs_data.get("portgroups") or []:
+                    pg = DistributedVirtualPortgroup(
+                        sim, _require(pg_data, "name", f"{where}.portgroups"),
+                        dc.network_folder, dvs, int(pg_data.get("vlan", 0)))
+                    dc.network_folder.add_child(pg)
+                    reg.add(pg)
+                    networks.append(pg)
+            all_hosts: dict[str, HostSystem] = {}
+            for cl_i, cl_data in enumerate(dc_data.get("clusters") or []):
+                cwhere = f"{where}.clusters[{cl_i}]"
+                drs = cl_data.get("drs") or {}
+                cluster = ClusterComputeResource(
+                    sim, _require(cl_data, "name", cwhere), dc.host_folder,
+                    drs_enabled=bool(drs.get("enabled", False)),
+                    drs_behavior=drs.get("behavior", "fullyAutomated"))
+                dc.host_folder.add_child(cluster)
+                reg.add(cluster)
+                for h_i, h in enumerate(cl_data.get("hosts") or []):
+                    hwhere = f"{cwhere}.hosts[{h_i}]"
+                    name = _require(h, "name", hwhere)
+                    if name in all_hosts:
+                        raise InventoryError(f"{hwhere}: duplicate host {name!r}")
+                    try:
+                        host = HostSystem(
+                            sim, name, cluster, cores=int(_require(h, "cores", hwhere)),
+                            threads=h.get("threads"), mhz=int(h.get("mhz", 2400)),
+                            memory_mb=int(_require(h, "memory_mb", hwhere)),
+                            sockets=int(h.get("sockets", 2)),
+                            cpu_model=h.get("cpu_model", "Intel(R) Xeon(R) Gold 6338"),
+                            cpu_features=h.get("cpu_features"))
+                    except (TypeError, ValueError) as exc:
+                        raise InventoryError(f"{hwhere}: {exc}") from exc
+                    if h.get("connected") is False:
+                        host.connection_state = vim.HostSystem.ConnectionState.disconnected
+                    host.in_maintenance = bool(h.get("maintenance", False))
+                    cluster.hosts.append(host)
+                    reg.add(host)
+                    all_hosts[name] = host
+                    host.networks = list(networks)
+                    for ds_name in h.get("datastores") or []:
+                        if ds_name not in datastores:
+                            raise InventoryError(f"{hwhere}: unknown datastore {ds_name!r}")
+                        host.datastores.append(datastores[ds_name][0])
+            for ds, hosts in datastores.values():
+                if hosts is None:
+                    targets = list(all_hosts.values())
+                else:
+                    unknown = [n for n in hosts if n not in all_hosts]
+                    if unknown:
+                        raise InventoryError(f"{where}: datastore {ds.name!r} names unknown "
+                                             f"hosts {unknown}")
+                    targets = [all_hosts[n] for n in hosts]
+                for host in targets:
+                    if ds not in host.datastores:
+                        host.datastores.append(ds)
+            for host in all_hosts.values():
+                for ds in host.datastores:
+                    if host not in ds.hosts:
+                        ds.hosts.append(host)
+                for net in host.networks:
+                    net.hosts.append(host)
+            for vm_i, vm_data in enumerate(dc_data.get("vms") or []):
+                _create_vm(sim, dc, vm_data, f"{where}.vms[{vm_i}]")
+        reg.touch()
+
+
+def _create_vm(sim: Simulator, dc, vm_data: dict, where: str) -> None:
+    from nova_vsphere_driver.simulator.objects import virtual_machine as vm_mod
+
+    name = _require(vm_data, "name", where)
+    try:
+        cluster = sim.cluster(_require(vm_data, "cluster", where))
+    except KeyError as exc:
+        raise InventoryError(f"{where}: {exc}") from exc
+    host_name = vm_data.get("host")
+    host = next((h for h in cluster.hosts if h.name == host_name), None) if host_name else \
+        cluster.hosts[0] if cluster.hosts else None
+    if host is None:
+        raise InventoryError(f"{where}: no host {host_name!r} in cluster {cluster.name}")
+    ds_name = vm_data.get("datastore") or (host.datastores[0].name if host.datastores else None)
+    if ds_name is None:
+        raise InventoryError(f"{where}: host {host.name} has no datastore")
+    dev = vim.vm.device
+    changes = [dev.VirtualDeviceSpec(operation="add", device=dev.VirtualLsiLogicController(
+        key=-100, busNumber=0, sharedBus="noSharing"))]
+    if vm_data.get("disk_gb"):
+        changes.append(dev.VirtualDeviceSpec(
+            operation="add", fileOperation="create",
+            device=dev.VirtualDisk(key=-101, controllerKey=-100, unitNumber=0,
+                                   capacityInKB=int(vm_data["disk_gb"]) * 1024 * 1024,
+                                   backing=dev.VirtualDisk.FlatVer2BackingInfo(
+                                       fileName=f"[{ds_name}]", diskMode="persistent",
+                                       thinProvisioned=True))))
+    net_name = vm_data.get("network")
+    if net_name:
+        changes.append(dev.VirtualDeviceSpec(operation="add", device=dev.VirtualVmxnet3(
+            key=-102, backing=dev.VirtualEthernetCard.NetworkBackingInfo(deviceName=net_name),
+            addressType="generated")))
+    spec = vim.vm.ConfigSpec(
+        name=name, numCPUs=int(vm_data.get("cpus", 1)),
+        memoryMB=int(vm_data.get("memory_mb", 1024)), guestId=vm_data.get("guest_id",
+                                                                          "otherGuest64"),
+        files=vim.vm.FileInfo(vmPathName=f"[{ds_name}]"), deviceChange=changes,
+        instanceUuid=vm_data.get("instance_uuid"))
+    # The controller key must be known to the disk before keys are assigned.
+    changes[0].device.key = 1000
+    if len(changes) > 1 and isinstance(changes[1].device, dev.VirtualDisk):
+        changes[1].device.controllerKey = 1000
+    try:
+        vm = vm_mod.create_vm(sim, dc.vm_folder, spec, cluster.resource_pool, host)
+    except vim.fault.VimFault as exc:
+        raise InventoryError(f"{where}: {exc.msg}") from exc
+    except Exception as exc:
+        raise InventoryError(f"{where}: {getattr(exc, 'msg', exc)}") from exc
+    if "cpu_demand" in vm_data:
+        vm.cpu_demand_fraction = float(vm_data["cpu_demand"])
+    if str(vm_data.get("power", "off")).lower() in ("on", "poweredon", "true"):
+        host.check_admission(vm)
+        vm.set_power(vm_mod.POWERED_ON)

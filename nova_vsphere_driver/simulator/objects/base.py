@@ -1,0 +1,259 @@
+"""Base classes for simulated managed objects."""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pyVmomi import VmomiSupport, vim, vmodl
+
+if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.service import Simulator, Session
+
+
+_REQUIRED: dict[type, list] = {}
+
+
+def _required_fields(cls: type) -> list:
+    fields = _REQUIRED.get(cls)
+    if fields is None:
+        fields = [p for p in cls._GetPropertyList() if not p.flags & VmomiSupport.F_OPTIONAL]
+        _REQUIRED[cls] = fields
+    return fields
+
+
+def _default_for(ptype: type) -> Any:
+    if issubclass(ptype, list):
+        return ptype()
+    if ptype is bool:
+        return False
+    if issubclass(ptype, VmomiSupport.Enum):
+        return ptype.values[0] if getattr(ptype, "values", None) else None
+    if issubclass(ptype, int):
+        return ptype(0)
+    if ptype is float:
+        return 0.0
+    if issubclass(ptype, str):
+        return ptype("")
+    if ptype is datetime.datetime:
+        return datetime.datetime.now(datetime.timezone.utc)
+    if issubclass(ptype, VmomiSupport.DataObject):
+        return complete(ptype())
+    return None
+
+
+def complete(obj: Any) -> Any:
+    """Fill unset required fields of a data object tree with neutral values.
+
+    vim25 declares many fields required that a simulator has no real value
+    for (e.g. ``recordReplayState``); pyVmomi refuses to serialize objects
+    missing them, and so would vCenter never send such an object.
+    """
+    if isinstance(obj, list):
+        for item in obj:
+            complete(item)
+        return obj
+    if not isinstance(obj, VmomiSupport.DataObject):
+        return obj
+    for prop in _required_fields(type(obj)):
+        value = getattr(obj, prop.name, None)
+        if value is None:
+            default = _default_for(prop.type)
+            if default is not None:
+                setattr(obj, prop.name, default)
+    for prop in type(obj)._GetPropertyList():
+        value = getattr(obj, prop.name, None)
+        if isinstance(value, (VmomiSupport.DataObject, list)):
+            complete(value)
+    return obj
+
+
+class CallContext:
+    """What a managed method knows about the call it serves."""
+
+    def __init__(self, sim: Simulator, session: Session | None) -> None:
+        self.sim = sim
+        self.session = session
+        #: Set by Login: the HTTP layer hands its key to the client as a cookie.
+        self.new_session = None
+
+
+def invalid_property(name: str) -> vmodl.query.InvalidProperty:
+    return vmodl.query.InvalidProperty(name=name, msg=f"Invalid property: {name}")
+
+
+def invalid_argument(prop: str, msg: str | None = None) -> vmodl.fault.InvalidArgument:
+    return vmodl.fault.InvalidArgument(invalidProperty=prop, msg=msg or f"A specified parameter was not correct: {prop}")
+
+
+class ManagedObject:
+    """A simulated managed object.
+
+    Properties are served by ``_get_<name>`` methods returning pyVmomi
+    values; managed methods are Python methods named by their vim25 wsdl
+    name, called with a ``CallContext`` and the decoded parameters.
+    """
+
+    vim_type: ClassVar[type] = VmomiSupport.ManagedObject
+    moid_prefix: ClassVar[str] = "obj"
+    _property_names: ClassVar[tuple[str, ...] | None] = None
+    #: Properties whose value depends on the caller, never cached.
+    uncached: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, sim: Simulator, moid: str | None = None) -> None:
+        self.sim = sim
+        self.moid = moid or sim.registry.new_id(self.moid_prefix)
+        self._cache: dict[str, tuple[int, Any]] = {}
+
+    @property
+    def ref(self):
+        """The pyVmomi reference (``ManagedObjectReference``) to this object."""
+        return self.vim_type(self.moid)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.moid}>"
+
+    @classmethod
+    def property_names(cls) -> tuple[str, ...]:
+        if cls.__dict__.get("_property_names") is None:
+            cls._property_names = tuple(
+                sorted(n[5:] for n in dir(cls) if n.startswith("_get_"))
+            )
+        return cls._property_names
+
+    def get_top(self, name: str) -> Any:
+        """Value of a top-level property, cached until the inventory changes."""
+        if name in self.uncached:
+            return self._compute(name)
+        gen = self.sim.registry.generation
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        value = self._compute(name)
+        self._cache[name] = (gen, value)
+        return value
+
+    def _compute(self, name: str) -> Any:
+        getter = getattr(self, "_get_" + name, None)
+        if getter is None:
+            raise invalid_property(name)
+        return complete(getter())
+
+    def get_property(self, path: str) -> Any:
+        """Value at a property path such as ``summary.quickStats``.
+
+        Returns None for a path that is valid but unset.
+        """
+        top, _, rest = path.partition(".")
+        value = self.get_top(top)
+        for part in rest.split(".") if rest else ():
+            if value is None:
+                return None
+            if isinstance(value, list):
+                # vCenter does not index into arrays by path.
+                raise invalid_property(path)
+            try:
+                value = getattr(value, part)
+            except AttributeError:
+                raise invalid_property(path) from None
+        return value
+
+
+class ManagedEntity(ManagedObject):
+    """Inventory objects: named, with a parent, in the folder hierarchy."""
+
+    vim_type = vim.ManagedEntity
+
+    def __init__(self, sim: Simulator, name: str, parent: ManagedEntity | None = None,
+                 moid: str | None = None) -> None:
+        super().__init__(sim, moid)
+        self.name = name
+        self.parent = parent
+        self.recent_tasks: list = []
+
+    def _get_name(self) -> str:
+        return self.name
+
+    def _get_parent(self):
+        return self.parent.ref if self.parent is not None else None
+
+    def _get_overallStatus(self):  # noqa: N802
+        return vim.ManagedEntity.Status.green
+
+    def _get_configStatus(self):  # noqa: N802
+        return vim.ManagedEntity.Status.green
+
+    def _get_recentTask(self):  # noqa: N802
+        return [t.ref for t in self.recent_tasks]
+
+    def _get_customValue(self):  # noqa: N802
+        return []
+
+    def _get_availableField(self):  # noqa: N802
+        return []
+
+    def _get_alarmActionsEnabled(self):  # noqa: N802
+        return True
+
+    def _get_tag(self):
+        return []
+
+    def _get_triggeredAlarmState(self):  # noqa: N802
+        return []
+
+    def _get_declaredAlarmState(self):  # noqa: N802
+        return []
+
+    def _get_disabledMethod(self):  # noqa: N802
+        return []
+
+    def _get_effectiveRole(self):  # noqa: N802
+        return [-1]
+
+    def _get_permission(self):
+        return []
+
+    def child_entities(self) -> list[ManagedEntity]:
+        """Entities directly below this one, as a ContainerView sees them."""
+        return []
+
+    def ancestors(self) -> list[ManagedEntity]:
+        chain, node = [], self.parent
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        return chain
+
+    def datacenter(self):
+        from nova_vsphere_driver.simulator.objects.datacenter import Datacenter
+
+        for node in [self, *self.ancestors()]:
+            if isinstance(node, Datacenter):
+                return node
+        return None
+
+    def inventory_path(self) -> str:
+        names = [n.name for n in reversed([self, *self.ancestors()])]
+        # The root folder has no name in an inventory path.
+        return "/".join(names[1:])
+
+    def Rename_Task(self, ctx: CallContext, newName: str):  # noqa: N802,N803
+        def work():
+            siblings = getattr(self.parent, "children", []) if self.parent else []
+            for sib in siblings:
+                if sib is not self and sib.name == newName:
+                    raise vim.fault.DuplicateName(name=newName, object=sib.ref,
+                                                  msg=f"The name '{newName}' already exists.")
+            self.name = newName
+            self.sim.registry.touch()
+
+        return self.sim.tasks.start(ctx, self, "Rename_Task", work)
+
+    def Destroy_Task(self, ctx: CallContext):  # noqa: N802
+        def work():
+            self.destroy()
+
+        return self.sim.tasks.start(ctx, self, "Destroy_Task", work)
+
+    def destroy(self) -> None:
+        raise vim.fault.InvalidState(msg=f"{type(self).__name__} cannot be destroyed here")

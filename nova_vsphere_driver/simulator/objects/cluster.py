@@ -1,0 +1,307 @@
+"""ClusterComputeResource and its ResourcePool, DRS configuration and rules."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from pyVmomi import vim
+
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, invalid_argument
+from nova_vsphere_driver.simulator.objects.host import HostSystem
+
+if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
+    from nova_vsphere_driver.simulator.service import Simulator
+
+FULLY_AUTOMATED = vim.cluster.DrsConfigInfo.DrsBehavior.fullyAutomated
+
+
+class ResourcePool(ManagedEntity):
+    vim_type = vim.ResourcePool
+    moid_prefix = "resgroup"
+
+    def __init__(self, sim: Simulator, name: str, parent: ManagedEntity,
+                 owner: ClusterComputeResource) -> None:
+        super().__init__(sim, name, parent)
+        self.owner = owner
+        self.vms: list[VirtualMachine] = []
+        self.pools: list[ResourcePool] = []
+
+    def child_entities(self) -> list[ManagedEntity]:
+        return [*self.pools, *self.vms]
+
+    def _get_owner(self):
+        return self.owner.ref
+
+    def _get_vm(self):
+        return [vm.ref for vm in self.vms]
+
+    def _get_resourcePool(self):  # noqa: N802
+        return [p.ref for p in self.pools]
+
+    def _allocation(self) -> vim.ResourceAllocationInfo:
+        return vim.ResourceAllocationInfo(
+            reservation=0, expandableReservation=True, limit=-1,
+            shares=vim.SharesInfo(level="normal", shares=4000))
+
+    def _get_config(self):
+        return vim.ResourceConfigSpec(entity=self.ref, cpuAllocation=self._allocation(),
+                                      memoryAllocation=self._allocation())
+
+    def _get_runtime(self):
+        hosts = self.owner.usable_hosts()
+        mem_used = sum(vm.memory_mb for vm in self.vms if vm.powered_on) * 1024 * 1024
+        mem_total = sum(h.memory_mb for h in hosts) * 1024 * 1024
+        cpu_used = sum(vm.cpu_usage_mhz() for vm in self.vms if vm.powered_on)
+        cpu_total = sum(h.cpu_capacity_mhz() for h in hosts)
+        usage = vim.ResourcePool.ResourceUsage
+        return vim.ResourcePool.RuntimeInfo(
+            memory=usage(reservationUsed=0, reservationUsedForVm=0, unreservedForPool=mem_total,
+                         unreservedForVm=mem_total, overallUsage=mem_used,
+                         maxUsage=mem_total),
+            cpu=usage(reservationUsed=0, reservationUsedForVm=0, unreservedForPool=cpu_total,
+                      unreservedForVm=cpu_total, overallUsage=cpu_used, maxUsage=cpu_total),
+            overallStatus=vim.ManagedEntity.Status.green,
+        )
+
+
+class ClusterComputeResource(ManagedEntity):
+    vim_type = vim.ClusterComputeResource
+    moid_prefix = "domain-c"
+
+    def __init__(self, sim: Simulator, name: str, parent: ManagedEntity, *,
+                 drs_enabled: bool = False, drs_behavior: str = "fullyAutomated") -> None:
+        super().__init__(sim, name, parent)
+        self.hosts: list[HostSystem] = []
+        self.resource_pool = ResourcePool(sim, "Resources", self, self)
+        sim.registry.add(self.resource_pool)
+        self.drs_config = vim.cluster.DrsConfigInfo(
+            enabled=drs_enabled, defaultVmBehavior=drs_behavior, vmotionRate=3,
+            enableVmBehaviorOverrides=True)
+        self.rules: list[vim.cluster.RuleInfo] = []
+        self.groups: list[vim.cluster.GroupInfo] = []
+        self._rule_keys = itertools.count(1)
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def drs_enabled(self) -> bool:
+        return bool(self.drs_config.enabled)
+
+    @property
+    def drs_automated(self) -> bool:
+        return self.drs_config.defaultVmBehavior == FULLY_AUTOMATED
+
+    def usable_hosts(self) -> list[HostSystem]:
+        return [h for h in self.hosts if h.usable()]
+
+    def vms(self) -> list[VirtualMachine]:
+        return [vm for host in self.hosts for vm in host.vms]
+
+    def child_entities(self) -> list[ManagedEntity]:
+        return [*self.hosts, self.resource_pool]
+
+    # -- simulated vCenter DRS (only when drsConfig.enabled) ----------------------
+
+    def vcenter_drs_pick_host(self, vm: VirtualMachine, exclude: HostSystem | None = None
+                              ) -> HostSystem | None:
+        """vCenter DRS stand-in: the usable host with the most free memory."""
+        best, best_free = None, None
+        for host in self.usable_hosts():
+            if host is exclude or not set(vm.datastores) <= set(host.datastores):
+                continue
+            try:
+                host.check_admission(vm)
+            except vim.fault.VimFault:
+                continue
+            free = host.memory_mb - host.used_memory_mb()
+            if best_free is None or free > best_free:
+                best, best_free = host, free
+        return best
+
+    def vcenter_drs_evacuate(self, host: HostSystem, vms: list[VirtualMachine]) -> int:
+        moved = 0
+        for vm in vms:
+            target = self.vcenter_drs_pick_host(vm, exclude=host)
+            if target is not None:
+                vm.move_to_host(target)
+                moved += 1
+        return moved
+
+    # -- properties ----------------------------------------------------------------
+
+    def _get_host(self):
+        return [h.ref for h in self.hosts]
+
+    def _get_resourcePool(self):  # noqa: N802
+        return self.resource_pool.ref
+
+    def _get_datastore(self):
+        seen = {}
+        for host in self.hosts:
+            for ds in host.datastores:
+                seen.setdefault(ds.moid, ds)
+        return [ds.ref for ds in seen.values()]
+
+    def _get_network(self):
+        seen = {}
+        for host in self.hosts:
+            for net in host.networks:
+                seen.setdefault(net.moid, net)
+        return [n.ref for n in seen.values()]
+
+    def _get_environmentBrowser(self):  # noqa: N802
+        return None
+
+    def _get_summary(self):
+        hosts = self.hosts
+        usable = self.usable_hosts()
+        return vim.ClusterComputeResource.Summary(
+            totalCpu=sum(h.cpu_capacity_mhz() for h in hosts),
+            totalMemory=sum(h.memory_mb for h in hosts) * 1024 * 1024,
+            numCpuCores=sum(h.cores for h in hosts),
+            numCpuThreads=sum(h.threads for h in hosts),
+            effectiveCpu=sum(h.cpu_capacity_mhz() - h.used_cpu_mhz() for h in usable),
+            effectiveMemory=sum(h.memory_mb - h.used_memory_mb() for h in usable),
+            numHosts=len(hosts),
+            numEffectiveHosts=len(usable),
+            overallStatus=vim.ManagedEntity.Status.green,
+            currentFailoverLevel=0, numVmotions=0,
+        )
+
+    def _config_ex(self):
+        return vim.cluster.ConfigInfoEx(
+            drsConfig=self.drs_config,
+            dasConfig=vim.cluster.DasConfigInfo(enabled=False),
+            dpmConfigInfo=vim.cluster.DpmConfigInfo(enabled=False),
+            rule=list(self.rules),
+            group=list(self.groups),
+        )
+
+    def _get_configurationEx(self):  # noqa: N802
+        return self._config_ex()
+
+    def _get_configuration(self):
+        return vim.cluster.ConfigInfo(
+            drsConfig=self.drs_config,
+            dasConfig=vim.cluster.DasConfigInfo(enabled=False),
+            rule=list(self.rules),
+        )
+
+    # -- reconfiguration ------------------------------------------------------------
+
+    def ReconfigureComputeResource_Task(self, ctx: CallContext, spec, modify: bool):  # noqa: N802
+        def work():
+            self.apply_spec(spec, modify)
+
+        return self.sim.tasks.start(ctx, self, "ReconfigureComputeResource_Task", work)
+
+    def ReconfigureCluster_Task(self, ctx: CallContext, spec, modify: bool):  # noqa: N802
+        return self.ReconfigureComputeResource_Task(ctx, spec, modify)
+
+    def apply_spec(self, spec, modify: bool) -> None:
+        """Validate the whole spec first, then apply it: all or nothing."""
+        groups = {g.name: g for g in self.groups} if modify else {}
+        rules = {r.key: r for r in self.rules} if modify else {}
+        drs = self.drs_config
+        if getattr(spec, "drsConfig", None) is not None:
+            new = spec.drsConfig
+            drs = vim.cluster.DrsConfigInfo(
+                enabled=new.enabled if new.enabled is not None else drs.enabled,
+                defaultVmBehavior=new.defaultVmBehavior or drs.defaultVmBehavior,
+                vmotionRate=new.vmotionRate or drs.vmotionRate,
+                enableVmBehaviorOverrides=drs.enableVmBehaviorOverrides)
+        cluster_vms = {vm.moid for vm in self.vms()}
+        cluster_hosts = {h.moid for h in self.hosts}
+        for gspec in getattr(spec, "groupSpec", None) or []:
+            op = gspec.operation
+            if op == "remove":
+                name = gspec.removeKey
+                if name not in groups:
+                    raise invalid_argument("groupSpec.removeKey", f"no group named {name!r}")
+                del groups[name]
+                continue
+            info = gspec.info
+            if info is None or not info.name:
+                raise invalid_argument("groupSpec.info.name")
+            if op == "add" and info.name in groups:
+                raise vim.fault.DuplicateName(name=info.name, object=self.ref,
+                                              msg=f"A group named {info.name!r} already exists")
+            if op == "edit" and info.name not in groups:
+                raise invalid_argument("groupSpec.info.name", f"no group named {info.name!r}")
+            members = getattr(info, "vm", None) if isinstance(info, vim.cluster.VmGroup) \
+                else getattr(info, "host", None)
+            allowed = cluster_vms if isinstance(info, vim.cluster.VmGroup) else cluster_hosts
+            for ref in members or []:
+                if ref._moId not in allowed:
+                    raise invalid_argument("groupSpec.info", f"{ref._moId} is not in cluster "
+                                           f"{self.name}")
+            groups[info.name] = info
+        for rspec in getattr(spec, "rulesSpec", None) or []:
+            op = rspec.operation
+            if op == "remove":
+                if rspec.removeKey not in rules:
+                    raise invalid_argument("rulesSpec.removeKey",
+                                           f"no rule with key {rspec.removeKey}")
+                del rules[rspec.removeKey]
+                continue
+            info = rspec.info
+            if info is None:
+                raise invalid_argument("rulesSpec.info")
+            if op == "edit":
+                if info.key not in rules:
+                    raise invalid_argument("rulesSpec.info.key", f"no rule with key {info.key}")
+            else:
+                info.key = next(self._rule_keys)
+                while info.key in rules:
+                    info.key = next(self._rule_keys)
+            for other in rules.values():
+                if other.name == info.name and other.key != info.key:
+                    raise vim.fault.DuplicateName(name=info.name, object=self.ref,
+                                                  msg=f"A rule named {info.name!r} exists")
+            self._validate_rule(info, groups, cluster_vms)
+            if info.enabled is None:
+                info.enabled = True
+            info.status = vim.ManagedEntity.Status.green
+            rules[info.key] = info
+        self.drs_config = drs
+        self.groups = list(groups.values())
+        self.rules = sorted(rules.values(), key=lambda r: r.key)
+        self.sim.registry.touch()
+
+    @staticmethod
+    def _validate_rule(info, groups: dict, cluster_vms: set[str]) -> None:
+        if isinstance(info, (vim.cluster.AffinityRuleSpec, vim.cluster.AntiAffinityRuleSpec)):
+            members = info.vm or []
+            if len(members) < 2:
+                raise invalid_argument("rulesSpec.info.vm",
+                                       "A VM-VM rule needs at least two virtual machines")
+            for ref in members:
+                if ref._moId not in cluster_vms:
+                    raise invalid_argument("rulesSpec.info.vm",
+                                           f"{ref._moId} is not in this cluster")
+        elif isinstance(info, vim.cluster.VmHostRuleInfo):
+            if info.vmGroupName not in groups:
+                raise invalid_argument("rulesSpec.info.vmGroupName",
+                                       f"no VM group {info.vmGroupName!r}")
+            host_group = info.affineHostGroupName or info.antiAffineHostGroupName
+            if host_group not in groups:
+                raise invalid_argument("rulesSpec.info.affineHostGroupName",
+                                       f"no host group {host_group!r}")
+
+    def forget_vm(self, vm: VirtualMachine) -> None:
+        """A VM left the cluster: drop it from groups and VM-VM rules, as vCenter does."""
+        ref_id = vm.moid
+        for group in self.groups:
+            if isinstance(group, vim.cluster.VmGroup) and group.vm:
+                group.vm = [r for r in group.vm if r._moId != ref_id]
+        kept = []
+        for rule in self.rules:
+            if isinstance(rule, (vim.cluster.AffinityRuleSpec, vim.cluster.AntiAffinityRuleSpec)):
+                rule.vm = [r for r in rule.vm or [] if r._moId != ref_id]
+                if len(rule.vm) < 1:
+                    continue
+            kept.append(rule)
+        self.rules = kept
+        self.sim.registry.touch()

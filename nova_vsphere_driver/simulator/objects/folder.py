@@ -1,0 +1,82 @@
+"""Folder: the inventory tree's containers; CreateVM_Task lives here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyVmomi import vim
+
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, invalid_argument
+
+if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.service import Simulator
+
+
+class Folder(ManagedEntity):
+    vim_type = vim.Folder
+    moid_prefix = "group-v"
+
+    def __init__(self, sim: Simulator, name: str, parent: ManagedEntity | None,
+                 moid: str | None = None, child_types: tuple[str, ...] = ("Folder",)) -> None:
+        super().__init__(sim, name, parent, moid)
+        self.children: list[ManagedEntity] = []
+        self.child_types = child_types
+
+    def child_entities(self) -> list[ManagedEntity]:
+        return list(self.children)
+
+    def _get_childEntity(self):  # noqa: N802
+        return [c.ref for c in self.children]
+
+    def _get_childType(self):  # noqa: N802
+        return list(self.child_types)
+
+    def add_child(self, child: ManagedEntity) -> None:
+        for existing in self.children:
+            if existing.name == child.name:
+                raise vim.fault.DuplicateName(name=child.name, object=existing.ref,
+                                              msg=f"The name '{child.name}' already exists.")
+        child.parent = self
+        self.children.append(child)
+        self.sim.registry.touch()
+
+    def remove_child(self, child: ManagedEntity) -> None:
+        if child in self.children:
+            self.children.remove(child)
+            self.sim.registry.touch()
+
+    def CreateFolder(self, ctx: CallContext, name: str):  # noqa: N802
+        with self.sim.registry.lock:
+            if "Folder" not in self.child_types:
+                raise vim.fault.InvalidArgument(invalidProperty="name",
+                                                msg="This folder cannot contain folders")
+            if not name or len(name) > 80:
+                raise invalid_argument("name", "A folder name must have 1 to 80 characters")
+            folder = Folder(self.sim, name, self, child_types=self.child_types)
+            self.add_child(folder)
+            self.sim.registry.add(folder)
+            return folder.ref
+
+    def destroy(self) -> None:
+        if self.children:
+            raise vim.fault.InvalidState(msg=f"Folder {self.name} is not empty")
+        if self.parent is None:
+            raise vim.fault.InvalidState(msg="The root folder cannot be destroyed")
+        self.parent.remove_child(self)
+        self.sim.registry.remove(self.moid)
+
+    def CreateVM_Task(self, ctx: CallContext, config, pool, host=None):  # noqa: N802
+        from nova_vsphere_driver.simulator.objects.virtual_machine import create_vm
+
+        if "VirtualMachine" not in self.child_types:
+            raise vim.fault.InvalidArgument(invalidProperty="config",
+                                            msg="This folder cannot contain virtual machines")
+        registry = self.sim.registry
+        with registry.lock:
+            pool_obj = registry.lookup(pool)
+            host_obj = registry.lookup(host) if host is not None else None
+
+        def work():
+            return create_vm(self.sim, self, config, pool_obj, host_obj).ref
+
+        return self.sim.tasks.start(ctx, self, "CreateVM_Task", work)

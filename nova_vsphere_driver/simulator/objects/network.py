@@ -1,0 +1,87 @@
+"""Networks: standard port groups and distributed virtual switches."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from pyVmomi import vim
+
+from nova_vsphere_driver.simulator.objects.base import ManagedEntity
+
+if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.service import Simulator
+
+
+class Network(ManagedEntity):
+    vim_type = vim.Network
+    moid_prefix = "network"
+
+    def __init__(self, sim: Simulator, name: str, parent: ManagedEntity) -> None:
+        super().__init__(sim, name, parent)
+        self.hosts: list = []
+
+    def _get_host(self):
+        return [h.ref for h in self.hosts]
+
+    def _get_vm(self):
+        return [vm.ref for vm in self.sim.vms() if self in vm.networks]
+
+    def _get_summary(self):
+        return vim.Network.Summary(network=self.ref, name=self.name, accessible=True)
+
+
+class DistributedVirtualSwitch(ManagedEntity):
+    vim_type = vim.dvs.VmwareDistributedVirtualSwitch
+    moid_prefix = "dvs"
+
+    def __init__(self, sim: Simulator, name: str, parent: ManagedEntity) -> None:
+        super().__init__(sim, name, parent)
+        self.uuid = " ".join(uuid.uuid4().hex[i:i + 2] for i in range(0, 32, 2))
+        self.portgroups: list[DistributedVirtualPortgroup] = []
+
+    def _get_uuid(self):
+        return self.uuid
+
+    def _get_portgroup(self):
+        return [p.ref for p in self.portgroups]
+
+    def _get_summary(self):
+        return vim.DistributedVirtualSwitch.Summary(
+            name=self.name, uuid=self.uuid, numPorts=1024,
+            portgroupName=[p.name for p in self.portgroups])
+
+    def _get_config(self):
+        return vim.dvs.VmwareDistributedVirtualSwitch.ConfigInfo(
+            key=self.uuid, name=self.name, uuid=self.uuid, numPorts=1024, maxPorts=8192,
+            configVersion="1", createTime=self.sim.service_instance._get_serverClock(),
+            extensionKey="", uplinkPortgroup=[], targetInfo=None,
+            defaultPortConfig=vim.dvs.VmwareDistributedVirtualSwitch.VmwarePortConfigPolicy(),
+            maxMtu=1500, networkResourceManagementEnabled=False, policy=None)
+
+
+class DistributedVirtualPortgroup(Network):
+    vim_type = vim.dvs.DistributedVirtualPortgroup
+    moid_prefix = "dvportgroup"
+
+    def __init__(self, sim: Simulator, name: str, parent: ManagedEntity,
+                 switch: DistributedVirtualSwitch, vlan: int = 0) -> None:
+        super().__init__(sim, name, parent)
+        self.switch = switch
+        self.vlan = vlan
+        switch.portgroups.append(self)
+
+    @property
+    def key(self) -> str:
+        return self.moid
+
+    def _get_key(self):
+        return self.key
+
+    def _get_config(self):
+        vlan = vim.dvs.VmwareDistributedVirtualSwitch.VlanIdSpec(inherited=False, vlanId=self.vlan)
+        return vim.dvs.DistributedVirtualPortgroup.ConfigInfo(
+            key=self.key, name=self.name, numPorts=128, type="earlyBinding",
+            distributedVirtualSwitch=self.switch.ref,
+            defaultPortConfig=vim.dvs.VmwareDistributedVirtualSwitch.VmwarePortConfigPolicy(
+                vlan=vlan))

@@ -1,0 +1,379 @@
+"""PropertyCollector: retrieval with traversal and paging, filters, updates."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from pyVmomi import SoapAdapter, VmomiSupport, vim, vmodl
+
+from nova_vsphere_driver.simulator.objects.base import (
+    CallContext,
+    ManagedObject,
+    invalid_argument,
+)
+
+if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.service import Simulator
+
+PC = vmodl.query.PropertyCollector
+_MO_ARRAY = VmomiSupport.GetVmodlType("vmodl.ManagedObject[]")
+_STR_ARRAY = VmomiSupport.GetVmodlType("string[]")
+_INT_ARRAY = VmomiSupport.GetVmodlType("int[]")
+_MAX_WAIT_FOREVER = 1800.0
+
+
+def typed(value: Any) -> Any:
+    """Give plain Python lists the array type the SOAP serializer needs."""
+    if not isinstance(value, list) or hasattr(value, "Item"):
+        return value
+    if not value:
+        return _MO_ARRAY()
+    first = value[0]
+    if isinstance(first, VmomiSupport.ManagedObject):
+        return _MO_ARRAY(value)
+    if isinstance(first, str):
+        return _STR_ARRAY(value)
+    if isinstance(first, bool):
+        return VmomiSupport.GetVmodlType("boolean[]")(value)
+    if isinstance(first, int):
+        return _INT_ARRAY(value)
+    return type(first).Array(value)
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return list(value)
+    return [value]
+
+
+class Retrieval:
+    """Evaluates FilterSpecs against the registry (call with the lock held)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def select(self, spec: PC.FilterSpec) -> tuple[list[ManagedObject], list]:
+        """Objects a filter spec selects, in order, and the missing ones."""
+        named: dict[str, PC.TraversalSpec] = {}
+
+        def collect_names(select_set) -> None:
+            for ss in select_set or ():
+                if isinstance(ss, PC.TraversalSpec):
+                    if ss.name and ss.name not in named:
+                        named[ss.name] = ss
+                        collect_names(ss.selectSet)
+                    elif not ss.name:
+                        collect_names(ss.selectSet)
+
+        for ospec in spec.objectSet:
+            collect_names(ospec.selectSet)
+
+        registry = self.sim.registry
+        selected: dict[str, ManagedObject] = {}
+        missing = []
+        visited: set[tuple[str, int]] = set()
+
+        def visit(obj: ManagedObject, select_set) -> None:
+            for ss in select_set or ():
+                if isinstance(ss, PC.TraversalSpec):
+                    tspec = ss
+                else:
+                    tspec = named.get(ss.name)
+                    if tspec is None:
+                        raise invalid_argument("selectSet", f"unknown selection spec {ss.name!r}")
+                if not issubclass(obj.vim_type, tspec.type):
+                    continue
+                key = (obj.moid, id(tspec))
+                if key in visited:
+                    continue
+                visited.add(key)
+                try:
+                    targets = _as_list(obj.get_property(tspec.path))
+                except vmodl.query.InvalidProperty:
+                    raise
+                for ref in targets:
+                    if not isinstance(ref, VmomiSupport.ManagedObject) or ref._moId not in registry:
+                        continue
+                    target = registry.get(ref._moId)
+                    if not tspec.skip:
+                        selected.setdefault(target.moid, target)
+                    visit(target, tspec.selectSet)
+
+        for ospec in spec.objectSet:
+            ref = ospec.obj
+            if ref is None or ref._moId not in registry:
+                if spec.reportMissingObjectsInResults:
+                    missing.append(ref)
+                    continue
+                raise vmodl.fault.ManagedObjectNotFound(
+                    obj=ref, msg=f"The object '{getattr(ref, '_moId', ref)}' has already been "
+                    "deleted or has not been completely created")
+            obj = registry.get(ref._moId)
+            if not ospec.skip:
+                selected.setdefault(obj.moid, obj)
+            visit(obj, ospec.selectSet)
+        return list(selected.values()), missing
+
+    @staticmethod
+    def paths_for(obj: ManagedObject, prop_set) -> list[str] | None:
+        """Property paths the PropertySpecs ask of ``obj`` (None: no spec)."""
+        paths: list[str] | None = None
+        for pspec in prop_set:
+            if not issubclass(obj.vim_type, pspec.type):
+                continue
+            paths = paths if paths is not None else []
+            wanted = obj.property_names() if pspec.all else (pspec.pathSet or [])
+            for path in wanted:
+                if path not in paths:
+                    paths.append(path)
+        return paths
+
+    def values(self, obj: ManagedObject, paths: list[str]) -> dict[str, Any]:
+        """{path: value} for the set values among ``paths``."""
+        out: dict[str, Any] = {}
+        for path in paths:
+            value = obj.get_property(path)
+            if value is not None:  # vCenter omits unset properties
+                out[path] = typed(value)
+        return out
+
+    def contents(self, specs: list) -> list:
+        """RetrieveProperties semantics: ObjectContent for every selected object."""
+        result: dict[str, Any] = {}
+        for spec in specs:
+            objects, missing = self.select(spec)
+            for obj in objects:
+                paths = self.paths_for(obj, spec.propSet)
+                if paths is None:
+                    continue
+                vals = self.values(obj, paths)
+                content = result.get(obj.moid)
+                if content is None:
+                    content = PC.ObjectContent(obj=obj.ref, propSet=[])
+                    result[obj.moid] = content
+                have = {p.name for p in content.propSet}
+                for path, val in vals.items():
+                    if path not in have:
+                        content.propSet.append(vmodl.DynamicProperty(name=path, val=val))
+            for ref in missing:
+                result.setdefault(
+                    f"missing:{ref._moId}",
+                    PC.ObjectContent(obj=ref, missingSet=[
+                        PC.MissingProperty(path="", fault=vmodl.fault.ManagedObjectNotFound(obj=ref))
+                    ]),
+                )
+        return list(result.values())
+
+
+class _SessionState:
+    """Per-session state of a collector: paging tokens, filters, versions."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, list] = {}
+        self.filters: dict[str, PropertyFilter] = {}
+        self.version = 0
+        self.cancel_wait = False
+
+
+class PropertyFilter(ManagedObject):
+    vim_type = vmodl.query.PropertyCollector.Filter
+    moid_prefix = "filter"
+
+    def __init__(self, sim: Simulator, collector: PropertyCollector, state: _SessionState,
+                 spec, partial: bool) -> None:
+        super().__init__(sim, f"session[{uuid.uuid4()}]{uuid.uuid4().hex[:8]}")
+        self.collector = collector
+        self.state = state
+        self.spec = spec
+        self.partial = partial
+        # moid -> {path: serialized value}, as last reported to the client.
+        self.reported: dict[str, dict[str, str]] = {}
+
+    def _get_spec(self):
+        return self.spec
+
+    def _get_partialUpdates(self):  # noqa: N802
+        return self.partial
+
+    def DestroyPropertyFilter(self, ctx: CallContext) -> None:  # noqa: N802
+        with self.sim.registry.lock:
+            self.state.filters.pop(self.moid, None)
+            self.sim.registry.remove(self.moid)
+
+
+def _fingerprint(value: Any) -> str:
+    return SoapAdapter.SerializeToStr(value) if value is not None else ""
+
+
+class PropertyCollector(ManagedObject):
+    vim_type = vmodl.query.PropertyCollector
+    moid_prefix = "session[collector]"
+
+    def __init__(self, sim: Simulator, moid: str | None = None, owner: str | None = None) -> None:
+        super().__init__(sim, moid or f"session[{uuid.uuid4()}]{uuid.uuid4().hex[:8]}")
+        self.owner = owner
+        self._states: dict[str, _SessionState] = {}
+        self._token_ids = itertools.count(1)
+
+    def _state(self, ctx: CallContext) -> _SessionState:
+        key = ctx.session.key if ctx.session is not None else ""
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = _SessionState()
+        return state
+
+    def forget_session(self, key: str) -> None:
+        state = self._states.pop(key, None)
+        if state is not None:
+            for flt in state.filters.values():
+                self.sim.registry.remove(flt.moid)
+
+    def _get_filter(self):
+        return [f.ref for s in self._states.values() for f in s.filters.values()]
+
+    # -- retrieval ---------------------------------------------------------
+
+    def RetrieveContents(self, ctx: CallContext, specSet) -> list:  # noqa: N802,N803
+        return self.RetrieveProperties(ctx, specSet)
+
+    def RetrieveProperties(self, ctx: CallContext, specSet) -> list:  # noqa: N802,N803
+        with self.sim.registry.lock:
+            return Retrieval(self.sim).contents(specSet)
+
+    def RetrievePropertiesEx(self, ctx: CallContext, specSet, options=None):  # noqa: N802,N803
+        with self.sim.registry.lock:
+            objects = Retrieval(self.sim).contents(specSet)
+        if not objects:
+            return None
+        page = options.maxObjects if options is not None and options.maxObjects else None
+        if page is not None and page < 0:
+            raise invalid_argument("options.maxObjects")
+        return self._page(self._state(ctx), objects, page)
+
+    def _page(self, state: _SessionState, objects: list, page: int | None):
+        if page is None or len(objects) <= page:
+            return PC.RetrieveResult(objects=objects)
+        token = str(next(self._token_ids))
+        state.tokens[token] = (objects[page:], page)
+        return PC.RetrieveResult(token=token, objects=objects[:page])
+
+    def ContinueRetrievePropertiesEx(self, ctx: CallContext, token: str):  # noqa: N802
+        state = self._state(ctx)
+        try:
+            rest, page = state.tokens.pop(token)
+        except KeyError:
+            raise invalid_argument("token", f"unknown or exhausted token {token!r}") from None
+        return self._page(state, rest, page)
+
+    def CancelRetrievePropertiesEx(self, ctx: CallContext, token: str) -> None:  # noqa: N802
+        if self._state(ctx).tokens.pop(token, None) is None:
+            raise invalid_argument("token", f"unknown token {token!r}")
+
+    # -- collectors and filters -------------------------------------------
+
+    def CreatePropertyCollector(self, ctx: CallContext):  # noqa: N802
+        owner = ctx.session.key if ctx.session else None
+        pc = PropertyCollector(self.sim, owner=owner)
+        self.sim.registry.add(pc)
+        return pc.ref
+
+    def DestroyPropertyCollector(self, ctx: CallContext) -> None:  # noqa: N802
+        if self.moid == "propertyCollector":
+            raise vim.fault.InvalidState(msg="The default property collector cannot be destroyed")
+        with self.sim.registry.lock:
+            for key in list(self._states):
+                self.forget_session(key)
+            self.sim.registry.remove(self.moid)
+
+    def CreateFilter(self, ctx: CallContext, spec, partialUpdates: bool):  # noqa: N802,N803
+        with self.sim.registry.lock:
+            # Validate now, as vCenter does: bad objects or paths fault here.
+            Retrieval(self.sim).contents([spec])
+            state = self._state(ctx)
+            flt = PropertyFilter(self.sim, self, state, spec, partialUpdates)
+            state.filters[flt.moid] = flt
+            self.sim.registry.add(flt)
+            return flt.ref
+
+    # -- updates ------------------------------------------------------------
+
+    def _updates(self, state: _SessionState, full: bool):
+        retrieval = Retrieval(self.sim)
+        filter_updates = []
+        for flt in list(state.filters.values()):
+            if full:
+                flt.reported = {}
+            objects, _missing = retrieval.select(flt.spec)
+            current: dict[str, tuple[ManagedObject, dict[str, Any]]] = {}
+            for obj in objects:
+                paths = retrieval.paths_for(obj, flt.spec.propSet)
+                if paths is None:
+                    continue
+                current[obj.moid] = (obj, retrieval.values(obj, paths))
+            object_updates = []
+            for moid, (obj, vals) in current.items():
+                prints = {p: _fingerprint(v) for p, v in vals.items()}
+                before = flt.reported.get(moid)
+                if before is None:
+                    changes = [PC.Change(name=p, op="assign", val=v) for p, v in vals.items()]
+                    object_updates.append(PC.ObjectUpdate(kind="enter", obj=obj.ref,
+                                                           changeSet=changes))
+                else:
+                    changes = [PC.Change(name=p, op="assign", val=vals[p])
+                               for p in vals if before.get(p) != prints[p]]
+                    changes += [PC.Change(name=p, op="remove") for p in before if p not in vals]
+                    if changes:
+                        object_updates.append(PC.ObjectUpdate(kind="modify", obj=obj.ref,
+                                                               changeSet=changes))
+                flt.reported[moid] = prints
+            for moid in [m for m in flt.reported if m not in current]:
+                del flt.reported[moid]
+                ref = (self.sim.registry.get(moid).ref if moid in self.sim.registry
+                       else VmomiSupport.ManagedObject(moid))
+                object_updates.append(PC.ObjectUpdate(kind="leave", obj=ref))
+            if object_updates:
+                filter_updates.append(PC.FilterUpdate(filter=flt.ref, objectSet=object_updates))
+        return filter_updates
+
+    def _wait(self, ctx: CallContext, version: str | None, max_wait: float | None):
+        state = self._state(ctx)
+        deadline = time.monotonic() + (max_wait if max_wait is not None else _MAX_WAIT_FOREVER)
+        full = not version
+        registry = self.sim.registry
+        with registry.lock:
+            state.cancel_wait = False
+            while True:
+                updates = self._updates(state, full)
+                full = False
+                if updates:
+                    state.version += 1
+                    return PC.UpdateSet(version=str(state.version), filterSet=updates)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                registry.changed.wait(min(remaining, 1.0))
+                if state.cancel_wait:
+                    state.cancel_wait = False
+                    raise vmodl.fault.RequestCanceled(msg="The request was canceled")
+
+    def WaitForUpdatesEx(self, ctx: CallContext, version=None, options=None):  # noqa: N802
+        max_wait = None
+        if options is not None and options.maxWaitSeconds is not None:
+            max_wait = float(options.maxWaitSeconds)
+        return self._wait(ctx, version, max_wait)
+
+    def WaitForUpdates(self, ctx: CallContext, version=None):  # noqa: N802
+        return self._wait(ctx, version, None)
+
+    def CheckForUpdates(self, ctx: CallContext, version=None):  # noqa: N802
+        return self._wait(ctx, version, 0.0)
+
+    def CancelWaitForUpdates(self, ctx: CallContext) -> None:  # noqa: N802
+        with self.sim.registry.lock:
+            self._state(ctx).cancel_wait = True
+            self.sim.registry.changed.notify_all()

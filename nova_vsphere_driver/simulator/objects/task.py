@@ -1,0 +1,207 @@
+"""Tasks as first-class objects: queued -> running -> success | error."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pyVmomi import VmomiSupport, vim, vmodl
+
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
+
+if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.service import Simulator
+
+LOG = logging.getLogger(__name__)
+
+# descriptionId vCenter uses for a method's task (TaskInfo.descriptionId).
+_DESCRIPTION_IDS = {
+    "CreateVM_Task": "Folder.createVm",
+    "PowerOnVM_Task": "VirtualMachine.powerOn",
+    "PowerOffVM_Task": "VirtualMachine.powerOff",
+    "ResetVM_Task": "VirtualMachine.reset",
+    "SuspendVM_Task": "VirtualMachine.suspend",
+    "ReconfigVM_Task": "VirtualMachine.reconfigure",
+    "RelocateVM_Task": "VirtualMachine.relocate",
+    "MigrateVM_Task": "VirtualMachine.migrate",
+    "CloneVM_Task": "VirtualMachine.clone",
+    "Destroy_Task": "ManagedEntity.destroy",
+    "Rename_Task": "ManagedEntity.rename",
+    "CreateSnapshot_Task": "VirtualMachine.createSnapshot",
+    "RemoveSnapshot_Task": "vm.Snapshot.remove",
+    "EnterMaintenanceMode_Task": "HostSystem.enterMaintenanceMode",
+    "ExitMaintenanceMode_Task": "HostSystem.exitMaintenanceMode",
+    "ReconfigureComputeResource_Task": "ClusterComputeResource.reconfigureEx",
+    "SearchDatastore_Task": "host.DatastoreBrowser.search",
+    "SearchDatastoreSubFolders_Task": "host.DatastoreBrowser.searchSubFolders",
+    "DeleteDatastoreFile_Task": "FileManager.deleteFile",
+    "MoveDatastoreFile_Task": "FileManager.moveFile",
+    "CopyDatastoreFile_Task": "FileManager.copyFile",
+    "CreateVirtualDisk_Task": "VirtualDiskManager.createVirtualDisk",
+    "CopyVirtualDisk_Task": "VirtualDiskManager.copyVirtualDisk",
+    "ExtendVirtualDisk_Task": "VirtualDiskManager.extendVirtualDisk",
+    "DeleteVirtualDisk_Task": "VirtualDiskManager.deleteVirtualDisk",
+}
+
+_RECENT_TASK_LIMIT = 200
+
+
+def _managed_method(name: str):
+    try:
+        return VmomiSupport.GetWsdlMethod("urn:vim25", name)
+    except KeyError:
+        return None
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class Task(ManagedObject):
+    vim_type = vim.Task
+    moid_prefix = "task"
+
+    def __init__(self, sim: Simulator, entity: ManagedObject | None, method: str,
+                 user: str | None) -> None:
+        super().__init__(sim)
+        self.entity = entity
+        self.method = method
+        self.state = vim.TaskInfo.State.queued
+        self.result: Any = None
+        self.error: vmodl.MethodFault | None = None
+        self.cancelled = False
+        self.cancelable = method in ("RelocateVM_Task", "MigrateVM_Task",
+                                     "EnterMaintenanceMode_Task", "CloneVM_Task")
+        self.progress: int | None = None
+        self.user = user
+        self.queue_time = _now()
+        self.start_time: datetime.datetime | None = None
+        self.complete_time: datetime.datetime | None = None
+        self.done = threading.Event()
+
+    def _get_info(self) -> vim.TaskInfo:
+        info = vim.TaskInfo(
+            key=self.moid,
+            task=self.ref,
+            name=_managed_method(self.method),
+            descriptionId=_DESCRIPTION_IDS.get(self.method, self.method),
+            state=self.state,
+            cancelled=self.cancelled,
+            cancelable=self.cancelable,
+            queueTime=self.queue_time,
+            startTime=self.start_time,
+            completeTime=self.complete_time,
+            eventChainId=int(self.moid.split("-")[-1]),
+            progress=self.progress,
+            reason=vim.TaskReasonUser(userName=self.user or "simulator"),
+        )
+        if self.entity is not None:
+            info.entity = self.entity.ref
+            info.entityName = getattr(self.entity, "name", None)
+        if self.state == vim.TaskInfo.State.success:
+            info.result = self.result
+        if self.error is not None:
+            info.error = self.error
+        return info
+
+    def CancelTask(self, ctx: CallContext) -> None:  # noqa: N802
+        with self.sim.registry.lock:
+            if not self.cancelable or self.state in (
+                vim.TaskInfo.State.success, vim.TaskInfo.State.error
+            ):
+                raise vim.fault.InvalidState(msg="The task cannot be cancelled in its state")
+            self.cancelled = True
+            self.sim.registry.touch()
+
+    def check_cancelled(self) -> None:
+        if self.cancelled:
+            raise vmodl.fault.RequestCanceled(msg="The task was canceled by a user.")
+
+
+class TaskManager(ManagedObject):
+    """Runs task bodies on worker threads, with per-method latency."""
+
+    vim_type = vim.TaskManager
+
+    def __init__(self, sim: Simulator) -> None:
+        super().__init__(sim, "TaskManager")
+        self.recent: list[Task] = []
+
+    def _get_recentTask(self):  # noqa: N802
+        return [t.ref for t in self.recent]
+
+    def _get_maxCollector(self):  # noqa: N802
+        return 1000
+
+    def _get_description(self):
+        return vim.TaskDescription(methodInfo=[], state=[], reason=[])
+
+    def start(self, ctx: CallContext | None, entity: ManagedObject | None, method: str,
+              work: Callable[..., Any], *, pass_task: bool = False) -> Any:
+        """Create a Task for ``work`` and run it asynchronously.
+
+        ``work`` runs under the registry lock (so it sees and leaves a
+        consistent inventory); it returns the task result or raises a vim
+        fault, which becomes ``info.error``.
+        """
+        sim = self.sim
+        user = ctx.session.user if ctx is not None and ctx.session is not None else None
+        with sim.registry.lock:
+            task = Task(sim, entity, method, user)
+            sim.registry.add(task)
+            self.recent.append(task)
+            del self.recent[:-_RECENT_TASK_LIMIT]
+            if isinstance(entity, ManagedEntity):
+                entity.recent_tasks.append(task)
+                del entity.recent_tasks[:-_RECENT_TASK_LIMIT]
+        thread = threading.Thread(
+            target=self._run, args=(task, work, pass_task), name=f"sim-{task.moid}", daemon=True
+        )
+        thread.start()
+        return task.ref
+
+    def _run(self, task: Task, work: Callable[..., Any], pass_task: bool) -> None:
+        sim = self.sim
+        latency = sim.faults.task_latency(task.method)
+        with sim.registry.lock:
+            task.state = vim.TaskInfo.State.running
+            task.start_time = _now()
+            task.progress = 0
+            sim.registry.touch()
+        if latency:
+            time.sleep(latency)
+        try:
+            injected = sim.faults.take_task_fault(task.method)
+            if injected is not None:
+                raise injected
+            with sim.registry.lock:
+                task.check_cancelled()
+                result = work(task) if pass_task else work()
+        except vmodl.MethodFault as fault:
+            with sim.registry.lock:
+                task.error = fault
+                task.state = vim.TaskInfo.State.error
+        except Exception as exc:  # a simulator bug must still end the task
+            LOG.exception("task %s (%s) crashed", task.moid, task.method)
+            with sim.registry.lock:
+                task.error = vmodl.fault.SystemError(reason=str(exc), msg=str(exc))
+                task.state = vim.TaskInfo.State.error
+        else:
+            with sim.registry.lock:
+                task.result = result
+                task.state = vim.TaskInfo.State.success
+                task.progress = 100
+        with sim.registry.lock:
+            task.complete_time = _now()
+            entity = task.entity
+            if isinstance(entity, ManagedEntity) and task in entity.recent_tasks:
+                # vCenter keeps finished tasks in recentTask for a while; we
+                # drop them once done so that "entering maintenance" can be
+                # read from a host's running tasks.
+                entity.recent_tasks.remove(task)
+            sim.registry.touch()
+        task.done.set()

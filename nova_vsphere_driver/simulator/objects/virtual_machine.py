@@ -1,0 +1,1088 @@
+"""VirtualMachine: config from ConfigSpecs, power, placement, disks, snapshots."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+import posixpath
+import random
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from pyVmomi import vim
+
+from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
+from nova_vsphere_driver.simulator.objects.base import (
+    CallContext,
+    ManagedEntity,
+    ManagedObject,
+    invalid_argument,
+)
+
+if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.objects.cluster import ResourcePool
+    from nova_vsphere_driver.simulator.objects.datastore import Datastore
+    from nova_vsphere_driver.simulator.objects.folder import Folder
+    from nova_vsphere_driver.simulator.objects.host import HostSystem
+    from nova_vsphere_driver.simulator.service import Simulator
+
+POWERED_ON = vim.VirtualMachine.PowerState.poweredOn
+POWERED_OFF = vim.VirtualMachine.PowerState.poweredOff
+SUSPENDED = vim.VirtualMachine.PowerState.suspended
+Dev = vim.vm.device
+#: Guest shutdown is asynchronous on vCenter: the call returns, the guest
+#: powers off a little later.
+GUEST_SHUTDOWN_SECONDS = 0.05
+_MAC_RANDOM = random.Random()
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _default_devices() -> list:
+    """The controllers and devices vCenter adds to every new VM."""
+    return [
+        Dev.VirtualIDEController(key=200, busNumber=0, device=[],
+                                 deviceInfo=vim.Description(label="IDE 0", summary="IDE 0")),
+        Dev.VirtualIDEController(key=201, busNumber=1, device=[],
+                                 deviceInfo=vim.Description(label="IDE 1", summary="IDE 1")),
+        Dev.VirtualPS2Controller(key=300, busNumber=0, device=[600, 700],
+                                 deviceInfo=vim.Description(label="PS2 controller 0",
+                                                            summary="PS2 controller 0")),
+        Dev.VirtualPCIController(key=100, busNumber=0, device=[500],
+                                 deviceInfo=vim.Description(label="PCI controller 0",
+                                                            summary="PCI controller 0")),
+        Dev.VirtualSIOController(key=400, busNumber=0, device=[],
+                                 deviceInfo=vim.Description(label="SIO controller 0",
+                                                            summary="SIO controller 0")),
+        Dev.VirtualKeyboard(key=600, controllerKey=300, unitNumber=0,
+                            deviceInfo=vim.Description(label="Keyboard", summary="Keyboard")),
+        Dev.VirtualPointingDevice(key=700, controllerKey=300, unitNumber=1,
+                                  deviceInfo=vim.Description(label="Pointing device",
+                                                             summary="Pointing device"),
+                                  backing=Dev.VirtualPointingDevice.DeviceBackingInfo(
+                                      deviceName="", hostPointingDevice="autodetect")),
+        Dev.VirtualVideoCard(key=500, controllerKey=100, unitNumber=0, videoRamSizeInKB=4096,
+                                    numDisplays=1, useAutoDetect=False, enable3DSupport=False,
+                                    deviceInfo=vim.Description(label="Video card",
+                                                               summary="Video card")),
+    ]
+
+
+def _label(device) -> str:
+    if isinstance(device, Dev.VirtualDisk):
+        return "Hard disk"
+    if isinstance(device, Dev.VirtualEthernetCard):
+        return "Network adapter"
+    if isinstance(device, Dev.VirtualSCSIController):
+        return "SCSI controller"
+    if isinstance(device, Dev.VirtualCdrom):
+        return "CD/DVD drive"
+    if isinstance(device, Dev.VirtualSerialPort):
+        return "Serial port"
+    return type(device).__name__
+
+
+class VirtualMachineSnapshot(ManagedObject):
+    vim_type = vim.vm.Snapshot
+    moid_prefix = "snapshot"
+
+    def __init__(self, sim: Simulator, vm: VirtualMachine, name: str, description: str,
+                 parent: VirtualMachineSnapshot | None) -> None:
+        super().__init__(sim)
+        self.vm = vm
+        self.name = name
+        self.description = description or ""
+        self.parent = parent
+        self.children: list[VirtualMachineSnapshot] = []
+        self.created = _now()
+        self.state = vm.power_state
+        self.config = copy.deepcopy(vm.config)
+        self.key = int(self.moid.split("-")[-1])
+
+    def tree(self) -> vim.vm.SnapshotTree:
+        return vim.vm.SnapshotTree(
+            snapshot=self.ref, vm=self.vm.ref, name=self.name, description=self.description,
+            id=self.key, createTime=self.created, state=self.state, quiesced=False,
+            childSnapshotList=[c.tree() for c in self.children])
+
+    def _get_config(self):
+        return self.config
+
+    def _get_vm(self):
+        return self.vm.ref
+
+    def _get_childSnapshot(self):  # noqa: N802
+        return [c.ref for c in self.children]
+
+    def RemoveSnapshot_Task(self, ctx: CallContext, removeChildren: bool,  # noqa: N802,N803
+                            consolidate: bool | None = None):
+        def work():
+            self.vm.remove_snapshot(self, removeChildren)
+
+        return self.sim.tasks.start(ctx, self.vm, "RemoveSnapshot_Task", work)
+
+    def RevertToSnapshot_Task(self, ctx: CallContext, host=None,  # noqa: N802
+                              suppressPowerOn: bool | None = None):  # noqa: N803
+        def work():
+            vm = self.vm
+            if vm.power_state != POWERED_OFF and self.state == POWERED_OFF:
+                vm.set_power(POWERED_OFF)
+            vm.config = copy.deepcopy(self.config)
+            vm.current_snapshot = self
+            vm.sim.registry.touch()
+
+        return self.sim.tasks.start(ctx, self.vm, "RevertToSnapshot_Task", work)
+
+
+class VirtualMachine(ManagedEntity):
+    vim_type = vim.VirtualMachine
+    moid_prefix = "vm"
+
+    def __init__(self, sim: Simulator, name: str, folder: Folder, pool: ResourcePool,
+                 host: HostSystem, config: vim.vm.ConfigInfo) -> None:
+        super().__init__(sim, name, folder)
+        self.pool = pool
+        self.host = host
+        self.config = config
+        self.power_state = POWERED_OFF
+        self.boot_time: datetime.datetime | None = None
+        self._boot_monotonic: float | None = None
+        self.datastores: list[Datastore] = []
+        self.networks: list = []
+        self.tools_installed = True
+        #: CPU demand as a fraction of the VM's vCPUs at the host's core speed.
+        self.cpu_demand_fraction = 0.5
+        #: Active memory as a fraction of configured memory.
+        self.memory_active_fraction = 0.3
+        self.snapshots: list[VirtualMachineSnapshot] = []
+        self.current_snapshot: VirtualMachineSnapshot | None = None
+        self.ip_address: str | None = None
+        self._keys = itertools.count(1)
+
+    # -- derived state ----------------------------------------------------------
+
+    @property
+    def powered_on(self) -> bool:
+        return self.power_state == POWERED_ON
+
+    @property
+    def memory_mb(self) -> int:
+        return int(self.config.hardware.memoryMB)
+
+    @property
+    def num_cpus(self) -> int:
+        return int(self.config.hardware.numCPU)
+
+    def cpu_usage_mhz(self) -> int:
+        if not self.powered_on:
+            return 0
+        demand = int(self.num_cpus * self.host.mhz * self.cpu_demand_fraction)
+        limit = self.config.cpuAllocation.limit if self.config.cpuAllocation else None
+        if limit is not None and limit >= 0:
+            demand = min(demand, limit)
+        return demand
+
+    def disks(self) -> list:
+        return [d for d in self.config.hardware.device if isinstance(d, Dev.VirtualDisk)]
+
+    def disk_files(self) -> list[str]:
+        return [d.backing.fileName for d in self.disks() if getattr(d.backing, "fileName", None)]
+
+    @property
+    def cluster(self):
+        return self.pool.owner
+
+    def child_entities(self) -> list[ManagedEntity]:
+        return []
+
+    def guest_state(self) -> str:
+        return "running" if self.powered_on and self.tools_installed else "notRunning"
+
+    def tools_running(self) -> str:
+        return "guestToolsRunning" if self.guest_state() == "running" else "guestToolsNotRunning"
+
+    # -- properties ------------------------------------------------------------------
+
+    def _get_config(self):
+        return self.config
+
+    def _runtime(self):
+        connected = self.host.connection_state == vim.HostSystem.ConnectionState.connected
+        return vim.vm.RuntimeInfo(
+            host=self.host.ref,
+            connectionState="connected" if connected else "disconnected",
+            powerState=self.power_state,
+            faultToleranceState="notConfigured",
+            toolsInstallerMounted=False,
+            bootTime=self.boot_time if self.powered_on else None,
+            maxCpuUsage=self.num_cpus * self.host.mhz,
+            maxMemoryUsage=self.memory_mb,
+            suspendInterval=0,
+            consolidationNeeded=False,
+            onlineStandby=False,
+            recordReplayState="inactive",
+            numMksConnections=0,
+        )
+
+    def _get_runtime(self):
+        return self._runtime()
+
+    def _guest(self):
+        return vim.vm.GuestInfo(
+            toolsStatus="toolsOk" if self.tools_running() == "guestToolsRunning"
+            else "toolsNotRunning",
+            toolsRunningStatus=self.tools_running(),
+            toolsVersionStatus2="guestToolsCurrent",
+            guestId=self.config.guestId, guestFullName=self.config.guestFullName,
+            guestState=self.guest_state(), ipAddress=self.ip_address if self.powered_on else None,
+            hostName=self.name if self.powered_on else None,
+            guestOperationsReady=self.powered_on, interactiveGuestOperationsReady=False,
+            guestStateChangeSupported=True, appHeartbeatStatus="appStatusGray",
+        )
+
+    def _get_guest(self):
+        return self._guest()
+
+    def _get_guestHeartbeatStatus(self):  # noqa: N802
+        return vim.ManagedEntity.Status.green if self.powered_on else vim.ManagedEntity.Status.gray
+
+    def _quick_stats(self):
+        up = int(time.monotonic() - self._boot_monotonic) \
+            if self.powered_on and self._boot_monotonic else 0
+        return vim.vm.Summary.QuickStats(
+            overallCpuUsage=self.cpu_usage_mhz(),
+            overallCpuDemand=self.cpu_usage_mhz(),
+            guestMemoryUsage=int(self.memory_mb * self.memory_active_fraction)
+            if self.powered_on else 0,
+            hostMemoryUsage=self.memory_mb if self.powered_on else 0,
+            uptimeSeconds=up,
+            staticCpuEntitlement=self.num_cpus * self.host.mhz if self.powered_on else 0,
+            staticMemoryEntitlement=self.memory_mb if self.powered_on else 0,
+            balloonedMemory=0, swappedMemory=0, compressedMemory=0,
+            consumedOverheadMemory=0, privateMemory=self.memory_mb if self.powered_on else 0,
+            sharedMemory=0, ftLogBandwidth=-1, ftSecondaryLatency=-1, ftLatencyStatus="gray",
+            guestHeartbeatStatus=self._get_guestHeartbeatStatus(),
+        )
+
+    def committed_bytes(self) -> int:
+        total = 0
+        for path in [self.config.files.vmPathName, *self.disk_files()]:
+            try:
+                ds, rel = parse_datastore_path(path)
+                total += self.sim.files.get(ds, rel).size
+            except vim.fault.VimFault:
+                continue
+        return total
+
+    def _get_summary(self):
+        c = self.config
+        return vim.vm.Summary(
+            vm=self.ref,
+            runtime=self._runtime(),
+            guest=vim.vm.Summary.GuestSummary(
+                guestId=c.guestId, guestFullName=c.guestFullName,
+                toolsStatus=self._guest().toolsStatus,
+                toolsRunningStatus=self.tools_running(),
+                hostName=self.name if self.powered_on else None,
+                ipAddress=self.ip_address if self.powered_on else None),
+            config=vim.vm.Summary.ConfigSummary(
+                name=self.name, template=bool(c.template), vmPathName=c.files.vmPathName,
+                memorySizeMB=self.memory_mb, numCpu=self.num_cpus,
+                cpuReservation=c.cpuAllocation.reservation if c.cpuAllocation else 0,
+                memoryReservation=c.memoryAllocation.reservation if c.memoryAllocation else 0,
+                numEthernetCards=sum(isinstance(d, Dev.VirtualEthernetCard)
+                                     for d in c.hardware.device),
+                numVirtualDisks=len(self.disks()), uuid=c.uuid, instanceUuid=c.instanceUuid,
+                guestId=c.guestId, guestFullName=c.guestFullName, annotation=c.annotation,
+                product=None, installBootRequired=False, managedBy=c.managedBy,
+                hwVersion=c.version),
+            storage=vim.vm.Summary.StorageSummary(committed=self.committed_bytes(),
+                                                  uncommitted=0, unshared=self.committed_bytes(),
+                                                  timestamp=_now()),
+            quickStats=self._quick_stats(),
+            overallStatus=vim.ManagedEntity.Status.green,
+        )
+
+    def _get_resourcePool(self):  # noqa: N802
+        return self.pool.ref
+
+    def _get_datastore(self):
+        return [ds.ref for ds in self.datastores]
+
+    def _get_network(self):
+        return [n.ref for n in self.networks]
+
+    def _get_snapshot(self):
+        if not self.snapshots:
+            return None
+        roots = [s for s in self.snapshots if s.parent is None]
+        return vim.vm.SnapshotInfo(currentSnapshot=self.current_snapshot.ref
+                                   if self.current_snapshot else None,
+                                   rootSnapshotList=[r.tree() for r in roots])
+
+    def _get_rootSnapshot(self):  # noqa: N802
+        return [s.ref for s in self.snapshots if s.parent is None]
+
+    def _get_layoutEx(self):  # noqa: N802
+        files = []
+        for key, path in enumerate([self.config.files.vmPathName, *self.disk_files()]):
+            try:
+                ds, rel = parse_datastore_path(path)
+                size = self.sim.files.get(ds, rel).size
+            except vim.fault.VimFault:
+                size = 0
+            files.append(vim.vm.FileLayoutEx.FileInfo(
+                key=key, name=path, type="config" if key == 0 else "diskDescriptor",
+                size=size, uniqueSize=size, accessible=True))
+        return vim.vm.FileLayoutEx(file=files, timestamp=_now())
+
+    def _get_capability(self):
+        return vim.vm.Capability(snapshotOperationsSupported=True, multipleSnapshotsSupported=True,
+                                 poweredOffSnapshotsSupported=True, memorySnapshotsSupported=True,
+                                 revertToSnapshotSupported=True, quiescedSnapshotsSupported=True,
+                                 consolePreferencesSupported=True, cpuFeatureMaskSupported=True,
+                                 s1AcpiManagementSupported=True, settingScreenResolutionSupported=True,
+                                 toolsAutoUpdateSupported=True, vmNpivWwnSupported=True,
+                                 npivWwnOnNonRdmVmSupported=True, swapPlacementSupported=True,
+                                 toolsSyncTimeSupported=True, virtualMmuUsageSupported=True,
+                                 diskSharesSupported=True, bootOptionsSupported=True,
+                                 settingVideoRamSizeSupported=True)
+
+    # -- state changes ------------------------------------------------------------------
+
+    def set_power(self, state) -> None:
+        if state == POWERED_ON and self.power_state != POWERED_ON:
+            self.boot_time = _now()
+            self._boot_monotonic = time.monotonic()
+        self.power_state = state
+        self.sim.registry.touch()
+
+    def move_to_host(self, host: HostSystem) -> None:
+        if host is self.host:
+            return
+        if self in self.host.vms:
+            self.host.vms.remove(self)
+        host.vms.append(self)
+        self.host = host
+        self.sim.registry.touch()
+
+    def _require_power(self, *states) -> None:
+        if self.power_state not in states:
+            raise vim.fault.InvalidPowerState(
+                requestedState=states[0], existingState=self.power_state,
+                msg=f"The attempted operation cannot be performed in the current state "
+                f"({'Powered on' if self.powered_on else self.power_state})")
+
+    def _require_connected(self) -> None:
+        if self.host.connection_state != vim.HostSystem.ConnectionState.connected:
+            raise vim.fault.InvalidState(msg=f"The host of {self.name} is not connected")
+
+    def _require_tools(self) -> None:
+        if self.guest_state() != "running":
+            raise vim.fault.ToolsUnavailable(
+                msg=f"Cannot complete operation because VMware Tools is not running in this "
+                f"virtual machine ({self.name})")
+
+    def PowerOnVM_Task(self, ctx: CallContext, host=None):  # noqa: N802
+        def work():
+            self._require_connected()
+            if self.powered_on:
+                self._require_power(POWERED_OFF, SUSPENDED)
+            target = self.sim.registry.lookup(host) if host is not None else self.host
+            if target is not self.host and target not in self.cluster.hosts:
+                raise invalid_argument("host", f"host {target.name} is not in the VM's cluster")
+            target.check_admission(self)
+            self.move_to_host(target)
+            self.set_power(POWERED_ON)
+
+        return self.sim.tasks.start(ctx, self, "PowerOnVM_Task", work)
+
+    def PowerOffVM_Task(self, ctx: CallContext):  # noqa: N802
+        def work():
+            self._require_connected()
+            self._require_power(POWERED_ON, SUSPENDED)
+            self.set_power(POWERED_OFF)
+
+        return self.sim.tasks.start(ctx, self, "PowerOffVM_Task", work)
+
+    def ResetVM_Task(self, ctx: CallContext):  # noqa: N802
+        def work():
+            self._require_connected()
+            self._require_power(POWERED_ON)
+            self.boot_time = _now()
+            self._boot_monotonic = time.monotonic()
+            self.sim.registry.touch()
+
+        return self.sim.tasks.start(ctx, self, "ResetVM_Task", work)
+
+    def SuspendVM_Task(self, ctx: CallContext):  # noqa: N802
+        def work():
+            self._require_connected()
+            self._require_power(POWERED_ON)
+            self.set_power(SUSPENDED)
+
+        return self.sim.tasks.start(ctx, self, "SuspendVM_Task", work)
+
+    def ShutdownGuest(self, ctx: CallContext) -> None:  # noqa: N802
+        with self.sim.registry.lock:
+            self._require_connected()
+            self._require_power(POWERED_ON)
+            self._require_tools()
+
+        def shut_down():
+            time.sleep(GUEST_SHUTDOWN_SECONDS)
+            with self.sim.registry.lock:
+                if self.powered_on:
+                    self.set_power(POWERED_OFF)
+
+        threading.Thread(target=shut_down, daemon=True).start()
+
+    def RebootGuest(self, ctx: CallContext) -> None:  # noqa: N802
+        with self.sim.registry.lock:
+            self._require_connected()
+            self._require_power(POWERED_ON)
+            self._require_tools()
+            self.boot_time = _now()
+            self._boot_monotonic = time.monotonic()
+            self.sim.registry.touch()
+
+    def StandbyGuest(self, ctx: CallContext) -> None:  # noqa: N802
+        with self.sim.registry.lock:
+            self._require_power(POWERED_ON)
+            self._require_tools()
+            self.set_power(SUSPENDED)
+
+    # -- reconfiguration ---------------------------------------------------------------
+
+    def ReconfigVM_Task(self, ctx: CallContext, spec):  # noqa: N802
+        def work():
+            self._require_connected()
+            reconfigure(self, spec)
+
+        return self.sim.tasks.start(ctx, self, "ReconfigVM_Task", work)
+
+    # -- placement ------------------------------------------------------------------------
+
+    def _relocate(self, host_ref=None, pool_ref=None, datastore_ref=None,
+                  state=None) -> None:
+        registry = self.sim.registry
+        self._require_connected()
+        if state is not None and state != self.power_state:
+            self._require_power(state)
+        pool = registry.lookup(pool_ref) if pool_ref is not None else None
+        host = registry.lookup(host_ref) if host_ref is not None else None
+        cluster = pool.owner if pool is not None else (host.cluster if host else self.cluster)
+        if host is None:
+            if cluster is self.cluster:
+                host = self.host
+            elif cluster.drs_enabled:
+                host = cluster.vcenter_drs_pick_host(self)
+                if host is None:
+                    raise vim.fault.InsufficientResourcesFault(
+                        msg=f"No host in cluster {cluster.name} can run {self.name}")
+            else:
+                raise invalid_argument("host", f"DRS is disabled on cluster {cluster.name}: "
+                                       "a target host is required")
+        if host not in cluster.hosts:
+            raise invalid_argument("host", f"host {host.name} is not in cluster {cluster.name}")
+        target_ds = registry.lookup(datastore_ref) if datastore_ref is not None else None
+        needed = [target_ds] if target_ds is not None else self.datastores
+        for ds in needed:
+            if ds not in host.datastores:
+                raise vim.fault.InvalidDatastore(
+                    datastore=ds.ref, name=ds.name,
+                    msg=f"Datastore {ds.name} is not accessible from host {host.name}")
+        if self.powered_on:
+            host.check_admission(self)
+        elif host is not self.host and not host.usable():
+            raise vim.fault.InvalidHostState(host=host.ref,
+                                             msg=f"Host {host.name} cannot take VMs now")
+        if target_ds is not None and [target_ds] != self.datastores:
+            move_storage(self, target_ds)
+        if pool is not None and pool is not self.pool:
+            if cluster is not self.cluster:
+                self.cluster.forget_vm(self)
+            self.pool.vms.remove(self)
+            pool.vms.append(self)
+            self.pool = pool
+        self.move_to_host(host)
+
+    def RelocateVM_Task(self, ctx: CallContext, spec, priority=None):  # noqa: N802
+        def work():
+            self._relocate(spec.host, spec.pool, spec.datastore)
+
+        return self.sim.tasks.start(ctx, self, "RelocateVM_Task", work)
+
+    def MigrateVM_Task(self, ctx: CallContext, pool=None, host=None, priority=None,  # noqa: N802
+                       state=None):
+        if pool is None and host is None:
+            raise invalid_argument("host", "MigrateVM needs a pool or a host")
+
+        def work():
+            self._relocate(host, pool, None, state)
+
+        return self.sim.tasks.start(ctx, self, "MigrateVM_Task", work)
+
+    def CloneVM_Task(self, ctx: CallContext, folder, name: str, spec):  # noqa: N802
+        registry = self.sim.registry
+        with registry.lock:
+            folder_obj = registry.lookup(folder)
+
+        def work():
+            return clone_vm(self, folder_obj, name, spec).ref
+
+        return self.sim.tasks.start(ctx, self, "CloneVM_Task", work)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _detach(self) -> None:
+        if self in self.host.vms:
+            self.host.vms.remove(self)
+        if self in self.pool.vms:
+            self.pool.vms.remove(self)
+        self.cluster.forget_vm(self)
+        self.parent.remove_child(self)
+        for snap in self.snapshots:
+            self.sim.registry.remove(snap.moid)
+        self.sim.registry.remove(self.moid)
+
+    def destroy(self) -> None:
+        self._require_power(POWERED_OFF, SUSPENDED)
+        files = self.sim.files
+        for path in self.disk_files():
+            ds, rel = parse_datastore_path(path)
+            if files.exists(ds, rel):
+                files.delete(ds, rel)
+        ds, rel = parse_datastore_path(self.config.files.vmPathName)
+        directory = posixpath.dirname(rel)
+        if directory and files.exists(ds, directory):
+            files.delete(ds, directory)
+        elif files.exists(ds, rel):
+            files.delete(ds, rel)
+        self._detach()
+
+    def UnregisterVM(self, ctx: CallContext) -> None:  # noqa: N802
+        with self.sim.registry.lock:
+            self._require_power(POWERED_OFF, SUSPENDED)
+            self._detach()
+
+    def CreateSnapshot_Task(self, ctx: CallContext, name: str, description: str | None = None,  # noqa: N802
+                            memory: bool = False, quiesce: bool = False):
+        def work():
+            if quiesce and self.powered_on:
+                self._require_tools()
+            snap = VirtualMachineSnapshot(self.sim, self, name, description or "",
+                                          self.current_snapshot)
+            if self.current_snapshot is not None:
+                self.current_snapshot.children.append(snap)
+            self.snapshots.append(snap)
+            self.current_snapshot = snap
+            self.sim.registry.add(snap)
+            return snap.ref
+
+        return self.sim.tasks.start(ctx, self, "CreateSnapshot_Task", work)
+
+    def remove_snapshot(self, snap: VirtualMachineSnapshot, remove_children: bool) -> None:
+        doomed = [snap]
+        if remove_children:
+            stack = list(snap.children)
+            while stack:
+                child = stack.pop()
+                doomed.append(child)
+                stack.extend(child.children)
+        else:
+            for child in snap.children:
+                child.parent = snap.parent
+                if snap.parent is not None:
+                    snap.parent.children.append(child)
+        if snap.parent is not None:
+            snap.parent.children.remove(snap)
+        for s in doomed:
+            if s in self.snapshots:
+                self.snapshots.remove(s)
+            self.sim.registry.remove(s.moid)
+        if self.current_snapshot in doomed:
+            self.current_snapshot = snap.parent
+        self.sim.registry.touch()
+
+    def RemoveAllSnapshots_Task(self, ctx: CallContext, consolidate=None, spec=None):  # noqa: N802
+        def work():
+            for s in list(self.snapshots):
+                self.sim.registry.remove(s.moid)
+            self.snapshots = []
+            self.current_snapshot = None
+            self.sim.registry.touch()
+
+        return self.sim.tasks.start(ctx, self, "RemoveAllSnapshots_Task", work)
+
+    def AcquireTicket(self, ctx: CallContext, ticketType: str):  # noqa: N802,N803
+        if ticketType not in ("mks", "webmks", "device", "guestControl", "dnd", "guestIntegrity"):
+            raise invalid_argument("ticketType")
+        self._require_power(POWERED_ON)
+        return vim.VirtualMachine.Ticket(ticket=uuid.uuid4().hex, cfgFile=self.config.files.vmPathName,
+                                         host="127.0.0.1", port=902, sslThumbprint=None)
+
+
+# -- config specs ------------------------------------------------------------------
+
+
+def _allocation(spec_alloc, current=None) -> vim.ResourceAllocationInfo:
+    alloc = copy.deepcopy(current) if current is not None else vim.ResourceAllocationInfo(
+        reservation=0, expandableReservation=False, limit=-1,
+        shares=vim.SharesInfo(level="normal", shares=1000))
+    if spec_alloc is None:
+        return alloc
+    for field in ("reservation", "limit", "expandableReservation"):
+        value = getattr(spec_alloc, field, None)
+        if value is not None:
+            setattr(alloc, field, value)
+    if spec_alloc.shares is not None:
+        alloc.shares = spec_alloc.shares
+    if alloc.limit is not None and alloc.limit >= 0 and alloc.reservation \
+            and alloc.reservation > alloc.limit:
+        raise invalid_argument("cpuAllocation.reservation",
+                               "The reservation exceeds the limit")
+    return alloc
+
+
+def _datastore_for(sim: Simulator, ds_name: str) -> Datastore:
+    ds = sim.datastore_by_name(ds_name)
+    if ds is None:
+        raise vim.fault.InvalidDatastorePath(datastorePath=f"[{ds_name}]",
+                                             msg=f"Datastore '{ds_name}' not found")
+    return ds
+
+
+def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigInfo,
+                   changes, sim: Simulator, host: HostSystem, keys,
+                   created: list[tuple[str, str]]) -> None:
+    """Apply deviceChange to ``config.hardware.device``.
+
+    Files created on datastores are appended to ``created`` so the caller
+    can roll them back if a later step fails.
+    """
+    devices = config.hardware.device
+    by_key = {d.key: d for d in devices}
+    for change in changes or []:
+        op = change.operation
+        device = change.device
+        if device is None:
+            raise invalid_argument("deviceChange.device")
+        if op == "remove":
+            existing = by_key.pop(device.key, None)
+            if existing is None:
+                raise invalid_argument("deviceChange.device.key",
+                                       f"no device with key {device.key}")
+            devices.remove(existing)
+            if change.fileOperation == "destroy" and isinstance(existing, Dev.VirtualDisk):
+                ds_name, rel = parse_datastore_path(existing.backing.fileName)
+                if sim.files.exists(ds_name, rel):
+                    sim.files.delete(ds_name, rel)
+            continue
+        device = copy.deepcopy(device)
+        if op == "edit":
+            existing = by_key.get(device.key)
+            if existing is None:
+                raise invalid_argument("deviceChange.device.key",
+                                       f"no device with key {device.key}")
+            if isinstance(existing, Dev.VirtualDisk) and isinstance(device, Dev.VirtualDisk):
+                new_kb = device.capacityInKB or 0
+                if new_kb < (existing.capacityInKB or 0):
+                    raise invalid_argument("deviceChange.device.capacityInKB",
+                                           "A virtual disk cannot be shrunk")
+                grow = (new_kb - (existing.capacityInKB or 0)) * 1024
+                ds_name, rel = parse_datastore_path(existing.backing.fileName)
+                if grow:
+                    _datastore_for(sim, ds_name).ensure_space(grow)
+                    entry = sim.files.get(ds_name, rel)
+                    entry.size += grow
+                    entry.disk_capacity_kb = new_kb
+                device.capacityInBytes = new_kb * 1024
+            devices[devices.index(existing)] = device
+            by_key[device.key] = device
+            continue
+        if op != "add":
+            raise invalid_argument("deviceChange.operation", f"unknown operation {op!r}")
+        if device.key is None or device.key < 0 or device.key in by_key:
+            device.key = next(keys)
+            while device.key in by_key:
+                device.key = next(keys)
+        if isinstance(device, Dev.VirtualDisk):
+            _add_disk(vm_name, vm_dir, device, change.fileOperation, sim, host, created)
+        elif isinstance(device, Dev.VirtualEthernetCard):
+            _check_nic(device, sim, host)
+        label = _label(device)
+        same = sum(isinstance(d, type(device)) for d in devices) + 1
+        if device.deviceInfo is None:
+            device.deviceInfo = vim.Description(label=f"{label} {same}", summary=label)
+        devices.append(device)
+        by_key[device.key] = device
+    # Keep controllers' device lists in step with their children.
+    for dev in devices:
+        if isinstance(dev, Dev.VirtualController):
+            dev.device = [d.key for d in devices if d.controllerKey == dev.key]
+
+
+def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created) -> None:
+    backing = disk.backing
+    if backing is None or not isinstance(backing, Dev.VirtualDevice.FileBackingInfo):
+        raise invalid_argument("deviceChange.device.backing", "a disk needs a file backing")
+    file_name = backing.fileName or f"[{vm_dir[0]}]"
+    ds_name, rel = parse_datastore_path(file_name)
+    ds = _datastore_for(sim, ds_name)
+    if ds not in host.datastores:
+        raise vim.fault.InvalidDatastore(datastore=ds.ref, name=ds.name,
+                                         msg=f"Datastore {ds.name} is not mounted on {host.name}")
+    capacity_kb = disk.capacityInKB or (disk.capacityInBytes or 0) // 1024
+    if file_operation == "create":
+        if not rel or rel.endswith("/"):
+            base = vm_dir[1] or vm_name
+            n = 0
+            while True:
+                candidate = f"{base}/{vm_name}{'' if n == 0 else f'_{n}'}.vmdk"
+                if not sim.files.exists(ds_name, candidate):
+                    rel = candidate
+                    break
+                n += 1
+        if sim.files.exists(ds_name, rel):
+            raise vim.fault.FileAlreadyExists(file=f"[{ds_name}] {rel}",
+                                              msg=f"File [{ds_name}] {rel} already exists")
+        size = capacity_kb * 1024
+        ds.ensure_space(size)
+        sim.files.write(ds_name, rel, None, size=size, disk_capacity_kb=capacity_kb,
+                        thin=bool(getattr(backing, "thinProvisioned", False)),
+                        overwrite=False, create_parents=True)
+        created.append((ds_name, rel))
+    else:
+        entry = sim.files.get(ds_name, rel)  # FileNotFound when it is not there
+        if entry.disk_capacity_kb is None:
+            # An uploaded (e.g. stream-optimized) image: its size is the disk's.
+            entry.disk_capacity_kb = max(capacity_kb, (entry.size + 1023) // 1024)
+        capacity_kb = capacity_kb or entry.disk_capacity_kb
+    backing.fileName = f"[{ds_name}] {rel}"
+    backing.datastore = ds.ref
+    disk.capacityInKB = capacity_kb
+    disk.capacityInBytes = capacity_kb * 1024
+    if not backing.uuid:
+        backing.uuid = str(uuid.uuid4())
+
+
+def _check_nic(nic, sim: Simulator, host: HostSystem) -> None:
+    from nova_vsphere_driver.simulator.objects.network import DistributedVirtualPortgroup, Network
+
+    backing = nic.backing
+    if isinstance(backing, Dev.VirtualEthernetCard.NetworkBackingInfo):
+        matches = [n for n in host.networks if n.name == backing.deviceName
+                   and not isinstance(n, DistributedVirtualPortgroup)]
+        if not matches:
+            raise vim.fault.NotFound(msg=f"Network '{backing.deviceName}' is not available on "
+                                     f"host {host.name}")
+        backing.network = matches[0].ref
+    elif isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
+        port = backing.port
+        pgs = [n for n in host.networks if isinstance(n, DistributedVirtualPortgroup)
+               and n.key == port.portgroupKey and n.switch.uuid == port.switchUuid]
+        if not pgs:
+            raise vim.fault.NotFound(msg=f"Distributed port group '{port.portgroupKey}' on switch "
+                                     f"'{port.switchUuid}' is not available on host {host.name}")
+    elif isinstance(backing, Dev.VirtualEthernetCard.OpaqueNetworkBackingInfo):
+        pass  # NSX opaque networks: accepted as given
+    else:
+        raise invalid_argument("deviceChange.device.backing", "unsupported NIC backing")
+    if nic.addressType in (None, "generated", "assigned") and not nic.macAddress:
+        nic.macAddress = "00:50:56:%02x:%02x:%02x" % tuple(_MAC_RANDOM.randrange(256)
+                                                        for _ in range(3))
+        nic.addressType = "assigned" if nic.addressType == "assigned" else "generated"
+    _ = Network
+
+
+def _networks_of(config, sim: Simulator, host: HostSystem) -> list:
+    from nova_vsphere_driver.simulator.objects.network import DistributedVirtualPortgroup
+
+    nets = []
+    for dev in config.hardware.device:
+        if not isinstance(dev, Dev.VirtualEthernetCard):
+            continue
+        backing = dev.backing
+        for n in host.networks:
+            if isinstance(backing, Dev.VirtualEthernetCard.NetworkBackingInfo) \
+                    and n.name == backing.deviceName and n not in nets:
+                nets.append(n)
+            elif isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo) \
+                    and isinstance(n, DistributedVirtualPortgroup) \
+                    and n.key == backing.port.portgroupKey and n not in nets:
+                nets.append(n)
+    return nets
+
+
+def _datastores_of(vm: VirtualMachine) -> list:
+    names = []
+    for path in [vm.config.files.vmPathName, *vm.disk_files()]:
+        ds_name, _ = parse_datastore_path(path)
+        if ds_name not in names:
+            names.append(ds_name)
+    return [vm.sim.datastore_by_name(n) for n in names if vm.sim.datastore_by_name(n)]
+
+
+def _new_config(spec, name: str, vmx_path: str) -> vim.vm.ConfigInfo:
+    instance_uuid = spec.instanceUuid or str(uuid.uuid4())
+    return vim.vm.ConfigInfo(
+        changeVersion=_now().isoformat(),
+        modified=_now(),
+        name=name,
+        guestFullName=spec.guestId or "otherGuest64",
+        version=spec.version or "vmx-19",
+        uuid=spec.uuid or str(uuid.uuid4()),
+        instanceUuid=instance_uuid,
+        template=False,
+        guestId=spec.guestId or "otherGuest64",
+        annotation=spec.annotation or "",
+        files=vim.vm.FileInfo(vmPathName=vmx_path,
+                              logDirectory=vmx_path.rsplit("/", 1)[0],
+                              snapshotDirectory=vmx_path.rsplit("/", 1)[0],
+                              suspendDirectory=vmx_path.rsplit("/", 1)[0]),
+        flags=vim.vm.FlagInfo(),
+        defaultPowerOps=vim.vm.DefaultPowerOpInfo(),
+        hardware=vim.vm.VirtualHardware(numCPU=spec.numCPUs or 1,
+                                        numCoresPerSocket=spec.numCoresPerSocket or 1,
+                                        memoryMB=spec.memoryMB or 128,
+                                        device=_default_devices()),
+        cpuAllocation=_allocation(spec.cpuAllocation),
+        memoryAllocation=_allocation(spec.memoryAllocation),
+        extraConfig=list(spec.extraConfig or []),
+        managedBy=spec.managedBy,
+        memoryHotAddEnabled=bool(spec.memoryHotAddEnabled),
+        cpuHotAddEnabled=bool(spec.cpuHotAddEnabled),
+        firmware=spec.firmware or "bios",
+    )
+
+
+def create_vm(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
+              host: HostSystem | None) -> VirtualMachine:
+    """CreateVM_Task: validate everything, then create files and register.
+
+    Runs under the registry lock; on any failure the files it created are
+    removed again, so a failed CreateVM leaves nothing behind (as vCenter).
+    """
+    from nova_vsphere_driver.simulator.objects.cluster import ResourcePool as PoolType
+
+    if not isinstance(pool, PoolType):
+        raise invalid_argument("pool", "pool must be a resource pool")
+    cluster = pool.owner
+    name = spec.name
+    if not name:
+        raise invalid_argument("config.name", "A virtual machine name is required")
+    if len(name) > 80:
+        raise invalid_argument("config.name", "A virtual machine name has at most 80 characters")
+    for sibling in folder.children:
+        if sibling.name == name:
+            raise vim.fault.DuplicateName(name=name, object=sibling.ref,
+                                          msg=f"The name '{name}' already exists.")
+    if host is None:
+        if not cluster.drs_enabled:
+            raise invalid_argument(
+                "host", f"DRS is not enabled on cluster {cluster.name}: a host is required")
+        probe = VirtualMachine.__new__(VirtualMachine)
+        probe.datastores = []
+        probe.config = vim.vm.ConfigInfo(hardware=vim.vm.VirtualHardware(
+            numCPU=spec.numCPUs or 1, memoryMB=spec.memoryMB or 128))
+        host = cluster.vcenter_drs_pick_host(probe)
+        if host is None:
+            raise vim.fault.InsufficientResourcesFault(
+                msg=f"No host in cluster {cluster.name} has room for {name}")
+    if host not in cluster.hosts:
+        raise invalid_argument("host", f"host {host.name} is not in cluster {cluster.name}")
+    if host.connection_state != vim.HostSystem.ConnectionState.connected:
+        raise vim.fault.InvalidHostState(host=host.ref, msg=f"Host {host.name} is not connected")
+    if host.in_maintenance:
+        raise vim.fault.InvalidHostState(host=host.ref,
+                                         msg=f"Host {host.name} is in maintenance mode")
+    if spec.numCPUs and spec.numCPUs > host.threads:
+        raise vim.fault.NotSupported(msg=f"{spec.numCPUs} vCPUs exceed the {host.threads} "
+                                     f"logical processors of host {host.name}")
+    if spec.files is None or not spec.files.vmPathName:
+        raise invalid_argument("config.files.vmPathName")
+    ds_name, rel = parse_datastore_path(spec.files.vmPathName)
+    ds = _datastore_for(sim, ds_name)
+    if ds not in host.datastores:
+        raise vim.fault.InvalidDatastore(datastore=ds.ref, name=ds.name,
+                                         msg=f"Datastore {ds.name} is not mounted on {host.name}")
+    if not rel or not rel.endswith(".vmx"):
+        directory = rel.rstrip("/") or name
+        rel = f"{directory}/{name}.vmx"
+    directory = posixpath.dirname(rel)
+    vmx_path = f"[{ds_name}] {rel}"
+    created: list[tuple[str, str]] = []
+    try:
+        if directory and not sim.files.exists(ds_name, directory):
+            sim.files.mkdir(ds_name, directory, create_parents=True)
+            created.append((ds_name, directory))
+        if sim.files.exists(ds_name, rel):
+            raise vim.fault.FileAlreadyExists(file=vmx_path,
+                                              msg=f"File {vmx_path} already exists")
+        sim.files.write(ds_name, rel, f'displayName = "{name}"\n'.encode(), overwrite=False)
+        created.append((ds_name, rel))
+        config = _new_config(spec, name, vmx_path)
+        keys = itertools.count(2000)
+        _apply_devices(name, (ds_name, directory), config, spec.deviceChange, sim, host, keys,
+                       created)
+        vm = VirtualMachine(sim, name, folder, pool, host, config)
+        vm._keys = keys
+        vm.datastores = _datastores_of(vm)
+        vm.networks = _networks_of(config, sim, host)
+    except Exception:
+        for ds_n, path in reversed(created):
+            if sim.files.exists(ds_n, path):
+                sim.files.delete(ds_n, path)
+        raise
+    folder.add_child(vm)
+    pool.vms.append(vm)
+    host.vms.append(vm)
+    sim.registry.add(vm)
+    return vm
+
+
+def reconfigure(vm: VirtualMachine, spec) -> None:
+    sim = vm.sim
+    config = copy.deepcopy(vm.config)
+    hw = config.hardware
+    if spec.numCPUs is not None and spec.numCPUs != hw.numCPU:
+        if vm.powered_on and not (config.cpuHotAddEnabled and spec.numCPUs > hw.numCPU):
+            vm._require_power(POWERED_OFF)
+        if spec.numCPUs < 1:
+            raise invalid_argument("numCPUs")
+        if spec.numCPUs > vm.host.threads:
+            raise vim.fault.NotSupported(msg=f"{spec.numCPUs} vCPUs exceed the host's "
+                                         f"{vm.host.threads} logical processors")
+        hw.numCPU = spec.numCPUs
+    if spec.numCoresPerSocket is not None:
+        hw.numCoresPerSocket = spec.numCoresPerSocket
+    if spec.memoryMB is not None and spec.memoryMB != hw.memoryMB:
+        if vm.powered_on:
+            if not (config.memoryHotAddEnabled and spec.memoryMB > hw.memoryMB):
+                vm._require_power(POWERED_OFF)
+            vm.host.check_admission(vm, memory_mb=spec.memoryMB)
+        if spec.memoryMB < 4:
+            raise invalid_argument("memoryMB")
+        hw.memoryMB = spec.memoryMB
+    if spec.cpuAllocation is not None:
+        config.cpuAllocation = _allocation(spec.cpuAllocation, config.cpuAllocation)
+    if spec.memoryAllocation is not None:
+        config.memoryAllocation = _allocation(spec.memoryAllocation, config.memoryAllocation)
+    if spec.annotation is not None:
+        config.annotation = spec.annotation
+    if spec.guestId is not None:
+        config.guestId = config.guestFullName = spec.guestId
+    if spec.extraConfig:
+        current = {o.key: o for o in config.extraConfig or []}
+        for opt in spec.extraConfig:
+            if opt.value in (None, ""):
+                current.pop(opt.key, None)
+            else:
+                current[opt.key] = opt
+        config.extraConfig = list(current.values())
+    if spec.managedBy is not None:
+        config.managedBy = spec.managedBy
+    if spec.memoryHotAddEnabled is not None:
+        config.memoryHotAddEnabled = spec.memoryHotAddEnabled
+    if spec.cpuHotAddEnabled is not None:
+        config.cpuHotAddEnabled = spec.cpuHotAddEnabled
+    if spec.name is not None and spec.name != vm.name:
+        vm.name = config.name = spec.name
+    ds_name, rel = parse_datastore_path(config.files.vmPathName)
+    created: list[tuple[str, str]] = []
+    try:
+        _apply_devices(vm.name, (ds_name, posixpath.dirname(rel)), config, spec.deviceChange,
+                       sim, vm.host, vm._keys, created)
+    except Exception:
+        for ds_n, path in reversed(created):
+            if sim.files.exists(ds_n, path):
+                sim.files.delete(ds_n, path)
+        raise
+    config.changeVersion = _now().isoformat()
+    config.modified = _now()
+    vm.config = config
+    vm.datastores = _datastores_of(vm)
+    vm.networks = _networks_of(config, sim, vm.host)
+    sim.registry.touch()
+
+
+def move_storage(vm: VirtualMachine, target: Datastore) -> None:
+    """Storage vMotion of every file of ``vm`` to ``target``."""
+    sim = vm.sim
+    ds_name, rel = parse_datastore_path(vm.config.files.vmPathName)
+    directory = posixpath.dirname(rel)
+    paths = [(ds_name, directory or rel)]
+    paths += [parse_datastore_path(p) for p in vm.disk_files()
+              if not parse_datastore_path(p)[1].startswith(directory + "/")]
+    need = 0
+    for ds_n, path in paths:
+        if ds_n != target.name:
+            entry = sim.files.get(ds_n, path)
+            need += sum(e.size for e in sim.files.listdir(ds_n, path, True)) \
+                if entry.is_dir else entry.size
+    target.ensure_space(need)
+    for ds_n, path in paths:
+        if ds_n != target.name:
+            sim.files.move(ds_n, path, target.name, path, copy=False)
+    config = vm.config
+    config.files.vmPathName = f"[{target.name}] {rel}"
+    for disk in vm.disks():
+        d_ds, d_rel = parse_datastore_path(disk.backing.fileName)
+        disk.backing.fileName = f"[{target.name}] {d_rel}"
+        disk.backing.datastore = target.ref
+    vm.datastores = [target]
+
+
+def clone_vm(source: VirtualMachine, folder: Folder, name: str, spec) -> VirtualMachine:
+    sim = source.sim
+    location = spec.location
+    pool = sim.registry.lookup(location.pool) if location and location.pool else source.pool
+    host = sim.registry.lookup(location.host) if location and location.host else None
+    target_ds = sim.registry.lookup(location.datastore) if location and location.datastore \
+        else source.datastores[0]
+    if host is None:
+        host = source.host if source.host in pool.owner.hosts else \
+            pool.owner.vcenter_drs_pick_host(source)
+        if host is None:
+            raise vim.fault.InsufficientResourcesFault(msg="No host can take the clone")
+    config = vim.vm.ConfigSpec(
+        name=name, guestId=source.config.guestId, numCPUs=source.num_cpus,
+        memoryMB=source.memory_mb, annotation=source.config.annotation,
+        files=vim.vm.FileInfo(vmPathName=f"[{target_ds.name}]"),
+        extraConfig=list(source.config.extraConfig or []),
+        cpuAllocation=source.config.cpuAllocation,
+        memoryAllocation=source.config.memoryAllocation,
+        deviceChange=[])
+    for dev in source.config.hardware.device:
+        if isinstance(dev, Dev.VirtualDisk):
+            disk = copy.deepcopy(dev)
+            disk.key = -dev.key
+            disk.backing.fileName = f"[{target_ds.name}]"
+            disk.backing.uuid = None
+            config.deviceChange.append(Dev.VirtualDeviceSpec(operation="add",
+                                                             fileOperation="create", device=disk))
+        elif isinstance(dev, (Dev.VirtualEthernetCard, Dev.VirtualSCSIController,
+                              Dev.VirtualCdrom, Dev.VirtualSerialPort)):
+            copy_dev = copy.deepcopy(dev)
+            if isinstance(copy_dev, Dev.VirtualEthernetCard):
+                copy_dev.macAddress = None
+                copy_dev.addressType = "generated"
+            config.deviceChange.append(Dev.VirtualDeviceSpec(operation="add", device=copy_dev))
+    if spec.config is not None:
+        for field in ("numCPUs", "memoryMB", "annotation"):
+            value = getattr(spec.config, field, None)
+            if value is not None:
+                setattr(config, field, value)
+    vm = create_vm(sim, folder, config, pool, host)
+    if spec.template:
+        vm.config.template = True
+    if spec.powerOn:
+        host.check_admission(vm)
+        vm.set_power(POWERED_ON)
+    return vm

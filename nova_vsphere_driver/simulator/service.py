@@ -1,0 +1,222 @@
+"""The simulated vCenter: state, sessions and method dispatch (no HTTP here)."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from pyVmomi import VmomiSupport, vim, vmodl
+
+from nova_vsphere_driver.simulator import soap
+from nova_vsphere_driver.simulator.datastore_files import DatastoreFiles
+from nova_vsphere_driver.simulator.faults import FaultInjector
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity
+from nova_vsphere_driver.simulator.objects.folder import Folder
+from nova_vsphere_driver.simulator.objects.managers import FileManager, VirtualDiskManager
+from nova_vsphere_driver.simulator.objects.property_collector import PropertyCollector, typed
+from nova_vsphere_driver.simulator.objects.search_index import SearchIndex
+from nova_vsphere_driver.simulator.objects.service_instance import ServiceInstance, SessionManager
+from nova_vsphere_driver.simulator.objects.task import TaskManager
+from nova_vsphere_driver.simulator.objects.view import ViewManager
+from nova_vsphere_driver.simulator.registry import Registry
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_USER = "administrator@vsphere.local"
+DEFAULT_PASSWORD = "simulator"
+#: Methods that work without a session, as on vCenter.
+UNAUTHENTICATED = frozenset({"RetrieveServiceContent", "Login", "LoginByToken", "CurrentTime"})
+
+
+class Session:
+    def __init__(self, user: str, idle_timeout: float) -> None:
+        self.key = str(uuid.uuid4())
+        self.user = user
+        self.idle_timeout = idle_timeout
+        self.login_time = datetime.datetime.now(datetime.timezone.utc)
+        self.last_active = time.monotonic()
+        self.call_count = 0
+
+    def expired(self) -> bool:
+        return time.monotonic() - self.last_active > self.idle_timeout
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
+        self.call_count += 1
+
+    def user_session(self) -> vim.UserSession:
+        return vim.UserSession(
+            key=self.key, userName=self.user, fullName=self.user,
+            loginTime=self.login_time,
+            lastActiveTime=datetime.datetime.now(datetime.timezone.utc),
+            locale="en", messageLocale="en", extensionSession=False,
+            ipAddress="127.0.0.1", userAgent="", callCount=self.call_count,
+        )
+
+
+class Simulator:
+    """One simulated vCenter's state: inventory, sessions, faults.
+
+    ``inventory`` is a mapping as accepted by
+    :func:`nova_vsphere_driver.simulator.inventory.load` (None: the default
+    inventory).
+    """
+
+    def __init__(self, inventory: dict | None = None, *, username: str = DEFAULT_USER,
+                 password: str = DEFAULT_PASSWORD, session_idle_timeout: float = 1800.0,
+                 memory_overcommit: float = 1.0, cpu_overcommit: float = 4.0,
+                 maintenance_timeout: float = 600.0) -> None:
+        from nova_vsphere_driver.simulator import inventory as inventory_mod
+
+        self.username = username
+        self.password = password
+        self.session_idle_timeout = session_idle_timeout
+        self.memory_overcommit = memory_overcommit
+        self.cpu_overcommit = cpu_overcommit
+        self.maintenance_timeout = maintenance_timeout
+        self.instance_uuid = str(uuid.uuid4())
+        self.registry = Registry()
+        self.faults = FaultInjector()
+        self.files = DatastoreFiles()
+        self.sessions: dict[str, Session] = {}
+        self._local = threading.local()
+        self.request_count = 0
+        self.request_counts: dict[str, int] = {}
+
+        reg = self.registry
+        self.service_instance = reg.add(ServiceInstance(self))
+        self.session_manager = reg.add(SessionManager(self))
+        self.property_collector = reg.add(PropertyCollector(self, "propertyCollector"))
+        self.view_manager = reg.add(ViewManager(self))
+        self.search_index = reg.add(SearchIndex(self))
+        self.task_manager = reg.add(TaskManager(self))
+        self.tasks = self.task_manager
+        self.file_manager = reg.add(FileManager(self))
+        self.virtual_disk_manager = reg.add(VirtualDiskManager(self))
+        self.root_folder = reg.add(Folder(self, "Datacenters", None, moid="group-d1",
+                                          child_types=("Folder", "Datacenter")))
+        inventory_mod.load(self, inventory if inventory is not None
+                           else inventory_mod.default_inventory())
+
+    # -- sessions -----------------------------------------------------------
+
+    def create_session(self, user: str) -> Session:
+        session = Session(user, self.session_idle_timeout)
+        with self.registry.lock:
+            self.sessions[session.key] = session
+        return session
+
+    def drop_session(self, key: str) -> None:
+        with self.registry.lock:
+            if self.sessions.pop(key, None) is None:
+                return
+            for pc in self.registry.find(PropertyCollector):
+                pc.forget_session(key)
+
+    def expire_sessions(self) -> None:
+        """Invalidate every session (clients must log in again)."""
+        with self.registry.lock:
+            for key in list(self.sessions):
+                self.drop_session(key)
+
+    def current_session(self) -> Session | None:
+        return getattr(self._local, "session", None)
+
+    # -- dispatch -----------------------------------------------------------
+
+    def invoke(self, call: soap.SoapCall, session_key: str | None) -> tuple[Any, Session | None]:
+        """Run one decoded call; returns (result, new session or None).
+
+        Raises vim faults, which the HTTP layer encodes as SOAP faults.
+        """
+        name = call.name
+        with self.registry.lock:
+            self.request_count += 1
+            self.request_counts[name] = self.request_counts.get(name, 0) + 1
+            session = self.sessions.get(session_key) if session_key else None
+            if session is not None and session.expired():
+                self.drop_session(session.key)
+                session = None
+        if session is None and name not in UNAUTHENTICATED:
+            raise vim.fault.NotAuthenticated(
+                msg="The session is not authenticated.", privilegeId="System.View")
+        latency = self.faults.call_latency(name)
+        if latency:
+            time.sleep(latency)
+        injected = self.faults.take_call_fault(name)
+        if injected is not None:
+            raise injected
+        if call.this is None:
+            raise vmodl.fault.InvalidRequest(msg="missing _this")
+        target = self.registry.get(call.this._moId)
+        if name == "Fetch":
+            with self.registry.lock:
+                return typed(target.get_property(call.args["prop"])), None
+        declaring = VmomiSupport.GetVmodlType(call.method.typeName)
+        method = getattr(target, name, None)
+        if method is None or not issubclass(target.vim_type, declaring):
+            if issubclass(target.vim_type, declaring):
+                raise vmodl.fault.NotImplemented(
+                    msg=f"{name} is not implemented by the simulator")
+            raise vmodl.fault.MethodNotFound(receiver=call.this, method=name,
+                                             msg=f"{name} is not a method of {target.moid}")
+        ctx = CallContext(self, session)
+        ctx.new_session = None
+        self._local.session = session
+        try:
+            result = method(ctx, **call.args)
+        finally:
+            self._local.session = None
+            if session is not None:
+                session.touch()
+        return result, ctx.new_session
+
+    # -- operator helpers (tests, CLI, fault injection) ---------------------
+
+    def find_entity(self, name: str, cls: type | None = None) -> ManagedEntity:
+        with self.registry.lock:
+            for obj in self.registry.find(cls or ManagedEntity):
+                if obj.name == name:
+                    return obj
+        raise KeyError(f"no {cls.__name__ if cls else 'entity'} named {name!r}")
+
+    def host(self, name: str):
+        from nova_vsphere_driver.simulator.objects.host import HostSystem
+
+        return self.find_entity(name, HostSystem)
+
+    def vm(self, name: str):
+        from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
+
+        return self.find_entity(name, VirtualMachine)
+
+    def cluster(self, name: str):
+        from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource
+
+        return self.find_entity(name, ClusterComputeResource)
+
+    def datastore_by_name(self, name: str, dc_path: str | None = None):
+        """The datastore called ``name`` (in datacenter ``dc_path`` if given)."""
+        from nova_vsphere_driver.simulator.objects.datastore import Datastore
+
+        with self.registry.lock:
+            for ds in self.registry.find(Datastore):
+                if ds.name == name and (not dc_path or ds.datacenter().inventory_path()
+                                        == dc_path.strip("/")):
+                    return ds
+        return None
+
+    def vms(self) -> list:
+        from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
+
+        return list(self.registry.find(VirtualMachine))
+
+    def disconnect_host(self, name: str) -> None:
+        self.host(name).set_connection_state(vim.HostSystem.ConnectionState.disconnected)
+
+    def reconnect_host(self, name: str) -> None:
+        self.host(name).set_connection_state(vim.HostSystem.ConnectionState.connected)

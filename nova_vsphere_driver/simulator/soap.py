@@ -1,0 +1,226 @@
+"""vim25 SOAP codec for the simulator, built on pyVmomi's own type system.
+
+Requests are decoded with pyVmomi's ``SoapDeserializer`` one parameter at a
+time (array parameters item by item: a list-typed deserializer would swallow
+the sibling elements that follow it), and responses and faults are encoded
+with pyVmomi's ``SoapSerializer``, so the wire format is VMware's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+from xml.parsers.expat import ParserCreate
+
+from pyVmomi import SoapAdapter, VmomiSupport, vmodl
+
+#: The API version this simulator implements: the newest for which
+#: oslo.vmware ships type schemas, so suds and pyVmomi agree on the types.
+API_VERSION = "8.0.0.0"
+VERSION = VmomiSupport.GetVersionFromVersionUri("urn:vim25/" + API_VERSION)
+VIM_NS = "urn:vim25"
+
+_NS_SEP = " "
+_SOAPENV = "http://schemas.xmlsoap.org/soap/envelope/"
+_ENVELOPE_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" '
+    'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+    'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n<soapenv:Body>\n'
+)
+_ENVELOPE_TAIL = "\n</soapenv:Body>\n</soapenv:Envelope>"
+_NS_MAP = {VIM_NS: "", SoapAdapter.XMLNS_XSI: "xsi", SoapAdapter.XMLNS_XSD: "xsd"}
+
+
+_FETCH = VmomiSupport.Object(
+    name="Fetch", wsdlName="Fetch", typeName="vmodl.ManagedObject", version=VERSION,
+    params=(VmomiSupport.Object(name="prop", type=str, version=VERSION, flags=0),),
+    isTask=False, resultFlags=0, result=object, methodResult=object, faults=[],
+)
+
+
+class SoapDecodeError(Exception):
+    """The request is not a well-formed vim25 SOAP call."""
+
+
+@dataclasses.dataclass
+class SoapCall:
+    """One decoded SOAP request."""
+
+    method: Any  # pyVmomi managed method info
+    this: Any  # pyVmomi ManagedObject stub for ``_this``
+    args: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.method.wsdlName
+
+
+class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
+    """Expat handlers that walk Envelope/Body/<Method>/<param>...
+
+    Each parameter element is handed to a fresh pyVmomi ``SoapDeserializer``
+    which restores our handlers when the element closes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.method = None
+        self.this = None
+        self.args: dict[str, Any] = {}
+        self.parser = ParserCreate(namespace_separator=_NS_SEP)
+        self.parser.buffer_text = True
+        self._pending: tuple[str | None, bool] | None = None
+        self._deser: SoapAdapter.SoapDeserializer | None = None
+        SoapAdapter.SetHandlers(self.parser, SoapAdapter.GetHandlers(self))
+
+    def decode(self, body: bytes) -> SoapCall:
+        try:
+            self.parser.Parse(body, True)
+        except SoapDecodeError:
+            raise
+        except Exception as exc:  # expat or pyVmomi type errors
+            raise SoapDecodeError(str(exc)) from exc
+        if self.method is None:
+            raise SoapDecodeError("no method element in the SOAP body")
+        return SoapCall(self.method, self.this, self.args)
+
+    def _param_info(self, name: str):
+        for param in self.method.params:
+            if param.name == name:
+                return param
+        raise SoapDecodeError(f"unknown parameter {name!r} for {self.method.wsdlName}")
+
+    def _resume(self) -> None:
+        # pyVmomi's deserializer finished a parameter value and restored our
+        # handlers without calling us for that closing tag.
+        if self._deser is not None:
+            self._collect()
+            self.depth -= 1
+
+    def StartElementHandler(self, tag: str, attr: dict) -> None:  # noqa: N802
+        self._resume()
+        self.depth += 1
+        ns, _, name = tag.rpartition(_NS_SEP)
+        if self.depth == 3 and name == "Fetch":
+            # pyVmomi's lazy property reads call a private method that is not
+            # in the type registry: Fetch(prop) -> the property's value.
+            self.method = _FETCH
+        elif self.depth == 3:
+            try:
+                self.method = VmomiSupport.GetWsdlMethod(ns or VIM_NS, name)
+            except KeyError as exc:
+                raise SoapDecodeError(f"unknown method {name}") from exc
+            self.method = self.method.info
+        elif self.depth == 4:
+            if name == "_this":
+                ptype, is_array, key = VmomiSupport.GetVmodlType("vmodl.ManagedObject"), False, None
+            else:
+                info = self._param_info(name)
+                ptype, key = info.type, info.name
+                is_array = issubclass(ptype, list)
+                if is_array:
+                    ptype = ptype.Item
+            self._pending = (key, is_array)
+            deser = SoapAdapter.SoapDeserializer(version=VERSION)
+            deser.Deserialize(self.parser, ptype, False, self.nsMap)
+            self._deser = deser
+            # The deserializer expects the value's own start tag next; it is
+            # this one, so feed it by hand.  It restores our handlers when the
+            # element closes (see _resume).
+            deser.StartElementHandler(tag, attr)
+
+    def EndElementHandler(self, tag: str) -> None:  # noqa: N802
+        self._resume()
+        self.depth -= 1
+
+    def _collect(self) -> None:
+        value = self._deser.GetResult()
+        key, is_array = self._pending
+        self._deser = None
+        self._pending = None
+        if key is None:
+            self.this = value
+        elif is_array:
+            self.args.setdefault(key, []).append(value)
+        else:
+            self.args[key] = value
+
+    def CharacterDataHandler(self, data: str) -> None:  # noqa: N802
+        pass
+
+
+def decode_request(body: bytes) -> SoapCall:
+    """Decode a vim25 SOAP request envelope."""
+    return _RequestDecoder().decode(body)
+
+
+_VERSION_ID = re.compile(r' versionId="[^"]*"')
+
+
+def _strip_version_id(xml: str) -> str:
+    # pyVmomi marks the first element it writes with versionId; suds then
+    # reads e.g. SessionIsActive's boolean as an object that is always true.
+    return _VERSION_ID.sub("", xml, count=1)
+
+
+def encode_response(method, result: Any) -> bytes:
+    """Encode ``result`` as the ``<Method>Response`` envelope."""
+    name = method.wsdlName
+    parts = [_ENVELOPE_HEAD, f'<{name}Response xmlns="{VIM_NS}">']
+    if result is not None and not (isinstance(result, list) and not result):
+        rtype = method.result
+        if isinstance(result, list) and not issubclass(rtype, list):
+            rtype = type(result)
+        info = VmomiSupport.Object(name="returnval", type=rtype, version=VERSION, flags=0)
+        xml = SoapAdapter.SerializeToStr(result, info=info, version=VERSION, nsMap=_NS_MAP)
+        parts.append(_strip_version_id(xml))
+    parts.append(f"</{name}Response>")
+    parts.append(_ENVELOPE_TAIL)
+    return "".join(parts).encode("utf-8")
+
+
+def encode_fault(fault: vmodl.MethodFault, message: str | None = None) -> bytes:
+    """Encode a vim fault as a SOAP fault (sent with HTTP 500)."""
+    msg = message or getattr(fault, "msg", None) or type(fault).__name__
+    # fault.msg is not part of the detail's schema; suds would reject it.
+    fault.msg = None
+    wsdl_name = fault._wsdlName
+    info = VmomiSupport.Object(name=wsdl_name + "Fault", type=type(fault), version=VERSION, flags=0)
+    detail = SoapAdapter.SerializeFaultDetail(fault, info=info, version=VERSION, nsMap=_NS_MAP)
+    # Like vCenter: the detail element names its namespace and concrete type.
+    head, sep, rest = _strip_version_id(detail).partition(">")
+    head = head.rstrip("/")
+    closing = rest if rest or not detail.rstrip().endswith("/>") else f"</{wsdl_name}Fault>"
+    detail = f'{head} xmlns="{VIM_NS}" xsi:type="{wsdl_name}"{sep or ">"}{closing}'
+    fault.msg = msg
+    code = "ServerFaultCode"
+    body = (
+        f"<soapenv:Fault><faultcode>{code}</faultcode>"
+        f"<faultstring>{SoapAdapter.XmlEscape(msg)}</faultstring>"
+        f"<detail>{detail}</detail></soapenv:Fault>"
+    )
+    return (_ENVELOPE_HEAD + body + _ENVELOPE_TAIL).encode("utf-8")
+
+
+def encode_client_fault(message: str) -> bytes:
+    """A SOAP fault for undecodable requests (no vim fault type applies)."""
+    fault = vmodl.fault.InvalidRequest()
+    return encode_fault(fault, message)
+
+
+_PRIOR_VERSIONS = ("7.0.3.0", "7.0.2.0", "7.0.1.0", "7.0.0.0", "6.7.3", "6.7.2", "6.7.1",
+                   "6.7", "6.5", "6.0", "5.5", "5.1", "5.0", "4.1", "4.0")
+
+
+def service_versions_xml() -> bytes:
+    """``/sdk/vimServiceVersions.xml``: how clients negotiate the API version."""
+    prior = "".join(f"<version>{v}</version>" for v in _PRIOR_VERSIONS)
+    return (
+        '<?xml version="1.0" encoding="UTF-8" ?>\n<namespaces version="1.0">\n'
+        f"<namespace><name>{VIM_NS}</name><version>{API_VERSION}</version>"
+        f"<priorVersions>{prior}</priorVersions></namespace>\n</namespaces>\n"
+    ).encode()
