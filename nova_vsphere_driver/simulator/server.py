@@ -106,12 +106,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         parts = urllib.parse.urlsplit(self.path)
-        if parts.path.startswith("/folder"):
-            self._datastore_file(parts)
-        elif parts.path.startswith("/sdk/") or parts.path.startswith("/wsdl/"):
-            self._static(parts.path.rsplit("/", 1)[-1])
-        else:
-            self._send(404, b"not found", "text/plain")
+        try:
+            if parts.path.startswith("/folder"):
+                self._datastore_file(parts)
+            elif parts.path.startswith("/sdk/") or parts.path.startswith("/wsdl/"):
+                self._static(parts.path.rsplit("/", 1)[-1])
+            else:
+                self._send(404, b"not found", "text/plain")
+        except Exception as exc:  # a simulator bug: answer rather than hang up
+            LOG.exception("GET %s failed", self.path)
+            self._send(500, f"simulator failure: {exc}".encode(), "text/plain")
 
     do_HEAD = do_GET  # noqa: N815
 

@@ -154,8 +154,13 @@ class Simulator:
             raise vmodl.fault.InvalidRequest(msg="missing _this")
         target = self.registry.get(call.this._moId)
         if name == "Fetch":
-            with self.registry.lock:
-                return typed(target.get_property(call.args["prop"])), None
+            self._local.session = session
+            try:
+                with self.registry.lock:
+                    return typed(target.get_property(call.args["prop"])), None
+            finally:
+                self._local.session = None
+                session.touch()
         declaring = VmomiSupport.GetVmodlType(call.method.typeName)
         method = getattr(target, name, None)
         if method is None or not issubclass(target.vim_type, declaring):
@@ -209,6 +214,11 @@ class Simulator:
                                         == dc_path.strip("/")):
                     return ds
         return None
+
+    def hosts(self) -> list:
+        from nova_vsphere_driver.simulator.objects.host import HostSystem
+
+        return list(self.registry.find(HostSystem))
 
     def vms(self) -> list:
         from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine

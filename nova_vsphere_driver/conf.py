@@ -1,0 +1,96 @@
+"""Configuration options: ``[vsphere]`` (vCenter access) and ``[vsphere_drs]``.
+
+Options whose names exist in Nova's in-tree ``[vmware]`` group keep their
+meaning there, so an operator can move a configuration across by renaming
+the group.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+vsphere_group = cfg.OptGroup(
+    "vsphere", title="vSphere driver options",
+    help="How nova-compute reaches vCenter and which clusters it manages. Each cluster "
+    "is reported to Nova as one compute node.")
+
+vsphere_opts = [
+    cfg.HostAddressOpt("host_ip", help="vCenter server host name or IP address."),
+    cfg.PortOpt("host_port", default=443, help="vCenter server port."),
+    cfg.StrOpt("host_username", help="User name for vCenter."),
+    cfg.StrOpt("host_password", secret=True, help="Password for vCenter."),
+    cfg.StrOpt("ca_file",
+               help="CA bundle used to verify vCenter's certificate. Without it the "
+               "system CA store is used."),
+    cfg.BoolOpt("insecure", default=False,
+                help="Do not verify vCenter's certificate. Only for test setups; a "
+                "warning is logged at start."),
+    cfg.ListOpt("cluster_names", default=[],
+                help="Clusters this nova-compute manages. Each becomes one Nova compute "
+                "node (hypervisor) whose resources are those of the cluster's usable hosts."),
+    cfg.StrOpt("datastore_regex",
+               help="Regular expression for the datastores instances may use. Default: "
+               "every datastore mounted by the cluster's hosts."),
+    cfg.StrOpt("wsdl_location",
+               help="WSDL URL for vCenter endpoints that do not serve "
+               "/sdk/vimService.wsdl themselves."),
+    cfg.IntOpt("api_retry_count", default=10, min=0,
+               help="How many times a vCenter call is retried on a connection or "
+               "session error."),
+    cfg.FloatOpt("task_poll_interval", default=0.5, min=0.01,
+                 help="Seconds between polls of a running vCenter task."),
+    cfg.IntOpt("connection_pool_size", default=10, min=1,
+               help="Maximum HTTP connections to vCenter kept open per session."),
+    cfg.IntOpt("maximum_objects", default=100, min=1,
+               help="Page size (maxObjects) of property collector reads."),
+    cfg.IntOpt("reserved_host_memory_mb", default=0, min=0,
+               help="Memory (MB) held back on every ESXi host; reported to placement as "
+               "reserved, summed over the cluster's usable hosts."),
+    cfg.IntOpt("reserved_host_cpus", default=0, min=0,
+               help="Physical CPUs held back on every ESXi host, summed over the "
+               "cluster's usable hosts."),
+    cfg.StrOpt("vm_folder", default="OpenStack",
+               help="Inventory folder (under each datacenter's VM folder) holding the "
+               "instances; created when missing."),
+    cfg.StrOpt("image_cache_subdirectory_name", default="_nova_image_cache",
+               help="Folder on each datastore caching Glance images."),
+    cfg.FloatOpt("api_timeout", default=300.0, min=1.0,
+                 help="Upper bound in seconds on any wait for a vCenter task."),
+]
+
+vsphere_drs_group = cfg.OptGroup(
+    "vsphere_drs", title="Host placement inside clusters",
+    help="The built-in DRS picks the ESXi host of each new instance, balances load by "
+    "vMotion and evacuates hosts entering maintenance. It also works where vCenter's "
+    "own DRS is not licensed.")
+
+vsphere_drs_opts = [
+    cfg.StrOpt("mode", default="builtin", choices=[
+        ("builtin", "this driver picks hosts and balances the cluster"),
+        ("vcenter", "no host is given at creation; vCenter DRS decides")],
+        help="Who places instances on ESXi hosts."),
+    cfg.StrOpt("policy", default="balanced",
+               help="Placement/balancing policy (a stevedore plugin in the "
+               "nova_vsphere_driver.drs.policies namespace): balanced or packed."),
+    cfg.IntOpt("migration_threshold", default=3, min=1, max=5,
+               help="1 (conservative: only large imbalances are corrected) to 5 "
+               "(aggressive)."),
+    cfg.IntOpt("balance_interval", default=300, min=0,
+               help="Seconds between balancing passes per cluster; 0 disables balancing."),
+    cfg.IntOpt("max_moves_per_pass", default=8, min=0,
+               help="Maximum vMotions one balancing pass issues."),
+    cfg.BoolOpt("dry_run", default=False,
+                help="Plan balancing moves and log them, but issue no vMotion."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(vsphere_group)
+    conf.register_opts(vsphere_opts, group=vsphere_group)
+    conf.register_group(vsphere_drs_group)
+    conf.register_opts(vsphere_drs_opts, group=vsphere_drs_group)
+
+
+def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
+    """The ``oslo.config.opts`` entry point (oslo-config-generator)."""
+    return [(vsphere_group, vsphere_opts), (vsphere_drs_group, vsphere_drs_opts)]

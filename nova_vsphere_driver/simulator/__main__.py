@@ -1,0 +1,96 @@
+"""``nova-vsphere-simulator``: run the bundled fake vCenter until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from nova_vsphere_driver.simulator import inventory as inventory_mod
+from nova_vsphere_driver.simulator.server import SimulatorServer
+from nova_vsphere_driver.simulator.service import DEFAULT_PASSWORD, DEFAULT_USER, Simulator
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--listen must be HOST:PORT, got {value!r}")
+    try:
+        port_no = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--listen port must be a number, got {port!r}") from None
+    if not 0 <= port_no <= 65535:
+        raise argparse.ArgumentTypeError(f"--listen port out of range: {port_no}")
+    return host.strip("[]") or "127.0.0.1", port_no
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nova-vsphere-simulator",
+        description="A vCenter simulator speaking the vim25 SOAP API (a test tool: "
+        "bind it to loopback).")
+    parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 8989),
+                        metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8989;"
+                        " port 0 picks a free one)")
+    parser.add_argument("--user", default=DEFAULT_USER, help="user name it accepts")
+    parser.add_argument("--password", default=DEFAULT_PASSWORD, help="password it accepts")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve HTTPS (a CA and certificate are generated unless "
+                        "--cert/--key are given)")
+    parser.add_argument("--cert", help="PEM certificate for HTTPS")
+    parser.add_argument("--key", help="PEM private key for HTTPS")
+    parser.add_argument("--inventory", metavar="FILE",
+                        help="YAML or JSON inventory (default: 2 clusters of 4 hosts)")
+    parser.add_argument("--session-timeout", type=float, default=1800.0,
+                        help="idle seconds before a session expires (default 1800)")
+    parser.add_argument("--memory-overcommit", type=float, default=1.0,
+                        help="host memory admission ratio (default 1.0: no overcommit)")
+    parser.add_argument("--debug", action="store_true", help="log every request")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if bool(args.cert) != bool(args.key):
+        print("error: --cert and --key go together", file=sys.stderr)
+        return 2
+    try:
+        data = inventory_mod.read_file(args.inventory) if args.inventory else None
+        sim = Simulator(data, username=args.user, password=args.password,
+                        session_idle_timeout=args.session_timeout,
+                        memory_overcommit=args.memory_overcommit)
+    except inventory_mod.InventoryError as exc:
+        print(f"error: --inventory: {exc}", file=sys.stderr)
+        return 2
+    host, port = args.listen
+    server = SimulatorServer(sim, host=host, port=port, tls_enabled=args.tls or bool(args.cert),
+                             cert_file=args.cert, key_file=args.key)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"error: --listen {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    hosts = len(sim.hosts())
+    print(f"vCenter simulator listening on {server.url}", flush=True)
+    print(f"  user: {sim.username}", flush=True)
+    print(f"  password: {sim.password}", flush=True)
+    if server.ca_file:
+        print(f"  CA certificate: {server.ca_file}", flush=True)
+    print(f"  inventory: {hosts} hosts, {len(sim.vms())} VMs", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
