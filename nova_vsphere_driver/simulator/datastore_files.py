@@ -47,14 +47,19 @@ class DatastoreFiles:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._stores: dict[str, dict[str, FileEntry]] = {}
+        # Bytes used per datastore, kept up to date by every mutation: free
+        # space is read on every disk creation and files number in the 10,000s.
+        self._used: dict[str, int] = {}
 
     def add_datastore(self, ds_name: str) -> None:
         with self._lock:
             self._stores.setdefault(ds_name, {})
+            self._used.setdefault(ds_name, 0)
 
     def rename_datastore(self, old: str, new: str) -> None:
         with self._lock:
             self._stores[new] = self._stores.pop(old)
+            self._used[new] = self._used.pop(old)
 
     def _store(self, ds_name: str) -> dict[str, FileEntry]:
         try:
@@ -124,6 +129,7 @@ class DatastoreFiles:
                               size=size if size is not None else len(data or b""),
                               disk_capacity_kb=disk_capacity_kb, thin=thin)
             store[path] = entry
+            self._used[ds_name] += entry.size - (existing.size if existing is not None else 0)
             return entry
 
     def delete(self, ds_name: str, path: str) -> list[FileEntry]:
@@ -134,8 +140,9 @@ class DatastoreFiles:
             if path not in store:
                 raise self._not_found(ds_name, path)
             prefix = path + "/"
-            gone = [p for p in store if p == path or p.startswith(prefix)]
-            return [store.pop(p) for p in gone]
+            gone = [store.pop(p) for p in list(store) if p == path or p.startswith(prefix)]
+            self._used[ds_name] -= sum(e.size for e in gone if not e.is_dir)
+            return gone
 
     def move(self, src_ds: str, src: str, dst_ds: str, dst: str, force: bool = False,
              copy: bool = False) -> None:
@@ -153,7 +160,13 @@ class DatastoreFiles:
             for p in sorted(p for p in list(source) if p == src or p.startswith(prefix)):
                 entry = source[p] if copy else source.pop(p)
                 new_path = dst + p[len(src):]
+                replaced = target.get(new_path)
                 target[new_path] = dataclasses.replace(entry, path=new_path)
+                size = 0 if entry.is_dir else entry.size
+                self._used[dst_ds] += size - (replaced.size if replaced and not replaced.is_dir
+                                              else 0)
+                if not copy:
+                    self._used[src_ds] -= size
 
     def listdir(self, ds_name: str, path: str, recursive: bool = False) -> list[FileEntry]:
         with self._lock:
@@ -171,6 +184,18 @@ class DatastoreFiles:
                 out.append(entry)
             return sorted(out, key=lambda e: e.path)
 
+    def grow(self, ds_name: str, path: str, delta_bytes: int,
+             disk_capacity_kb: int | None = None) -> FileEntry:
+        """Change a file's size (a virtual disk being extended)."""
+        with self._lock:
+            entry = self.get(ds_name, path)
+            entry.size += delta_bytes
+            if disk_capacity_kb is not None:
+                entry.disk_capacity_kb = disk_capacity_kb
+            self._used[ds_name] += delta_bytes
+            return entry
+
     def used_bytes(self, ds_name: str) -> int:
         with self._lock:
-            return sum(e.size for e in self._store(ds_name).values() if not e.is_dir)
+            self._store(ds_name)
+            return self._used[ds_name]

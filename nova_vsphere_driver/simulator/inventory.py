@@ -156,6 +156,7 @@ def load(sim: Simulator, data: dict) -> None:
                     reg.add(pg)
                     networks.append(pg)
             all_hosts: dict[str, HostSystem] = {}
+            clusters: dict[str, ClusterComputeResource] = {}
             for cl_i, cl_data in enumerate(dc_data.get("clusters") or []):
                 cwhere = f"{where}.clusters[{cl_i}]"
                 drs = cl_data.get("drs") or {}
@@ -165,6 +166,7 @@ def load(sim: Simulator, data: dict) -> None:
                     drs_behavior=drs.get("behavior", "fullyAutomated"))
                 dc.host_folder.add_child(cluster)
                 reg.add(cluster)
+                clusters[cluster.name] = cluster
                 for h_i, h in enumerate(cl_data.get("hosts") or []):
                     hwhere = f"{cwhere}.hosts[{h_i}]"
                     name = _require(h, "name", hwhere)
@@ -210,18 +212,18 @@ def load(sim: Simulator, data: dict) -> None:
                 for net in host.networks:
                     net.hosts.append(host)
             for vm_i, vm_data in enumerate(dc_data.get("vms") or []):
-                _create_vm(sim, dc, vm_data, f"{where}.vms[{vm_i}]")
+                _create_vm(sim, dc, clusters, vm_data, f"{where}.vms[{vm_i}]")
         reg.touch()
 
 
-def _create_vm(sim: Simulator, dc, vm_data: dict, where: str) -> None:
+def _create_vm(sim: Simulator, dc, clusters: dict, vm_data: dict, where: str) -> None:
     from nova_vsphere_driver.simulator.objects import virtual_machine as vm_mod
 
     name = _require(vm_data, "name", where)
-    try:
-        cluster = sim.cluster(_require(vm_data, "cluster", where))
-    except KeyError as exc:
-        raise InventoryError(f"{where}: {exc}") from exc
+    cluster_name = _require(vm_data, "cluster", where)
+    cluster = clusters.get(cluster_name)
+    if cluster is None:
+        raise InventoryError(f"{where}: no cluster named {cluster_name!r}")
     host_name = vm_data.get("host")
     host = next((h for h in cluster.hosts if h.name == host_name), None) if host_name else \
         cluster.hosts[0] if cluster.hosts else None
@@ -265,5 +267,8 @@ def _create_vm(sim: Simulator, dc, vm_data: dict, where: str) -> None:
     if "cpu_demand" in vm_data:
         vm.cpu_demand_fraction = float(vm_data["cpu_demand"])
     if str(vm_data.get("power", "off")).lower() in ("on", "poweredon", "true"):
-        host.check_admission(vm)
+        try:
+            host.check_admission(vm)
+        except vim.fault.VimFault as exc:
+            raise InventoryError(f"{where}: cannot power on: {exc.msg}") from exc
         vm.set_power(vm_mod.POWERED_ON)

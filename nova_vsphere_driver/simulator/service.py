@@ -68,7 +68,7 @@ class Simulator:
 
     def __init__(self, inventory: dict | None = None, *, username: str = DEFAULT_USER,
                  password: str = DEFAULT_PASSWORD, session_idle_timeout: float = 1800.0,
-                 memory_overcommit: float = 1.0, cpu_overcommit: float = 4.0,
+                 memory_overcommit: float = 1.0,
                  maintenance_timeout: float = 600.0) -> None:
         from nova_vsphere_driver.simulator import inventory as inventory_mod
 
@@ -76,13 +76,14 @@ class Simulator:
         self.password = password
         self.session_idle_timeout = session_idle_timeout
         self.memory_overcommit = memory_overcommit
-        self.cpu_overcommit = cpu_overcommit
         self.maintenance_timeout = maintenance_timeout
         self.instance_uuid = str(uuid.uuid4())
         self.registry = Registry()
         self.faults = FaultInjector()
         self.files = DatastoreFiles()
         self.sessions: dict[str, Session] = {}
+        #: Datastores by name (names are unique per vCenter here).
+        self.datastores: dict[str, Any] = {}
         self._local = threading.local()
         self.request_count = 0
         self.request_counts: dict[str, int] = {}
@@ -206,14 +207,10 @@ class Simulator:
 
     def datastore_by_name(self, name: str, dc_path: str | None = None):
         """The datastore called ``name`` (in datacenter ``dc_path`` if given)."""
-        from nova_vsphere_driver.simulator.objects.datastore import Datastore
-
-        with self.registry.lock:
-            for ds in self.registry.find(Datastore):
-                if ds.name == name and (not dc_path or ds.datacenter().inventory_path()
-                                        == dc_path.strip("/")):
-                    return ds
-        return None
+        ds = self.datastores.get(name)
+        if ds is not None and dc_path and ds.datacenter().inventory_path() != dc_path.strip("/"):
+            return None
+        return ds
 
     def hosts(self) -> list:
         from nova_vsphere_driver.simulator.objects.host import HostSystem

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pyVmomi import VmomiSupport, vim, vmodl
 
 if TYPE_CHECKING:
-    from nova_vsphere_driver.simulator.service import Simulator, Session
+    from nova_vsphere_driver.simulator.service import Session, Simulator
 
 
 _REQUIRED: dict[type, list] = {}
@@ -83,7 +83,8 @@ def invalid_property(name: str) -> vmodl.query.InvalidProperty:
 
 
 def invalid_argument(prop: str, msg: str | None = None) -> vmodl.fault.InvalidArgument:
-    return vmodl.fault.InvalidArgument(invalidProperty=prop, msg=msg or f"A specified parameter was not correct: {prop}")
+    return vmodl.fault.InvalidArgument(
+        invalidProperty=prop, msg=msg or f"A specified parameter was not correct: {prop}")
 
 
 class ManagedObject:
@@ -239,12 +240,14 @@ class ManagedEntity(ManagedObject):
 
     def Rename_Task(self, ctx: CallContext, newName: str):  # noqa: N802,N803
         def work():
-            siblings = getattr(self.parent, "children", []) if self.parent else []
-            for sib in siblings:
-                if sib is not self and sib.name == newName:
-                    raise vim.fault.DuplicateName(name=newName, object=sib.ref,
-                                                  msg=f"The name '{newName}' already exists.")
-            self.name = newName
+            lookup = getattr(self.parent, "child_named", None)
+            other = lookup(newName) if lookup is not None else None
+            if other is not None and other is not self:
+                raise vim.fault.DuplicateName(name=newName, object=other.ref,
+                                              msg=f"The name '{newName}' already exists.")
+            old_name, self.name = self.name, newName
+            if hasattr(self.parent, "renamed"):
+                self.parent.renamed(self, old_name)
             self.sim.registry.touch()
 
         return self.sim.tasks.start(ctx, self, "Rename_Task", work)

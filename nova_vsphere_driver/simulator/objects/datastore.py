@@ -34,6 +34,7 @@ class Datastore(ManagedEntity):
         self.browser = HostDatastoreBrowser(sim, self)
         sim.registry.add(self.browser)
         sim.files.add_datastore(name)
+        sim.datastores[name] = self
 
     @property
     def url(self) -> str:

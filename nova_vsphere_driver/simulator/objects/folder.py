@@ -20,6 +20,9 @@ class Folder(ManagedEntity):
                  moid: str | None = None, child_types: tuple[str, ...] = ("Folder",)) -> None:
         super().__init__(sim, name, parent, moid)
         self.children: list[ManagedEntity] = []
+        # Names are unique among a folder's children; the index keeps the
+        # check O(1) for folders holding thousands of VMs.
+        self._by_name: dict[str, ManagedEntity] = {}
         self.child_types = child_types
 
     def child_entities(self) -> list[ManagedEntity]:
@@ -31,19 +34,31 @@ class Folder(ManagedEntity):
     def _get_childType(self):  # noqa: N802
         return list(self.child_types)
 
+    def child_named(self, name: str) -> ManagedEntity | None:
+        child = self._by_name.get(name)
+        return child if child is not None and child.name == name else None
+
     def add_child(self, child: ManagedEntity) -> None:
-        for existing in self.children:
-            if existing.name == child.name:
-                raise vim.fault.DuplicateName(name=child.name, object=existing.ref,
-                                              msg=f"The name '{child.name}' already exists.")
+        existing = self.child_named(child.name)
+        if existing is not None:
+            raise vim.fault.DuplicateName(name=child.name, object=existing.ref,
+                                          msg=f"The name '{child.name}' already exists.")
         child.parent = self
         self.children.append(child)
+        self._by_name[child.name] = child
         self.sim.registry.touch()
 
     def remove_child(self, child: ManagedEntity) -> None:
         if child in self.children:
             self.children.remove(child)
+            if self._by_name.get(child.name) is child:
+                del self._by_name[child.name]
             self.sim.registry.touch()
+
+    def renamed(self, child: ManagedEntity, old_name: str) -> None:
+        if self._by_name.get(old_name) is child:
+            del self._by_name[old_name]
+        self._by_name[child.name] = child
 
     def CreateFolder(self, ctx: CallContext, name: str):  # noqa: N802
         with self.sim.registry.lock:

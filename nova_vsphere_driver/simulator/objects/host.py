@@ -108,11 +108,14 @@ class HostSystem(ManagedEntity):
                 requestedMemory=memory_mb,
                 msg=f"Insufficient memory resources on host {self.name}: "
                 f"{memory_mb} MB requested, {int(max(limit - others, 0))} MB available")
-        cpu_others = sum(v.num_cpus for v in self.powered_on_vms() if v is not vm)
-        if cpu_others + vcpus > self.threads * self.sim.cpu_overcommit:
+        # CPU admission is by reservation, as vSphere does: vCPUs themselves
+        # may be overcommitted freely.
+        reserved = sum(v.cpu_reservation_mhz() for v in self.powered_on_vms() if v is not vm)
+        if reserved + vm.cpu_reservation_mhz() > self.cpu_capacity_mhz():
             raise vim.fault.InsufficientResourcesFault(
-                msg=f"Insufficient CPU resources on host {self.name}: {cpu_others + vcpus} "
-                f"vCPUs exceed {self.threads} threads x {self.sim.cpu_overcommit} overcommit")
+                msg=f"Insufficient CPU resources on host {self.name}: "
+                f"{vm.cpu_reservation_mhz()} MHz reservation requested, "
+                f"{self.cpu_capacity_mhz() - reserved} MHz unreserved")
 
     def set_connection_state(self, state) -> None:
         with self.sim.registry.lock:

@@ -94,7 +94,8 @@ class VirtualDiskManager(ManagedObject):
     def CreateVirtualDisk_Task(self, ctx: CallContext, name: str, datacenter=None,  # noqa: N802
                                spec=None):
         def work():
-            if spec is None or not isinstance(spec, vim.VirtualDiskManager.FileBackedVirtualDiskSpec):
+            file_backed = vim.VirtualDiskManager.FileBackedVirtualDiskSpec
+            if spec is None or not isinstance(spec, file_backed):
                 raise invalid_argument("spec", "a FileBackedVirtualDiskSpec is required")
             if not name.endswith(".vmdk"):
                 raise invalid_argument("name", "a virtual disk name ends in .vmdk")
@@ -150,8 +151,7 @@ class VirtualDiskManager(ManagedObject):
                 raise invalid_argument("newCapacityKb", "A virtual disk cannot be shrunk")
             grow = (newCapacityKb - entry.disk_capacity_kb) * 1024
             ds.ensure_space(grow)
-            entry.size += grow
-            entry.disk_capacity_kb = newCapacityKb
+            self.sim.files.grow(ds.name, rel, grow, newCapacityKb)
             for vm in self.sim.vms():
                 for disk in vm.disks():
                     if disk.backing.fileName == f"[{ds.name}] {rel}":

@@ -164,7 +164,8 @@ class Retrieval:
                 result.setdefault(
                     f"missing:{ref._moId}",
                     PC.ObjectContent(obj=ref, missingSet=[
-                        PC.MissingProperty(path="", fault=vmodl.fault.ManagedObjectNotFound(obj=ref))
+                        PC.MissingProperty(path="",
+                                           fault=vmodl.fault.ManagedObjectNotFound(obj=ref))
                     ]),
                 )
         return list(result.values())

@@ -187,6 +187,10 @@ class VirtualMachine(ManagedEntity):
             demand = min(demand, limit)
         return demand
 
+    def cpu_reservation_mhz(self) -> int:
+        alloc = self.config.cpuAllocation
+        return int(alloc.reservation or 0) if alloc is not None else 0
+
     def disks(self) -> list:
         return [d for d in self.config.hardware.device if isinstance(d, Dev.VirtualDisk)]
 
@@ -346,7 +350,8 @@ class VirtualMachine(ManagedEntity):
                                  poweredOffSnapshotsSupported=True, memorySnapshotsSupported=True,
                                  revertToSnapshotSupported=True, quiescedSnapshotsSupported=True,
                                  consolePreferencesSupported=True, cpuFeatureMaskSupported=True,
-                                 s1AcpiManagementSupported=True, settingScreenResolutionSupported=True,
+                                 s1AcpiManagementSupported=True,
+                                 settingScreenResolutionSupported=True,
                                  toolsAutoUpdateSupported=True, vmNpivWwnSupported=True,
                                  npivWwnOnNonRdmVmSupported=True, swapPlacementSupported=True,
                                  toolsSyncTimeSupported=True, virtualMmuUsageSupported=True,
@@ -624,7 +629,8 @@ class VirtualMachine(ManagedEntity):
         if ticketType not in ("mks", "webmks", "device", "guestControl", "dnd", "guestIntegrity"):
             raise invalid_argument("ticketType")
         self._require_power(POWERED_ON)
-        return vim.VirtualMachine.Ticket(ticket=uuid.uuid4().hex, cfgFile=self.config.files.vmPathName,
+        return vim.VirtualMachine.Ticket(ticket=uuid.uuid4().hex,
+                                         cfgFile=self.config.files.vmPathName,
                                          host="127.0.0.1", port=902, sslThumbprint=None)
 
 
@@ -699,9 +705,7 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
                 ds_name, rel = parse_datastore_path(existing.backing.fileName)
                 if grow:
                     _datastore_for(sim, ds_name).ensure_space(grow)
-                    entry = sim.files.get(ds_name, rel)
-                    entry.size += grow
-                    entry.disk_capacity_kb = new_kb
+                    sim.files.grow(ds_name, rel, grow, new_kb)
                 device.capacityInBytes = new_kb * 1024
             devices[devices.index(existing)] = device
             by_key[device.key] = device
@@ -795,8 +799,8 @@ def _check_nic(nic, sim: Simulator, host: HostSystem) -> None:
     else:
         raise invalid_argument("deviceChange.device.backing", "unsupported NIC backing")
     if nic.addressType in (None, "generated", "assigned") and not nic.macAddress:
-        nic.macAddress = "00:50:56:%02x:%02x:%02x" % tuple(_MAC_RANDOM.randrange(256)
-                                                        for _ in range(3))
+        octets = [_MAC_RANDOM.randrange(256) for _ in range(3)]
+        nic.macAddress = "00:50:56:" + ":".join(f"{o:02x}" for o in octets)
         nic.addressType = "assigned" if nic.addressType == "assigned" else "generated"
     _ = Network
 
@@ -879,10 +883,10 @@ def create_vm(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
         raise invalid_argument("config.name", "A virtual machine name is required")
     if len(name) > 80:
         raise invalid_argument("config.name", "A virtual machine name has at most 80 characters")
-    for sibling in folder.children:
-        if sibling.name == name:
-            raise vim.fault.DuplicateName(name=name, object=sibling.ref,
-                                          msg=f"The name '{name}' already exists.")
+    sibling = folder.child_named(name)
+    if sibling is not None:
+        raise vim.fault.DuplicateName(name=name, object=sibling.ref,
+                                      msg=f"The name '{name}' already exists.")
     if host is None:
         if not cluster.drs_enabled:
             raise invalid_argument(
@@ -993,7 +997,13 @@ def reconfigure(vm: VirtualMachine, spec) -> None:
     if spec.cpuHotAddEnabled is not None:
         config.cpuHotAddEnabled = spec.cpuHotAddEnabled
     if spec.name is not None and spec.name != vm.name:
-        vm.name = config.name = spec.name
+        clash = vm.parent.child_named(spec.name)
+        if clash is not None:
+            raise vim.fault.DuplicateName(name=spec.name, object=clash.ref,
+                                          msg=f"The name '{spec.name}' already exists.")
+        old_name, vm.name = vm.name, spec.name
+        config.name = spec.name
+        vm.parent.renamed(vm, old_name)
     ds_name, rel = parse_datastore_path(config.files.vmPathName)
     created: list[tuple[str, str]] = []
     try:
