@@ -68,6 +68,7 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
     def __init__(self) -> None:
         super().__init__()
         self.depth = 0
+        self.in_body = False
         self.method = None
         self.this = None
         self.args: dict[str, Any] = {}
@@ -105,7 +106,12 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
         self._resume()
         self.depth += 1
         ns, _, name = tag.rpartition(_NS_SEP)
-        if self.depth == 3 and name == "Fetch":
+        if self.depth == 2:
+            # Header blocks (oslo.vmware's operationID) are not the call.
+            self.in_body = name == "Body"
+        elif not self.in_body:
+            return
+        elif self.depth == 3 and name == "Fetch":
             # pyVmomi's lazy property reads call a private method that is not
             # in the type registry: Fetch(prop) -> the property's value.
             self.method = _FETCH
