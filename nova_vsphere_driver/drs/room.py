@@ -1,0 +1,234 @@
+"""Making room: migrations that free one host for a VM that fits nowhere as is.
+
+Memory fragments: a cluster can have 100 GB free in total and no host with
+32 GB.  For such a VM we look, host by host, for the cheapest set of at most
+``max_moves`` migrations off that host (to other hosts with room, keeping
+every rule) after which it fits, and pick the host whose plan moves the
+least memory.
+
+Selection on one host ("cover, else largest"): if one VM is at least the
+remaining deficit, move the smallest such VM that has somewhere to go;
+otherwise move the largest VM that has somewhere to go, and repeat.  This
+moves few VMs without overshooting much, and it never does worse than pure
+largest-first, which is what :func:`max_unit` assumes: every size that
+:func:`max_unit` reports is one :func:`make_room` can make room for (VMs
+named by the new VM's own rules aside: those stay put).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from nova_vsphere_driver.drs.claims import Claims
+from nova_vsphere_driver.drs.model import DEFAULT_LIMITS, ClusterSnapshot, Limits
+from nova_vsphere_driver.drs.moves import Move, MoveKind
+from nova_vsphere_driver.drs.placement import (
+    DEFAULT_ROOM_MOVES,
+    PlacementRequest,
+    PlacementResult,
+    place,
+)
+from nova_vsphere_driver.drs.policies import Policy, resolve_policy
+from nova_vsphere_driver.drs.rules import HostRuleCheck
+from nova_vsphere_driver.drs.state import State
+from nova_vsphere_driver.drs.targets import best_target
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxUnit:
+    """The largest VM one host can take, with and without making room.
+
+    Memory and vCPUs are maximized separately (placement's ``max_unit`` is
+    per resource class); ``*_host`` names the host achieving each.
+    """
+
+    memory_mb: int
+    vcpus: int
+    memory_host: str | None
+    vcpus_host: str | None
+    memory_mb_without_moves: int
+    vcpus_without_moves: int
+
+
+def make_room(snapshot: ClusterSnapshot, request: PlacementRequest,
+              policy: Policy | str | None = None, claims: Claims | None = None,
+              limits: Limits = DEFAULT_LIMITS,
+              max_moves: int = DEFAULT_ROOM_MOVES) -> PlacementResult:
+    """Place ``request``, planning prerequisite migrations if no host fits it as is.
+
+    Same as ``place(..., allow_migrations=True)``: ``result.moves`` (empty
+    when a host fits already) are in a feasible order (see :mod:`.waves`);
+    with ``claims``, the new VM and the migration targets are claimed
+    atomically.
+    """
+    return place(snapshot, request, policy, claims, limits, allow_migrations=True,
+                 max_moves=max_moves)
+
+
+def plan_room(snapshot: ClusterSnapshot, request: PlacementRequest, policy: Policy,
+              claims: Claims | None, limits: Limits, max_moves: int,
+              checks: dict[str, HostRuleCheck], cpu_demand: int) -> PlacementResult:
+    """The migrations freeing one host for ``request`` (``place()`` calls this
+    under the claims lock when no host fits as is)."""
+    state = State(snapshot, limits, claims.active() if claims is not None else ())
+    before = state.imbalance
+    protected = _rule_members(snapshot, request, state)
+    best = None
+    for h in state.usable_idx:
+        host = state.hosts[h]
+        check = checks.get(host.id)
+        if check is not None and check.must:
+            continue
+        if state.size_conflict(h, request.memory_mb, request.vcpus, False,
+                               request.datastores, request.any_datastore) is not None:
+            continue
+        plan = free_host(state, policy, h, request.memory_mb - state.memory_free(h),
+                         request.vcpus - state.vcpus_free(h), max_moves, protected)
+        if plan is None:
+            continue
+        key = (len(check.should) if check else 0, sum(state.vm_cfg_mem[v] for v, _ in plan),
+               len(plan), host.id)
+        if best is None or key < best[0]:
+            best = (key, h, plan)
+    if best is None:
+        return PlacementResult(
+            None, f"no host can be freed for {request.describe()} with at most "
+            f"{max_moves} migrations", before, before, fragmented=True)
+
+    _, h, plan = best
+    host = state.hosts[h]
+    need = (f"for {request.name or request.instance_id} (needs {request.memory_mb} MB, "
+            f"{state.memory_free(h)} MB free)")
+    moves = []
+    for v, t in plan:
+        imb = state.imbalance
+        s = state.vm_host[v]
+        state.move(v, t)
+        moves.append(Move(state.vm_ids[v], state.ids[s], state.ids[t],
+                          f"make room on {host.name} {need}", imb, state.imbalance,
+                          state.vm_cfg_mem[v], MoveKind.ROOM, state.vm_names[v]))
+    after = state.imbalance_if_added(h, state.contribution(h, cpu_demand, request.memory_mb))
+    check = checks.get(host.id)
+    broken = check.should if check is not None else ()
+    reason = (f"{host.name}: fits after {len(moves)} migration(s) moving "
+              f"{sum(m.memory_mb for m in moves)} MB off it (cheapest host to free)")
+    if broken:
+        reason += f"; breaks: {'; '.join(broken)}"
+    return PlacementResult(host.id, reason, before, after, host.name, moves=tuple(moves),
+                           broken_should_rules=broken, fragmented=True)
+
+
+def _rule_members(snapshot: ClusterSnapshot, request: PlacementRequest,
+                  state: State) -> frozenset[int]:
+    """VMs sharing a rule with the new VM: moving them could break its rules."""
+    refs: set[str] = set()
+    for rule in request.rules:
+        refs |= rule.vms
+    for rule in snapshot.vm_vm_rules:
+        if request.instance_id in rule.vms:
+            refs |= rule.vms
+    return frozenset(state.vm_index[r] for r in refs if r in state.vm_index)
+
+
+def movable_off(state: State, h: int, protected: frozenset[int]) -> list[int]:
+    """Powered-on VMs that may leave host ``h``, largest first."""
+    return sorted((v for v in state.on_host[h]
+                   if state.vm_movable[v] and state.vm_on[v] and v not in protected),
+                  key=lambda v: (-state.vm_mem[v], -state.vm_vcpu_c[v], state.vm_ids[v]))
+
+
+def _target(state: State, policy: Policy, v: int, others: list[int]) -> int | None:
+    if state.vm_mem[v] > max((state.memory_free(t) for t in others), default=-1):
+        return None  # cheap pre-check: no other host has that much free
+    return best_target(state, policy, v, others).host
+
+
+def next_to_free(state: State, policy: Policy, h: int, mem_deficit: float,
+                 vcpu_deficit: float, cands: list[int],
+                 others: list[int]) -> tuple[int, int] | None:
+    """The next (vm, target) to move off host ``h``: cover the deficit, else largest.
+
+    ``cands`` are the movable VMs of ``h``, largest first.  A deficit <= 0
+    in both resources means "largest first" (nothing to cover).
+    """
+    if mem_deficit > 0 or vcpu_deficit > 0:
+        covering = [v for v in cands if state.vm_mem[v] >= mem_deficit
+                    and state.vm_vcpu_c[v] >= vcpu_deficit]
+        for v in reversed(covering):  # smallest covering VM first
+            t = _target(state, policy, v, others)
+            if t is not None:
+                return v, t
+    for v in cands:
+        t = _target(state, policy, v, others)
+        if t is not None:
+            return v, t
+    return None
+
+
+def free_host(state: State, policy: Policy, h: int, mem_deficit: float, vcpu_deficit: float,
+              max_moves: int, protected: frozenset[int] = frozenset(),
+              exhaust: bool = False) -> list[tuple[int, int]] | None:
+    """Migrations (vm, target) off host ``h`` covering the deficits, or None.
+
+    ``state`` is left as it was.  With ``exhaust`` it moves largest-first
+    until ``max_moves`` (what :func:`max_unit` measures) and always returns
+    the list.
+    """
+    others = [t for t in state.usable_idx if t != h]
+    cands = movable_off(state, h, protected)
+    applied: list[tuple[int, int, int]] = []
+    try:
+        while exhaust or mem_deficit > 0 or vcpu_deficit > 0:
+            if len(applied) >= max_moves:
+                break
+            chosen = next_to_free(state, policy, h, 0 if exhaust else mem_deficit,
+                                  0 if exhaust else vcpu_deficit, cands, others)
+            if chosen is None:
+                break
+            v, t = chosen
+            applied.append((v, state.vm_host[v], t))
+            state.move(v, t)
+            cands.remove(v)
+            mem_deficit -= state.vm_mem[v]
+            vcpu_deficit -= state.vm_vcpu_c[v]
+        if not exhaust and (mem_deficit > 0 or vcpu_deficit > 0):
+            return None
+        return [(v, t) for v, _, t in applied]
+    finally:
+        for v, s, _ in reversed(applied):
+            state.move(v, s)
+
+
+def max_unit(snapshot: ClusterSnapshot, policy: Policy | str | None = None,
+             limits: Limits = DEFAULT_LIMITS, claims: Claims | None = None,
+             max_moves: int = DEFAULT_ROOM_MOVES) -> MaxUnit:
+    """The largest VM (memory MB, vCPUs) one host could take after making room.
+
+    What the driver should report as placement ``max_unit``: never more than
+    one host can really take, so placement does not pick a cluster where
+    the flavor fits nowhere.
+    """
+    policy = resolve_policy(policy)
+    if claims is not None:
+        with claims.lock:
+            claims.sync(snapshot)
+            state = State(snapshot, limits, claims.active())
+    else:
+        state = State(snapshot, limits)
+    best_mem = best_vcpus = base_mem = base_vcpus = 0
+    mem_host = vcpus_host = None
+    for h in state.usable_idx:
+        free_mem = state.memory_free(h)
+        free_vcpus = state.vcpus_free(h)
+        base_mem = max(base_mem, free_mem)
+        base_vcpus = max(base_vcpus, min(state.threads[h], math.floor(free_vcpus)))
+        plan = free_host(state, policy, h, 0, 0, max_moves, exhaust=True) if max_moves else []
+        mem = free_mem + sum(state.vm_mem[v] for v, _ in plan)
+        vcpus = min(state.threads[h],
+                    math.floor(free_vcpus + sum(state.vm_vcpu_c[v] for v, _ in plan)))
+        if mem > best_mem:
+            best_mem, mem_host = mem, state.ids[h]
+        if vcpus > best_vcpus:
+            best_vcpus, vcpus_host = vcpus, state.ids[h]
+    return MaxUnit(best_mem, best_vcpus, mem_host, vcpus_host, base_mem, base_vcpus)

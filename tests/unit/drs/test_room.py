@@ -1,0 +1,119 @@
+import pytest
+
+from nova_vsphere_driver.drs import (
+    Claims,
+    ClusterSnapshot,
+    MoveKind,
+    PlacementRequest,
+    RequestRule,
+    make_room,
+    max_unit,
+    place,
+)
+from tests.unit.drs.factory import (
+    GB,
+    check_sequential,
+    host,
+    over_capacity_hosts,
+    random_cluster,
+    vm,
+)
+
+
+def fragmented():
+    hosts = tuple(host(f"h{i}", memory_gb=64) for i in range(3))
+    vms = (vm("a1", "h0", memory_gb=40), vm("a2", "h0", memory_gb=8),
+           vm("b1", "h1", memory_gb=32), vm("b2", "h1", memory_gb=16),
+           vm("c1", "h2", memory_gb=36), vm("c2", "h2", memory_gb=4))
+    return ClusterSnapshot(hosts, vms)
+
+
+def req(mem_gb, iid="new", **kw):
+    return PlacementRequest(iid, vcpus=2, memory_mb=mem_gb * GB, **kw)
+
+
+def test_make_room_frees_one_host_with_the_least_memory_moved():
+    snap = fragmented()  # free: h0 16, h1 16, h2 24 GB
+    assert not place(snap, req(30)).ok
+    result = make_room(snap, req(30))
+    assert result.ok and result.moves
+    assert all(m.kind is MoveKind.ROOM and m.source == result.host_id for m in result.moves)
+    # Cheapest: move c2 (4 GB) off h2 -> 28 GB... not enough; a2 (8 GB) off h0
+    # gives 24 GB... not enough; b2 (16 GB) off h1 gives 32 GB: the only one-move plan.
+    assert [(m.vm, m.source) for m in result.moves] == [("b2", "h1")]
+    after = snap.with_moves(result.moves)
+    assert place(after, req(30)).host_id == result.host_id
+    check_sequential(snap, result.moves)
+    assert "fits after 1 migration" in result.reason
+
+
+def test_place_with_migrations_and_claims():
+    snap = fragmented()
+    claims = Claims()
+    result = place(snap, req(30), claims=claims, allow_migrations=True)
+    assert result.ok and result.moves
+    # The new VM and the moving VM's target are both claimed.
+    assert claims.get("new").host_id == result.host_id
+    moved = result.moves[0]
+    assert claims.get(moved.vm).host_id == moved.target and claims.get(moved.vm).moving
+    # Nothing else can squeeze into the freed room while migrations run.
+    assert not place(snap, req(20, "other"), claims=claims).ok
+
+
+def test_make_room_fails_clearly_when_the_cluster_lacks_capacity_or_moves():
+    snap = fragmented()
+    too_big = place(snap, req(60), allow_migrations=True)
+    assert not too_big.ok and not too_big.fragmented  # 56 GB free in total
+    # 40 GB: enough free in total, but no VM mix can be moved to free one host.
+    stuck = place(snap, req(40), allow_migrations=True)
+    assert not stuck.ok and stuck.fragmented
+    assert "no host can be freed" in stuck.reason
+    # Three 8 GB VMs must leave h0 for a 56 GB VM.
+    hosts = tuple(host(f"h{i}", memory_gb=64) for i in range(3))
+    vms = tuple(vm(f"s{i}", "h0", memory_gb=8) for i in range(4))
+    vms += (vm("x", "h1", memory_gb=48), vm("y", "h2", memory_gb=48))
+    three = ClusterSnapshot(hosts, vms)
+    tight = make_room(three, req(56), max_moves=2)
+    assert not tight.ok and "at most 2 migrations" in tight.reason
+    ok = make_room(three, req(56), max_moves=3)
+    assert ok.ok and ok.host_id == "h0" and len(ok.moves) == 3
+    check_sequential(three, ok.moves)
+
+
+def test_rule_members_of_the_new_vm_stay_put():
+    snap = fragmented()
+    # It must join b1 on h1 (16 GB free), and b1 itself may not be moved away:
+    # b2 makes room.
+    rule = RequestRule(frozenset({"b1"}), affinity=True)
+    result = make_room(snap, req(20, rules=(rule,)))
+    assert result.ok and result.host_id == "h1"
+    assert [m.vm for m in result.moves] == ["b2"]
+    # Joining b2 instead: b1 (32 GB) cannot move anywhere, b2 may not.
+    rule = RequestRule(frozenset({"b2"}), affinity=True)
+    assert not make_room(snap, req(20, rules=(rule,))).ok
+
+
+def test_max_unit_reports_what_one_host_can_take():
+    snap = fragmented()
+    unit = max_unit(snap, max_moves=0)
+    assert unit.memory_mb == unit.memory_mb_without_moves == 24 * GB
+    assert unit.vcpus == 32  # threads of one host
+    unit = max_unit(snap, max_moves=2)
+    assert unit.memory_mb_without_moves == 24 * GB
+    assert unit.memory_mb > 24 * GB
+    # And make_room can really make that much room.
+    assert make_room(snap, req(unit.memory_mb // GB), max_moves=2).ok
+    assert not make_room(snap, PlacementRequest("x", 2, unit.memory_mb + 1),
+                         max_moves=2).ok
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_max_unit_is_achievable_on_random_clusters(seed):
+    snap = random_cluster(100 + seed, rules=False, maintenance=False, fill=0.8)
+    unit = max_unit(snap, max_moves=3)
+    result = make_room(snap, PlacementRequest("x", 1, unit.memory_mb), max_moves=3)
+    assert result.ok, result.reason
+    if unit.memory_mb > unit.memory_mb_without_moves:
+        after = snap.with_moves(result.moves)
+        assert not over_capacity_hosts(after)
+        assert place(after, PlacementRequest("x", 1, unit.memory_mb)).host_id == result.host_id
