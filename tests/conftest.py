@@ -7,6 +7,43 @@ import pytest
 from tests.fixtures import Disconnect, connect, running_simulator
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _suds_keeps_parsed_wsdl():
+    """Let suds reuse the parsed WSDL across the clients of this test process.
+
+    oslo.vmware's suds client caches the WSDL documents but rebuilds its
+    model (about 2 s for vim25) for every session; tests open hundreds of
+    sessions. Caching policy 1 keeps the built model per WSDL URL. Test
+    speed only: production opens one session per process.
+    """
+    try:
+        from oslo_vmware import service
+    except ImportError:
+        yield
+        return
+    original = service.CompatibilitySudsClient.__init__
+
+    def init(self, *args, **kwargs):
+        kwargs.setdefault("cachingpolicy", 1)
+        original(self, *args, **kwargs)
+
+    service.CompatibilitySudsClient.__init__ = init
+    yield
+    service.CompatibilitySudsClient.__init__ = original
+
+
+@pytest.fixture(scope="session")
+def wsdl_file(tmp_path_factory) -> str:
+    """The simulator's WSDL set written once, as a file:// URL for clients.
+
+    Clients that load it from one URL share suds' parsed model (above)
+    instead of parsing it again for every simulator port.
+    """
+    from nova_vsphere_driver.simulator import wsdl
+
+    return "file://" + wsdl.write_documents(str(tmp_path_factory.mktemp("wsdl")))
+
+
 @pytest.fixture
 def sim_server():
     """A running simulator (default inventory, HTTP) for one test."""

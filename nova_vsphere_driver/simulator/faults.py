@@ -25,6 +25,39 @@ def make_fault(name: str, message: str | None = None, **fields: Any) -> vmodl.Me
     return fault
 
 
+def with_fault_message(fault: vmodl.MethodFault) -> vmodl.MethodFault:
+    """``fault`` with a ``faultMessage`` entry, as vCenter sends in task errors.
+
+    suds turns an element with neither children nor text into plain text,
+    so a fault without fields inside a LocalizedMethodFault would reach
+    oslo.vmware as ``Text`` instead of its type; the message gives it content.
+    """
+    if not fault.faultMessage:
+        fault.faultMessage = [vmodl.LocalizableMessage(
+            key=type(fault).__name__, message=fault.msg or type(fault).__name__)]
+    return fault
+
+
+def complete_fault(fault: vmodl.MethodFault, target: Any = None) -> vmodl.MethodFault:
+    """Fill the required fields an injected fault was built without.
+
+    vCenter never sends a fault missing its required fields, and pyVmomi
+    will not serialize one. A required managed object reference becomes
+    ``target`` (the object the call was made on) when its type fits, else a
+    placeholder reference of the declared type.
+    """
+    from nova_vsphere_driver.simulator.objects.base import complete
+
+    for prop in type(fault)._GetPropertyList():
+        if prop.flags & VmomiSupport.F_OPTIONAL or getattr(fault, prop.name, None) is not None:
+            continue
+        if isinstance(prop.type, type) and issubclass(prop.type, VmomiSupport.ManagedObject):
+            ref = target if isinstance(target, prop.type) else \
+                prop.type(f"{prop.type._wsdlName.lower()}-0")
+            setattr(fault, prop.name, ref)
+    return complete(fault)
+
+
 @dataclasses.dataclass
 class _Failure:
     fault: vmodl.MethodFault
@@ -40,6 +73,8 @@ class FaultInjector:
       ``in_call=True`` to fault the SOAP call itself instead.
     * ``add_latency(method, seconds)``: every call of ``method`` (``"*"``:
       all) takes that much longer; for tasks, the task stays running that long.
+      ``queued=`` seconds keep a task queued before it starts running (as
+      vCenter queues tasks behind others).
     """
 
     def __init__(self) -> None:
@@ -48,6 +83,7 @@ class FaultInjector:
         self._task_failures: dict[str, list[_Failure]] = {}
         self._latency: dict[str, float] = {}
         self._task_latency: dict[str, float] = {}
+        self._queue_latency: dict[str, float] = {}
 
     def fail_next(self, method: str, fault: vmodl.MethodFault | str, count: int = 1,
                   in_call: bool = False) -> None:
@@ -60,10 +96,13 @@ class FaultInjector:
         with self._lock:
             table.setdefault(method, []).append(_Failure(fault, count))
 
-    def add_latency(self, method: str, seconds: float, task: bool | None = None) -> None:
-        if seconds < 0:
+    def add_latency(self, method: str, seconds: float, task: bool | None = None,
+                    queued: float = 0.0) -> None:
+        if seconds < 0 or queued < 0:
             raise ValueError("latency must be >= 0")
         with self._lock:
+            if queued:
+                self._queue_latency[method] = queued
             if task or (task is None and method.endswith("_Task")):
                 self._task_latency[method] = seconds
             else:
@@ -75,6 +114,7 @@ class FaultInjector:
             self._task_failures.clear()
             self._latency.clear()
             self._task_latency.clear()
+            self._queue_latency.clear()
 
     @staticmethod
     def _take(table: dict[str, list[_Failure]], method: str) -> vmodl.MethodFault | None:
@@ -104,5 +144,9 @@ class FaultInjector:
         with self._lock:
             return self._task_latency.get(method, self._task_latency.get("*", 0.0))
 
+    def queue_latency(self, method: str) -> float:
+        with self._lock:
+            return self._queue_latency.get(method, self._queue_latency.get("*", 0.0))
 
-__all__ = ["FaultInjector", "make_fault", "vim"]
+
+__all__ = ["FaultInjector", "complete_fault", "make_fault", "vim", "with_fault_message"]

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
 
-from pyVmomi import vmodl
+from pyVmomi import VmomiSupport, vmodl
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.base import ManagedObject
@@ -57,18 +57,22 @@ class Registry:
             self._objects.pop(moid, None)
             self.touch()
 
-    def get(self, moid: str) -> ManagedObject:
+    def get(self, moid: str, ref=None) -> ManagedObject:
+        """The object ``moid``; ManagedObjectNotFound (naming ``ref``) if there is none."""
         try:
             return self._objects[moid]
         except KeyError:
+            # The fault's obj is required on the wire: without the caller's
+            # typed reference, name a generic managed object.
             raise vmodl.fault.ManagedObjectNotFound(
+                obj=ref if ref is not None else VmomiSupport.ManagedObject(moid),
                 msg=f"The object '{moid}' has already been deleted or has not been "
                 "completely created"
             ) from None
 
     def lookup(self, ref) -> ManagedObject:
         """Resolve a pyVmomi managed object stub, checking its type too."""
-        obj = self.get(ref._moId)
+        obj = self.get(ref._moId, ref)
         if not isinstance(ref, obj.vim_type) and not issubclass(obj.vim_type, type(ref)):
             raise vmodl.fault.ManagedObjectNotFound(
                 msg=f"The object '{ref._moId}' is not a {type(ref).__name__}", obj=ref

@@ -143,7 +143,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             result, new_session = self.sim.invoke(call, self._session_key())
         except vmodl.MethodFault as fault:
-            self._send(500, soap.encode_fault(fault))
+            try:
+                payload = soap.encode_fault(fault)
+            except Exception as exc:  # a fault the simulator built incompletely
+                LOG.exception("cannot encode the %s fault of %s", type(fault).__name__,
+                              call.name)
+                payload = soap.encode_fault(vmodl.fault.SystemError(reason=str(exc)),
+                                            f"simulator failure: {exc}")
+            self._send(500, payload)
             return
         except Exception as exc:  # a simulator bug: still answer in SOAP
             LOG.exception("simulator failure in %s", call.name)
@@ -220,7 +227,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except vim.fault.FileNotFound as exc:
             self._send(404, (exc.msg or "not found").encode(), "text/plain")
         except vmodl.MethodFault as exc:
-            status = 507 if isinstance(exc, vim.fault.OutOfSpace) else 409
+            status = 507 if isinstance(exc, vim.fault.NoDiskSpace) else 409
             self._send(status, (exc.msg or type(exc).__name__).encode(), "text/plain")
 
     # -- control (fault injection while running) -------------------------------
@@ -251,7 +258,8 @@ def control(sim: Simulator, request: dict, server: Any = None) -> Any:
                              in_call=bool(request.get("in_call", False)))
     elif action == "latency":
         sim.faults.add_latency(request["method"], float(request["seconds"]),
-                               task=request.get("task"))
+                               task=request.get("task"),
+                               queued=float(request.get("queued", 0.0)))
     elif action == "clear":
         sim.faults.clear()
     elif action == "expire_sessions":
@@ -333,7 +341,10 @@ class SimulatorServer:
             self.port = httpd.server_address[1]
             self._httpd = httpd
             self._thread = threading.Thread(target=httpd.serve_forever,
-                                            kwargs={"poll_interval": 0.1},
+                                            # stop() waits up to one poll for the
+                                            # loop to notice: keep it short (tests
+                                            # start and stop a server per test).
+                                            kwargs={"poll_interval": 0.01},
                                             name=f"vsphere-sim-{self.port}", daemon=True)
             self._thread.start()
         return self

@@ -13,7 +13,7 @@ from pyVmomi import VmomiSupport, vim, vmodl
 
 from nova_vsphere_driver.simulator import soap
 from nova_vsphere_driver.simulator.datastore_files import DatastoreFiles
-from nova_vsphere_driver.simulator.faults import FaultInjector
+from nova_vsphere_driver.simulator.faults import FaultInjector, complete_fault
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity
 from nova_vsphere_driver.simulator.objects.folder import Folder
 from nova_vsphere_driver.simulator.objects.managers import FileManager, VirtualDiskManager
@@ -77,6 +77,8 @@ class Simulator:
         self.session_idle_timeout = session_idle_timeout
         self.memory_overcommit = memory_overcommit
         self.maintenance_timeout = maintenance_timeout
+        #: How long a call waits for its task to finish before returning it.
+        self.quick_task_seconds = 0.05
         self.instance_uuid = str(uuid.uuid4())
         self.registry = Registry()
         self.faults = FaultInjector()
@@ -150,10 +152,10 @@ class Simulator:
             time.sleep(latency)
         injected = self.faults.take_call_fault(name)
         if injected is not None:
-            raise injected
+            raise complete_fault(injected, call.this)
         if call.this is None:
             raise vmodl.fault.InvalidRequest(msg="missing _this")
-        target = self.registry.get(call.this._moId)
+        target = self.registry.get(call.this._moId, call.this)
         if name == "Fetch":
             self._local.session = session
             try:

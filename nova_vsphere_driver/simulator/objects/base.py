@@ -87,6 +87,19 @@ def invalid_argument(prop: str, msg: str | None = None) -> vmodl.fault.InvalidAr
         invalidProperty=prop, msg=msg or f"A specified parameter was not correct: {prop}")
 
 
+#: vCenter's limit on the length of an inventory entity's name.
+MAX_ENTITY_NAME = 80
+
+
+def check_entity_name(name: str | None) -> None:
+    """Raise InvalidName, as vCenter does, for an empty or too long entity name."""
+    if not name or len(name) > MAX_ENTITY_NAME:
+        raise vim.fault.InvalidName(
+            name=name or "",
+            msg=f"The name '{name or ''}' is invalid: an entity name has 1 to "
+            f"{MAX_ENTITY_NAME} characters")
+
+
 class ManagedObject:
     """A simulated managed object.
 
@@ -240,6 +253,7 @@ class ManagedEntity(ManagedObject):
 
     def Rename_Task(self, ctx: CallContext, newName: str):  # noqa: N802,N803
         def work():
+            check_entity_name(newName)
             lookup = getattr(self.parent, "child_named", None)
             other = lookup(newName) if lookup is not None else None
             if other is not None and other is not self:
@@ -248,9 +262,13 @@ class ManagedEntity(ManagedObject):
             old_name, self.name = self.name, newName
             if hasattr(self.parent, "renamed"):
                 self.parent.renamed(self, old_name)
+            self.renamed_to(newName)
             self.sim.registry.touch()
 
         return self.sim.tasks.start(ctx, self, "Rename_Task", work)
+
+    def renamed_to(self, name: str) -> None:
+        """Hook: the entity was renamed (a VM's config.name follows its name)."""
 
     def Destroy_Task(self, ctx: CallContext):  # noqa: N802
         def work():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from typing import TYPE_CHECKING
 
 from pyVmomi import vim
@@ -15,6 +16,12 @@ if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Simulator
 
 FULLY_AUTOMATED = vim.cluster.DrsConfigInfo.DrsBehavior.fullyAutomated
+
+
+def _default_drs_config(enabled: bool = False,
+                        behavior: str = FULLY_AUTOMATED) -> vim.cluster.DrsConfigInfo:
+    return vim.cluster.DrsConfigInfo(enabled=enabled, defaultVmBehavior=behavior,
+                                     vmotionRate=3, enableVmBehaviorOverrides=True)
 
 
 class ResourcePool(ManagedEntity):
@@ -76,10 +83,9 @@ class ClusterComputeResource(ManagedEntity):
         self.hosts: list[HostSystem] = []
         self.resource_pool = ResourcePool(sim, "Resources", self, self)
         sim.registry.add(self.resource_pool)
-        self.drs_config = vim.cluster.DrsConfigInfo(
-            enabled=drs_enabled, defaultVmBehavior=drs_behavior, vmotionRate=3,
-            enableVmBehaviorOverrides=True)
+        self.drs_config = _default_drs_config(drs_enabled, drs_behavior)
         self.rules: list[vim.cluster.RuleInfo] = []
+        self.num_vmotions = 0
         self.groups: list[vim.cluster.GroupInfo] = []
         self._rule_keys = itertools.count(1)
 
@@ -106,19 +112,55 @@ class ClusterComputeResource(ManagedEntity):
 
     def vcenter_drs_pick_host(self, vm: VirtualMachine, exclude: HostSystem | None = None
                               ) -> HostSystem | None:
-        """vCenter DRS stand-in: the usable host with the most free memory."""
+        """vCenter DRS stand-in: the usable host with the most free memory.
+
+        Only hosts that see the VM's datastores, admit it (when it runs) and
+        keep the cluster's enabled mandatory rules are candidates.
+        """
         best, best_free = None, None
         for host in self.usable_hosts():
             if host is exclude or not set(vm.datastores) <= set(host.datastores):
                 continue
-            try:
-                host.check_admission(vm)
-            except vim.fault.VimFault:
+            if not self.rules_allow(vm, host):
                 continue
+            if getattr(vm, "powered_on", True):
+                try:
+                    host.check_admission(vm)
+                except vim.fault.VimFault:
+                    continue
             free = host.memory_mb - host.used_memory_mb()
             if best_free is None or free > best_free:
                 best, best_free = host, free
         return best
+
+    def rules_allow(self, vm: VirtualMachine, host: HostSystem) -> bool:
+        """Would ``vm`` on ``host`` keep the enabled mandatory rules?
+
+        VM-Host rules count when mandatory; VM-VM anti-affinity rules always
+        (vCenter DRS never violates them on its own).
+        """
+        groups = {g.name: g for g in self.groups}
+        vm_id, host_id = getattr(vm, "moid", None), host.moid
+        for rule in self.rules:
+            if rule.enabled is False:
+                continue
+            if isinstance(rule, vim.cluster.VmHostRuleInfo) and rule.mandatory:
+                vm_group = groups.get(rule.vmGroupName)
+                if vm_group is None or vm_id not in {r._moId for r in vm_group.vm or []}:
+                    continue
+                affine = groups.get(rule.affineHostGroupName or "")
+                anti = groups.get(rule.antiAffineHostGroupName or "")
+                if affine is not None and host_id not in {r._moId for r in affine.host or []}:
+                    return False
+                if anti is not None and host_id in {r._moId for r in anti.host or []}:
+                    return False
+            elif isinstance(rule, vim.cluster.AntiAffinityRuleSpec):
+                members = {r._moId for r in rule.vm or []}
+                if vm_id in members and any(
+                        other.moid in members and other is not vm and other.powered_on
+                        for other in host.vms):
+                    return False
+        return True
 
     def vcenter_drs_evacuate(self, host: HostSystem, vms: list[VirtualMachine]) -> int:
         moved = 0
@@ -162,12 +204,36 @@ class ClusterComputeResource(ManagedEntity):
             totalMemory=sum(h.memory_mb for h in hosts) * 1024 * 1024,
             numCpuCores=sum(h.cores for h in hosts),
             numCpuThreads=sum(h.threads for h in hosts),
-            effectiveCpu=sum(h.cpu_capacity_mhz() - h.used_cpu_mhz() for h in usable),
-            effectiveMemory=sum(h.memory_mb - h.used_memory_mb() for h in usable),
+            # As documented: the capacity of the hosts that can run VMs (not
+            # in maintenance, connected), what the root pool may hand out. It
+            # does not shrink as VMs power on; usageSummary shows the usage.
+            effectiveCpu=sum(h.cpu_capacity_mhz() for h in usable),
+            effectiveMemory=sum(h.memory_mb for h in usable),
             numHosts=len(hosts),
             numEffectiveHosts=len(usable),
             overallStatus=vim.ManagedEntity.Status.green,
-            currentFailoverLevel=0, numVmotions=0,
+            currentFailoverLevel=0, numVmotions=self.num_vmotions,
+            usageSummary=self._usage_summary(),
+        )
+
+    def _usage_summary(self) -> vim.cluster.UsageSummary:
+        usable = self.usable_hosts()
+        vms = self.vms()
+        running = [vm for vm in vms if vm.powered_on and vm.host in usable]
+        mem_demand = sum(int(vm.memory_mb * vm.memory_active_fraction) for vm in running)
+        return vim.cluster.UsageSummary(
+            totalCpuCapacityMhz=sum(h.cpu_capacity_mhz() for h in usable),
+            totalMemCapacityMB=sum(h.memory_mb for h in usable),
+            cpuReservationMhz=sum(vm.cpu_reservation_mhz() for vm in running),
+            memReservationMB=sum(int(vm.config.memoryAllocation.reservation or 0)
+                                 if vm.config.memoryAllocation else 0 for vm in running),
+            cpuDemandMhz=sum(vm.cpu_usage_mhz() for vm in running),
+            memDemandMB=mem_demand,
+            cpuEntitledMhz=sum(h.used_cpu_mhz() for h in usable),
+            memEntitledMB=sum(h.used_memory_mb() for h in usable),
+            statsGenNumber=self.sim.registry.generation,
+            poweredOffVmCount=sum(not vm.powered_on for vm in vms),
+            totalVmCount=len(vms),
         )
 
     def _config_ex(self):
@@ -201,17 +267,26 @@ class ClusterComputeResource(ManagedEntity):
         return self.ReconfigureComputeResource_Task(ctx, spec, modify)
 
     def apply_spec(self, spec, modify: bool) -> None:
-        """Validate the whole spec first, then apply it: all or nothing."""
+        """Validate the whole spec first, then apply it: all or nothing.
+
+        ``modify=False`` makes the configuration match the spec exactly:
+        unset parts become defaults (no rules, no groups, DRS off).
+        Bad or conflicting entries are InvalidArgument, as vCenter answers
+        (the method documents no other faults).
+        """
         groups = {g.name: g for g in self.groups} if modify else {}
         rules = {r.key: r for r in self.rules} if modify else {}
-        drs = self.drs_config
-        if getattr(spec, "drsConfig", None) is not None:
-            new = spec.drsConfig
+        drs = self.drs_config if modify else _default_drs_config()
+        new = getattr(spec, "drsConfig", None)
+        if new is not None:
             drs = vim.cluster.DrsConfigInfo(
                 enabled=new.enabled if new.enabled is not None else drs.enabled,
                 defaultVmBehavior=new.defaultVmBehavior or drs.defaultVmBehavior,
                 vmotionRate=new.vmotionRate or drs.vmotionRate,
-                enableVmBehaviorOverrides=drs.enableVmBehaviorOverrides)
+                enableVmBehaviorOverrides=new.enableVmBehaviorOverrides
+                if new.enableVmBehaviorOverrides is not None else drs.enableVmBehaviorOverrides)
+            if drs.vmotionRate is not None and not 1 <= drs.vmotionRate <= 5:
+                raise invalid_argument("drsConfig.vmotionRate", "vmotionRate is 1 to 5")
         cluster_vms = {vm.moid for vm in self.vms()}
         cluster_hosts = {h.moid for h in self.hosts}
         for gspec in getattr(spec, "groupSpec", None) or []:
@@ -226,13 +301,18 @@ class ClusterComputeResource(ManagedEntity):
             if info is None or not info.name:
                 raise invalid_argument("groupSpec.info.name")
             if op == "add" and info.name in groups:
-                raise vim.fault.DuplicateName(name=info.name, object=self.ref,
-                                              msg=f"A group named {info.name!r} already exists")
+                raise invalid_argument("groupSpec.info.name",
+                                       f"a group named {info.name!r} already exists")
             if op == "edit" and info.name not in groups:
                 raise invalid_argument("groupSpec.info.name", f"no group named {info.name!r}")
-            members = getattr(info, "vm", None) if isinstance(info, vim.cluster.VmGroup) \
-                else getattr(info, "host", None)
-            allowed = cluster_vms if isinstance(info, vim.cluster.VmGroup) else cluster_hosts
+            if op not in ("add", "edit"):
+                raise invalid_argument("groupSpec.operation", f"unknown operation {op!r}")
+            if isinstance(info, vim.cluster.VmGroup):
+                members, allowed = info.vm, cluster_vms
+            elif isinstance(info, vim.cluster.HostGroup):
+                members, allowed = info.host, cluster_hosts
+            else:
+                raise invalid_argument("groupSpec.info", "a VM group or a host group is needed")
             for ref in members or []:
                 if ref._moId not in allowed:
                     raise invalid_argument("groupSpec.info", f"{ref._moId} is not in cluster "
@@ -252,26 +332,34 @@ class ClusterComputeResource(ManagedEntity):
             if op == "edit":
                 if info.key not in rules:
                     raise invalid_argument("rulesSpec.info.key", f"no rule with key {info.key}")
-            else:
+                info.ruleUuid = info.ruleUuid or rules[info.key].ruleUuid
+            elif op == "add":
                 info.key = next(self._rule_keys)
                 while info.key in rules:
                     info.key = next(self._rule_keys)
+                info.ruleUuid = str(uuid.uuid4())
+            else:
+                raise invalid_argument("rulesSpec.operation", f"unknown operation {op!r}")
             for other in rules.values():
                 if other.name == info.name and other.key != info.key:
-                    raise vim.fault.DuplicateName(name=info.name, object=self.ref,
-                                                  msg=f"A rule named {info.name!r} exists")
-            self._validate_rule(info, groups, cluster_vms)
+                    raise invalid_argument("rulesSpec.info.name",
+                                           f"a rule named {info.name!r} already exists")
+            self._validate_rule(info, cluster_vms)
             if info.enabled is None:
                 info.enabled = True
             info.status = vim.ManagedEntity.Status.green
             rules[info.key] = info
+        # Every VM-Host rule left must still name groups of the right kinds.
+        for rule in rules.values():
+            if isinstance(rule, vim.cluster.VmHostRuleInfo):
+                self._check_rule_groups(rule, groups)
         self.drs_config = drs
         self.groups = list(groups.values())
         self.rules = sorted(rules.values(), key=lambda r: r.key)
         self.sim.registry.touch()
 
     @staticmethod
-    def _validate_rule(info, groups: dict, cluster_vms: set[str]) -> None:
+    def _validate_rule(info, cluster_vms: set[str]) -> None:
         if isinstance(info, (vim.cluster.AffinityRuleSpec, vim.cluster.AntiAffinityRuleSpec)):
             members = info.vm or []
             if len(members) < 2:
@@ -282,13 +370,21 @@ class ClusterComputeResource(ManagedEntity):
                     raise invalid_argument("rulesSpec.info.vm",
                                            f"{ref._moId} is not in this cluster")
         elif isinstance(info, vim.cluster.VmHostRuleInfo):
-            if info.vmGroupName not in groups:
-                raise invalid_argument("rulesSpec.info.vmGroupName",
-                                       f"no VM group {info.vmGroupName!r}")
-            host_group = info.affineHostGroupName or info.antiAffineHostGroupName
-            if host_group not in groups:
+            if bool(info.affineHostGroupName) == bool(info.antiAffineHostGroupName):
                 raise invalid_argument("rulesSpec.info.affineHostGroupName",
-                                       f"no host group {host_group!r}")
+                                       "a VM-Host rule names exactly one host group")
+        elif not isinstance(info, vim.cluster.RuleInfo):
+            raise invalid_argument("rulesSpec.info")
+
+    @staticmethod
+    def _check_rule_groups(rule, groups: dict) -> None:
+        if not isinstance(groups.get(rule.vmGroupName), vim.cluster.VmGroup):
+            raise invalid_argument("rulesSpec.info.vmGroupName",
+                                   f"rule {rule.name!r}: no VM group {rule.vmGroupName!r}")
+        host_group = rule.affineHostGroupName or rule.antiAffineHostGroupName
+        if not isinstance(groups.get(host_group), vim.cluster.HostGroup):
+            raise invalid_argument("rulesSpec.info.affineHostGroupName",
+                                   f"rule {rule.name!r}: no host group {host_group!r}")
 
     def forget_vm(self, vm: VirtualMachine) -> None:
         """A VM left the cluster: drop it from groups and VM-VM rules, as vCenter does."""

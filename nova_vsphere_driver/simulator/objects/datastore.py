@@ -90,15 +90,23 @@ class Datastore(ManagedEntity):
             maintenanceMode="normal")
 
     def _get_info(self):
+        common = dict(name=self.name, url=self.url, freeSpace=self.free_space(),
+                      maxFileSize=62 * 1024 * GB, maxVirtualDiskCapacity=62 * 1024 * GB,
+                      maxMemoryFileSize=62 * 1024 * GB, containerId=self.uuid)
+        if self.ds_type.upper().startswith("NFS"):
+            return vim.host.NasDatastoreInfo(nas=vim.host.NasVolume(
+                name=self.name, type=self.ds_type, capacity=self.capacity,
+                remoteHost="nfs.simulator.local", remotePath=f"/export/{self.name}"),
+                **common)
         return vim.host.VmfsDatastoreInfo(
-            name=self.name, url=self.url, freeSpace=self.free_space(),
-            maxFileSize=62 * 1024 * GB, maxVirtualDiskCapacity=62 * 1024 * GB,
-            maxMemoryFileSize=62 * 1024 * GB, containerId=self.uuid,
             vmfs=vim.host.VmfsVolume(name=self.name, type="VMFS", capacity=self.capacity,
                                      blockSizeMb=1, maxBlocks=63 * 1024 * 1024,
                                      majorVersion=6, version="6.82", uuid=self.uuid,
                                      ssd=True, local=len(self.hosts) == 1,
-                                     extent=[]))
+                                     extent=[vim.host.ScsiDisk.Partition(
+                                         diskName=f"naa.6000c29{self.uuid.replace('-', '')}",
+                                         partition=1)]),
+            **common)
 
     def _get_host(self):
         return [vim.Datastore.HostMount(
@@ -134,7 +142,8 @@ def _file_info(entry: FileEntry, query_types: list[type]):
             and vim.host.DatastoreBrowser.VmDiskQuery in query_types:
         return vim.host.DatastoreBrowser.VmDiskInfo(
             path=name, fileSize=size, modification=entry.modified,
-            capacityKb=entry.disk_capacity_kb, diskType="VirtualDiskFlatVer2BackingInfo",
+            capacityKb=entry.disk_capacity_kb,
+            diskType=vim.vm.device.VirtualDisk.FlatVer2BackingInfo,
             thin=entry.thin, hardwareVersion=19)
     if name.endswith(".vmx"):
         return vim.host.DatastoreBrowser.VmConfigInfo(path=name, fileSize=size,
@@ -199,8 +208,9 @@ class HostDatastoreBrowser(ManagedObject):
         if ds_name != self.datastore.name:
             ds = self.sim.datastore_by_name(ds_name)
             if ds is None:
-                raise vim.fault.FileNotFound(file=datastore_path,
-                                             msg=f"Datastore {ds_name} not found")
+                raise vim.fault.InvalidDatastorePath(
+                    datastorePath=datastore_path,
+                    msg=f"Invalid datastore path '{datastore_path}': no datastore {ds_name}")
             return ds, folder
         return self.datastore, folder
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
-from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, invalid_argument
+from nova_vsphere_driver.simulator.objects.base import (
+    CallContext,
+    ManagedEntity,
+    check_entity_name,
+)
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Simulator
@@ -63,10 +67,8 @@ class Folder(ManagedEntity):
     def CreateFolder(self, ctx: CallContext, name: str):  # noqa: N802
         with self.sim.registry.lock:
             if "Folder" not in self.child_types:
-                raise vim.fault.InvalidArgument(invalidProperty="name",
-                                                msg="This folder cannot contain folders")
-            if not name or len(name) > 80:
-                raise invalid_argument("name", "A folder name must have 1 to 80 characters")
+                raise vmodl.fault.NotSupported(msg=f"Folder {self.name} cannot contain folders")
+            check_entity_name(name)
             folder = Folder(self.sim, name, self, child_types=self.child_types)
             self.add_child(folder)
             self.sim.registry.add(folder)
@@ -84,8 +86,9 @@ class Folder(ManagedEntity):
         from nova_vsphere_driver.simulator.objects.virtual_machine import create_vm
 
         if "VirtualMachine" not in self.child_types:
-            raise vim.fault.InvalidArgument(invalidProperty="config",
-                                            msg="This folder cannot contain virtual machines")
+            # vCenter: NotSupported when the folder's childType lacks VirtualMachine.
+            raise vmodl.fault.NotSupported(
+                msg=f"Folder {self.name} cannot contain virtual machines")
         registry = self.sim.registry
         with registry.lock:
             pool_obj = registry.lookup(pool)

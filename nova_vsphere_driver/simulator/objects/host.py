@@ -88,7 +88,7 @@ class HostSystem(ManagedEntity):
                         vcpus: int | None = None) -> None:
         """Raise the fault vCenter gives when this host cannot run ``vm``."""
         if self.connection_state != CONNECTED:
-            raise vim.fault.InvalidHostState(
+            raise vim.fault.InvalidHostConnectionState(
                 host=self.ref, msg=f"The host {self.name} is {self.connection_state}")
         if self.in_maintenance or self.entering_maintenance:
             raise vim.fault.InvalidHostState(
@@ -97,22 +97,26 @@ class HostSystem(ManagedEntity):
         vcpus = vcpus if vcpus is not None else vm.num_cpus
         memory_mb = memory_mb if memory_mb is not None else vm.memory_mb
         if vcpus > self.threads:
-            raise vim.fault.NotSupported(
+            raise vim.fault.NotEnoughCpus(
+                numCpuDest=self.threads, numCpuVm=vcpus,
                 msg=f"The virtual machine has {vcpus} vCPUs, more than the {self.threads} "
                 f"logical processors of host {self.name}")
         others = sum(v.memory_mb for v in self.powered_on_vms() if v is not vm)
         limit = self.memory_mb * self.sim.memory_overcommit
         if others + memory_mb > limit:
-            raise vim.fault.InsufficientResourcesFault(
-                unreservedMemory=int(max(limit - others, 0)),
-                requestedMemory=memory_mb,
+            # An InsufficientResourcesFault; its sizes are in bytes.
+            free_mb = int(max(limit - others, 0))
+            raise vim.fault.InsufficientHostMemoryCapacityFault(
+                host=self.ref, unreserved=free_mb * MB, requested=memory_mb * MB,
                 msg=f"Insufficient memory resources on host {self.name}: "
-                f"{memory_mb} MB requested, {int(max(limit - others, 0))} MB available")
+                f"{memory_mb} MB requested, {free_mb} MB available")
         # CPU admission is by reservation, as vSphere does: vCPUs themselves
         # may be overcommitted freely.
         reserved = sum(v.cpu_reservation_mhz() for v in self.powered_on_vms() if v is not vm)
         if reserved + vm.cpu_reservation_mhz() > self.cpu_capacity_mhz():
-            raise vim.fault.InsufficientResourcesFault(
+            raise vim.fault.InsufficientHostCpuCapacityFault(
+                host=self.ref, unreserved=max(self.cpu_capacity_mhz() - reserved, 0),
+                requested=vm.cpu_reservation_mhz(),
                 msg=f"Insufficient CPU resources on host {self.name}: "
                 f"{vm.cpu_reservation_mhz()} MHz reservation requested, "
                 f"{self.cpu_capacity_mhz() - reserved} MHz unreserved")
@@ -174,6 +178,7 @@ class HostSystem(ManagedEntity):
         )
 
     def _get_hardware(self):
+        per_pkg = max(self.threads // max(self.sockets, 1), 1)
         return vim.host.HardwareInfo(
             systemInfo=vim.host.SystemInfo(vendor=self.vendor, model=self.model, uuid=self.uuid),
             cpuInfo=vim.host.CpuInfo(numCpuPackages=self.sockets, numCpuCores=self.cores,
@@ -181,7 +186,7 @@ class HostSystem(ManagedEntity):
             memorySize=self.memory_mb * MB,
             cpuPkg=[vim.host.CpuPackage(index=i, vendor="intel", hz=self.mhz * 1000 * 1000,
                                         busHz=100 * 1000 * 1000, description=self.cpu_model,
-                                        threadId=[])
+                                        threadId=list(range(i * per_pkg, (i + 1) * per_pkg)))
                     for i in range(self.sockets)],
         )
 
@@ -223,28 +228,43 @@ class HostSystem(ManagedEntity):
 
         def work(task):
             if self.in_maintenance:
-                return None
+                raise vim.fault.InvalidState(
+                    msg=f"Host {self.name} is already in maintenance mode")
             self.entering_maintenance = True
             registry.touch()
+            # timeout <= 0 means "no timeout" on vCenter; the simulator still
+            # bounds the wait by its maintenance_timeout.
             wait = float(timeout) if timeout and timeout > 0 else self.sim.maintenance_timeout
             deadline = time.monotonic() + wait
             try:
                 while True:
                     task.check_cancelled()
-                    drs = self.cluster.drs_enabled and self.cluster.drs_automated
-                    blocking = [vm for vm in self.vms if vm.powered_on
-                                or (evacuatePoweredOffVms and drs)]
+                    if self.connection_state != CONNECTED:
+                        raise vim.fault.InvalidHostConnectionState(
+                            host=self.ref, msg=f"Host {self.name} lost its connection")
+                    cluster = self.cluster
+                    running = [vm for vm in self.vms if vm.powered_on]
+                    # evacuatePoweredOffVms: without DRS, powered-off VMs must be
+                    # moved away by the client too; with DRS, vCenter moves them
+                    # and one it cannot place may stay (as documented).
+                    parked = [vm for vm in self.vms if not vm.powered_on] \
+                        if evacuatePoweredOffVms else []
+                    if cluster.drs_enabled and cluster.drs_automated:
+                        # Fully automated vCenter DRS moves the VMs itself;
+                        # otherwise somebody else (our DRS) must.
+                        if cluster.vcenter_drs_evacuate(self, running + parked):
+                            continue
+                        blocking = running
+                    else:
+                        blocking = running + parked
                     if not blocking:
                         break
-                    # With automated vCenter DRS the simulated vCenter moves the
-                    # VMs itself; otherwise somebody else (our DRS) must.
-                    if drs and self.cluster.vcenter_drs_evacuate(self, blocking):
-                        continue
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise vim.fault.Timeout(
-                            msg=f"Host {self.name} still runs {len(blocking)} powered-on "
-                            "virtual machine(s); they must be migrated or powered off first")
+                        raise vim.fault.Timedout(
+                            msg=f"Host {self.name} still has {len(blocking)} virtual "
+                            "machine(s) to evacuate; they must be migrated or powered off "
+                            "first")
                     registry.changed.wait(min(remaining, 0.5))
                 self.in_maintenance = True
             finally:

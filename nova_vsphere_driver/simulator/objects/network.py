@@ -53,7 +53,7 @@ class DistributedVirtualSwitch(ManagedEntity):
 
     def _get_config(self):
         return vim.dvs.VmwareDistributedVirtualSwitch.ConfigInfo(
-            key=self.uuid, name=self.name, uuid=self.uuid, numPorts=1024, maxPorts=8192,
+            name=self.name, uuid=self.uuid, numPorts=1024, maxPorts=8192,
             configVersion="1", createTime=self.sim.service_instance._get_serverClock(),
             extensionKey="", uplinkPortgroup=[], targetInfo=None,
             defaultPortConfig=vim.dvs.VmwareDistributedVirtualSwitch.VmwarePortConfigPolicy(),

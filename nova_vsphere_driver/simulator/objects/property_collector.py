@@ -99,7 +99,7 @@ class Retrieval:
                 for ref in targets:
                     if not isinstance(ref, VmomiSupport.ManagedObject) or ref._moId not in registry:
                         continue
-                    target = registry.get(ref._moId)
+                    target = registry.get(ref._moId, ref)
                     if not tspec.skip:
                         selected.setdefault(target.moid, target)
                     visit(target, tspec.selectSet)
@@ -194,6 +194,9 @@ class PropertyFilter(ManagedObject):
         self.partial = partial
         # moid -> {path: serialized value}, as last reported to the client.
         self.reported: dict[str, dict[str, str]] = {}
+        # moid -> typed reference of each reported object ("leave" names it
+        # even once the object is gone from the registry).
+        self.refs: dict[str, Any] = {}
 
     def _get_spec(self):
         return self.spec
@@ -303,12 +306,20 @@ class PropertyCollector(ManagedObject):
 
     # -- updates ------------------------------------------------------------
 
-    def _updates(self, state: _SessionState, full: bool):
+    def _updates(self, state: _SessionState, full: bool, limit: int | None = None):
+        """The FilterUpdates since the last report, and whether ``limit`` cut them short.
+
+        Objects left out by the limit keep their last reported state, so
+        the next call (with the truncated set's version) reports them.
+        """
         retrieval = Retrieval(self.sim)
         filter_updates = []
-        for flt in list(state.filters.values()):
-            if full:
+        budget = limit
+        truncated = False
+        if full:
+            for flt in state.filters.values():
                 flt.reported = {}
+        for flt in list(state.filters.values()):
             objects, _missing = retrieval.select(flt.spec)
             current: dict[str, tuple[ManagedObject, dict[str, Any]]] = {}
             for obj in objects:
@@ -320,6 +331,10 @@ class PropertyCollector(ManagedObject):
             for moid, (obj, vals) in current.items():
                 prints = {p: _fingerprint(v) for p, v in vals.items()}
                 before = flt.reported.get(moid)
+                if budget is not None and len(object_updates) >= budget \
+                        and before != prints:
+                    truncated = True
+                    continue
                 if before is None:
                     changes = [PC.Change(name=p, op="assign", val=v) for p, v in vals.items()]
                     object_updates.append(PC.ObjectUpdate(kind="enter", obj=obj.ref,
@@ -333,27 +348,39 @@ class PropertyCollector(ManagedObject):
                                                                changeSet=changes))
                 flt.reported[moid] = prints
             for moid in [m for m in flt.reported if m not in current]:
+                if budget is not None and len(object_updates) >= budget:
+                    truncated = True
+                    break
+                ref = flt.refs.get(moid) or VmomiSupport.ManagedObject(moid)
                 del flt.reported[moid]
-                ref = (self.sim.registry.get(moid).ref if moid in self.sim.registry
-                       else VmomiSupport.ManagedObject(moid))
                 object_updates.append(PC.ObjectUpdate(kind="leave", obj=ref))
+            flt.refs = {moid: current[moid][0].ref if moid in current else flt.refs.get(moid)
+                        for moid in flt.reported}
             if object_updates:
                 filter_updates.append(PC.FilterUpdate(filter=flt.ref, objectSet=object_updates))
-        return filter_updates
+                if budget is not None:
+                    budget -= len(object_updates)
+        return filter_updates, truncated
 
-    def _wait(self, ctx: CallContext, version: str | None, max_wait: float | None):
+    def _wait(self, ctx: CallContext, version: str | None, max_wait: float | None,
+              limit: int | None = None):
         state = self._state(ctx)
         deadline = time.monotonic() + (max_wait if max_wait is not None else _MAX_WAIT_FOREVER)
         full = not version
         registry = self.sim.registry
         with registry.lock:
+            # Documented: "" or a version this collector returned on this session.
+            if version and not (version.isdigit() and int(version) <= state.version):
+                raise vmodl.query.InvalidCollectorVersion(
+                    msg=f"The collector version {version!r} is not valid")
             state.cancel_wait = False
             while True:
-                updates = self._updates(state, full)
+                updates, truncated = self._updates(state, full, limit)
                 full = False
                 if updates:
                     state.version += 1
-                    return PC.UpdateSet(version=str(state.version), filterSet=updates)
+                    return PC.UpdateSet(version=str(state.version), filterSet=updates,
+                                        truncated=truncated or None)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
@@ -364,9 +391,14 @@ class PropertyCollector(ManagedObject):
 
     def WaitForUpdatesEx(self, ctx: CallContext, version=None, options=None):  # noqa: N802
         max_wait = None
+        limit = None
         if options is not None and options.maxWaitSeconds is not None:
             max_wait = float(options.maxWaitSeconds)
-        return self._wait(ctx, version, max_wait)
+        if options is not None and options.maxObjectUpdates:
+            if options.maxObjectUpdates < 0:
+                raise invalid_argument("options.maxObjectUpdates")
+            limit = int(options.maxObjectUpdates)
+        return self._wait(ctx, version, max_wait, limit)
 
     def WaitForUpdates(self, ctx: CallContext, version=None):  # noqa: N802
         return self._wait(ctx, version, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import TYPE_CHECKING
 
 from pyVmomi import vim
@@ -19,7 +20,9 @@ class SearchIndex(ManagedObject):
         super().__init__(sim, "SearchIndex")
 
     def FindByInventoryPath(self, ctx: CallContext, inventoryPath: str):  # noqa: N802,N803
-        parts = [p for p in inventoryPath.strip("/").split("/") if p]
+        # Leading and trailing slashes are ignored; a '/' inside a name is
+        # written %2f (URL syntax), as documented.
+        parts = [urllib.parse.unquote(p) for p in inventoryPath.strip("/").split("/") if p]
         with self.sim.registry.lock:
             node: ManagedEntity = self.sim.root_folder
             for part in parts:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
+from nova_vsphere_driver.simulator.faults import complete_fault, with_fault_message
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class Task(ManagedObject):
         if self.state == vim.TaskInfo.State.success:
             info.result = self.result
         if self.error is not None:
-            info.error = self.error
+            info.error = with_fault_message(self.error)
         return info
 
     def CancelTask(self, ctx: CallContext) -> None:  # noqa: N802
@@ -138,7 +139,14 @@ class TaskManager(ManagedObject):
         return 1000
 
     def _get_description(self):
-        return vim.TaskDescription(methodInfo=[], state=[], reason=[])
+        def element(key, label):
+            return vim.ElementDescription(key=key, label=label, summary=label)
+
+        return vim.TaskDescription(
+            methodInfo=[element(d, m) for m, d in sorted(_DESCRIPTION_IDS.items())],
+            state=[element(s, s.capitalize()) for s in vim.TaskInfo.State.values],
+            reason=[vim.TypeDescription(key=t, label=t._wsdlName, summary=t._wsdlName)
+                    for t in (vim.TaskReasonUser, vim.TaskReasonSystem)])
 
     def start(self, ctx: CallContext | None, entity: ManagedObject | None, method: str,
               work: Callable[..., Any], *, pass_task: bool = False) -> Any:
@@ -162,11 +170,20 @@ class TaskManager(ManagedObject):
             target=self._run, args=(task, work, pass_task), name=f"sim-{task.moid}", daemon=True
         )
         thread.start()
+        if not (sim.faults.task_latency(method) or sim.faults.queue_latency(method)):
+            # Like a lightly loaded vCenter, a quick task is usually done by
+            # the time the client first polls it; waiting a moment here makes
+            # that deterministic. Tasks stay asynchronous: a slow one (latency
+            # injected, maintenance waits) returns while queued or running.
+            task.done.wait(sim.quick_task_seconds)
         return task.ref
 
     def _run(self, task: Task, work: Callable[..., Any], pass_task: bool) -> None:
         sim = self.sim
         latency = sim.faults.task_latency(task.method)
+        queued = sim.faults.queue_latency(task.method)
+        if queued:
+            time.sleep(queued)
         with sim.registry.lock:
             task.state = vim.TaskInfo.State.running
             task.start_time = _now()
@@ -177,7 +194,7 @@ class TaskManager(ManagedObject):
         try:
             injected = sim.faults.take_task_fault(task.method)
             if injected is not None:
-                raise injected
+                raise complete_fault(injected, task.entity.ref if task.entity else None)
             with sim.registry.lock:
                 task.check_cancelled()
                 result = work(task) if pass_task else work()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Simulator
+
+
+_CONTAINER_TYPES = (vim.Folder, vim.Datacenter, vim.ComputeResource, vim.ResourcePool,
+                    vim.HostSystem)
 
 
 class ContainerView(ManagedObject):
@@ -69,8 +73,12 @@ class ViewManager(ManagedObject):
                             recursive: bool = False):
         with self.sim.registry.lock:
             target = self.sim.registry.lookup(container)
-            if not isinstance(target, ManagedEntity):
-                raise vim.fault.InvalidArgument(invalidProperty="container")
+            # As documented: a Folder, Datacenter, ComputeResource, ResourcePool
+            # or HostSystem.
+            if not issubclass(target.vim_type, _CONTAINER_TYPES):
+                raise vmodl.fault.InvalidArgument(
+                    invalidProperty="container",
+                    msg=f"A {target.vim_type.__name__} cannot be a view's container")
             owner = ctx.session.key if ctx.session else None
             view = ContainerView(self.sim, target, type or [], recursive, owner)
             self.sim.registry.add(view)

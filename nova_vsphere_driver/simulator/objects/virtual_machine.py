@@ -19,6 +19,7 @@ from nova_vsphere_driver.simulator.objects.base import (
     CallContext,
     ManagedEntity,
     ManagedObject,
+    check_entity_name,
     invalid_argument,
 )
 
@@ -37,6 +38,8 @@ Dev = vim.vm.device
 #: powers off a little later.
 GUEST_SHUTDOWN_SECONDS = 0.05
 _MAC_RANDOM = random.Random()
+#: Initial size of a linked-clone delta disk.
+DELTA_DISK_BYTES = 16 * 1024 * 1024
 
 
 def _now() -> datetime.datetime:
@@ -367,6 +370,9 @@ class VirtualMachine(ManagedEntity):
         self.power_state = state
         self.sim.registry.touch()
 
+    def renamed_to(self, name: str) -> None:
+        self.config.name = name
+
     def move_to_host(self, host: HostSystem) -> None:
         if host is self.host:
             return
@@ -374,6 +380,8 @@ class VirtualMachine(ManagedEntity):
             self.host.vms.remove(self)
         host.vms.append(self)
         self.host = host
+        if self.powered_on:
+            host.cluster.num_vmotions += 1
         self.sim.registry.touch()
 
     def _require_power(self, *states) -> None:
@@ -481,7 +489,9 @@ class VirtualMachine(ManagedEntity):
             self._require_power(state)
         pool = registry.lookup(pool_ref) if pool_ref is not None else None
         host = registry.lookup(host_ref) if host_ref is not None else None
-        cluster = pool.owner if pool is not None else (host.cluster if host else self.cluster)
+        # Documented for RelocateSpec.pool and MigrateVM_Task: an unset pool
+        # means the VM's current pool, so the host must be in that cluster.
+        cluster = pool.owner if pool is not None else self.cluster
         if host is None:
             if cluster is self.cluster:
                 host = self.host
@@ -502,11 +512,12 @@ class VirtualMachine(ManagedEntity):
                 raise vim.fault.InvalidDatastore(
                     datastore=ds.ref, name=ds.name,
                     msg=f"Datastore {ds.name} is not accessible from host {host.name}")
-        if self.powered_on:
-            host.check_admission(self)
-        elif host is not self.host and not host.usable():
-            raise vim.fault.InvalidHostState(host=host.ref,
-                                             msg=f"Host {host.name} cannot take VMs now")
+        if host is not self.host:
+            if self.powered_on:
+                host.check_admission(self)
+            elif not host.usable():
+                raise vim.fault.InvalidHostState(host=host.ref,
+                                                 msg=f"Host {host.name} cannot take VMs now")
         if target_ds is not None and [target_ds] != self.datastores:
             move_storage(self, target_ds)
         if pool is not None and pool is not self.pool:
@@ -697,15 +708,13 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
                 raise invalid_argument("deviceChange.device.key",
                                        f"no device with key {device.key}")
             if isinstance(existing, Dev.VirtualDisk) and isinstance(device, Dev.VirtualDisk):
-                new_kb = device.capacityInKB or 0
-                if new_kb < (existing.capacityInKB or 0):
-                    raise invalid_argument("deviceChange.device.capacityInKB",
-                                           "A virtual disk cannot be shrunk")
+                new_kb = _edited_disk_kb(existing, device, changes.index(change))
                 grow = (new_kb - (existing.capacityInKB or 0)) * 1024
                 ds_name, rel = parse_datastore_path(existing.backing.fileName)
                 if grow:
                     _datastore_for(sim, ds_name).ensure_space(grow)
                     sim.files.grow(ds_name, rel, grow, new_kb)
+                device.capacityInKB = new_kb
                 device.capacityInBytes = new_kb * 1024
             devices[devices.index(existing)] = device
             by_key[device.key] = device
@@ -730,6 +739,28 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
     for dev in devices:
         if isinstance(dev, Dev.VirtualController):
             dev.device = [d.key for d in devices if d.controllerKey == dev.key]
+
+
+def _edited_disk_kb(existing, disk, index: int) -> int:
+    """The capacity (KB) an edit spec asks of ``existing``, as vCenter reads it.
+
+    ``capacityInBytes`` (the current field) wins over the deprecated
+    ``capacityInKB`` when both changed; a value equal to the current one is
+    "unchanged". Disks cannot shrink: vCenter answers InvalidDeviceOperation.
+    """
+    old_kb = existing.capacityInKB or (existing.capacityInBytes or 0) // 1024
+    old_bytes = existing.capacityInBytes or old_kb * 1024
+    new_kb = old_kb
+    if disk.capacityInBytes and disk.capacityInBytes != old_bytes:
+        new_kb = disk.capacityInBytes // 1024
+    elif disk.capacityInKB and disk.capacityInKB != old_kb:
+        new_kb = disk.capacityInKB
+    if new_kb < old_kb:
+        raise vim.fault.InvalidDeviceOperation(
+            deviceIndex=index, property="capacityInKB", badOp="edit",
+            msg=f"Invalid operation for device '{index}': a virtual disk cannot shrink "
+            f"({old_kb} KB to {new_kb} KB)")
+    return new_kb
 
 
 def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created) -> None:
@@ -757,6 +788,15 @@ def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created) -> None
             raise vim.fault.FileAlreadyExists(file=f"[{ds_name}] {rel}",
                                               msg=f"File [{ds_name}] {rel} already exists")
         size = capacity_kb * 1024
+        parent = getattr(backing, "parent", None)
+        if parent is not None and getattr(parent, "fileName", None):
+            # A linked clone: a delta disk over an existing parent, which
+            # takes little space until the guest writes.
+            p_ds, p_rel = parse_datastore_path(parent.fileName)
+            parent_entry = sim.files.get(p_ds, p_rel)  # FileNotFound if absent
+            parent_kb = parent_entry.disk_capacity_kb or (parent_entry.size + 1023) // 1024
+            capacity_kb = max(capacity_kb, parent_kb)
+            size = DELTA_DISK_BYTES
         ds.ensure_space(size)
         sim.files.write(ds_name, rel, None, size=size, disk_capacity_kb=capacity_kb,
                         thin=bool(getattr(backing, "thinProvisioned", False)),
@@ -879,10 +919,9 @@ def create_vm(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
         raise invalid_argument("pool", "pool must be a resource pool")
     cluster = pool.owner
     name = spec.name
-    if not name:
+    if name is None:
         raise invalid_argument("config.name", "A virtual machine name is required")
-    if len(name) > 80:
-        raise invalid_argument("config.name", "A virtual machine name has at most 80 characters")
+    check_entity_name(name)
     sibling = folder.child_named(name)
     if sibling is not None:
         raise vim.fault.DuplicateName(name=name, object=sibling.ref,
@@ -907,8 +946,9 @@ def create_vm(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
         raise vim.fault.InvalidHostState(host=host.ref,
                                          msg=f"Host {host.name} is in maintenance mode")
     if spec.numCPUs and spec.numCPUs > host.threads:
-        raise vim.fault.NotSupported(msg=f"{spec.numCPUs} vCPUs exceed the {host.threads} "
-                                     f"logical processors of host {host.name}")
+        raise vim.fault.NotEnoughCpus(numCpuDest=host.threads, numCpuVm=spec.numCPUs,
+                                      msg=f"{spec.numCPUs} vCPUs exceed the {host.threads} "
+                                      f"logical processors of host {host.name}")
     if spec.files is None or not spec.files.vmPathName:
         raise invalid_argument("config.files.vmPathName")
     ds_name, rel = parse_datastore_path(spec.files.vmPathName)
@@ -961,8 +1001,9 @@ def reconfigure(vm: VirtualMachine, spec) -> None:
         if spec.numCPUs < 1:
             raise invalid_argument("numCPUs")
         if spec.numCPUs > vm.host.threads:
-            raise vim.fault.NotSupported(msg=f"{spec.numCPUs} vCPUs exceed the host's "
-                                         f"{vm.host.threads} logical processors")
+            raise vim.fault.NotEnoughCpus(numCpuDest=vm.host.threads, numCpuVm=spec.numCPUs,
+                                          msg=f"{spec.numCPUs} vCPUs exceed the host's "
+                                          f"{vm.host.threads} logical processors")
         hw.numCPU = spec.numCPUs
     if spec.numCoresPerSocket is not None:
         hw.numCoresPerSocket = spec.numCoresPerSocket
