@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from nova_vsphere_driver.drs.claims import Claims
 from nova_vsphere_driver.drs.explain import summarize_rejections
 from nova_vsphere_driver.drs.model import DEFAULT_LIMITS, ClusterSnapshot, Limits
+from nova_vsphere_driver.drs.model import imbalance as snapshot_imbalance
 from nova_vsphere_driver.drs.moves import Move
 from nova_vsphere_driver.drs.policies import Policy, resolve_policy
 from nova_vsphere_driver.drs.policies.base import Candidate
@@ -114,6 +115,12 @@ def place(snapshot: ClusterSnapshot, request: PlacementRequest,
     (``result.moves``) and the host they free.
     """
     policy = resolve_policy(policy)
+    if request.host_group is not None and request.host_group not in snapshot.host_group_by_name:
+        imbalance = snapshot_imbalance(snapshot)
+        return PlacementResult(None, f"{request.describe()} is pinned to host group "
+                               f"'{request.host_group}', which cluster "
+                               f"{snapshot.name or '(unnamed)'} does not have",
+                               imbalance, imbalance)
     if claims is None:
         return _place(snapshot, request, policy, None, limits, allow_migrations, max_moves)
     with claims.lock:

@@ -133,8 +133,9 @@ def test_host_group_pin_and_vm_host_rules():
         vm_host_rules=(VMHostRule("not-bad", "g", "bad", affine=False),))
     assert place(snap, req(host_group="gpu")).host_id == "h1"
     assert place(snap, req()).host_id == "h3"  # h2 excluded by the anti-affine rule
-    with pytest.raises(ValueError, match="unknown host group"):
-        place(snap, req(host_group="nope"))
+    # An unknown host group is a placement failure that says so, not a crash.
+    missing = place(snap, req(host_group="nope"))
+    assert not missing.ok and "'nope'" in missing.reason
 
 
 def test_datastores_must_be_mounted():
@@ -173,3 +174,13 @@ def test_placement_is_deterministic_whatever_the_listing_order():
     a = place(ClusterSnapshot(hosts, vms), req(3))
     b = place(ClusterSnapshot(hosts[::-1], vms[::-1]), req(3))
     assert a == b
+
+
+def test_unknown_host_group_is_a_clear_failure_not_an_error():
+    from nova_vsphere_driver.drs import ClusterSnapshot, Host, PlacementRequest, place
+
+    snap = ClusterSnapshot(hosts=(Host("h1", cores=8, memory_mb=65536),), name="c1")
+    result = place(snap, PlacementRequest("vm-new", vcpus=1, memory_mb=1024,
+                                          host_group="gpu"))
+    assert not result.ok
+    assert "'gpu'" in result.reason and "c1" in result.reason
