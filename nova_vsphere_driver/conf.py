@@ -54,6 +54,9 @@ vsphere_opts = [
                "instances; created when missing."),
     cfg.StrOpt("image_cache_subdirectory_name", default="_nova_image_cache",
                help="Folder on each datastore caching Glance images."),
+    cfg.BoolOpt("use_linked_clone", default=True,
+                help="Root disks are delta disks over the cached image (fast, small); "
+                "False makes a full copy of the image per instance."),
     cfg.FloatOpt("api_timeout", default=300.0, min=1.0,
                  help="Upper bound in seconds on any wait for a vCenter task."),
 ]
@@ -80,7 +83,20 @@ vsphere_drs_opts = [
     cfg.IntOpt("max_moves_per_pass", default=8, min=0,
                help="Maximum vMotions one balancing pass issues."),
     cfg.BoolOpt("dry_run", default=False,
-                help="Plan balancing moves and log them, but issue no vMotion."),
+                help="Plan balancing moves and log them, but issue no vMotion. Hosts "
+                "entering maintenance mode are still evacuated: the operator asked for it."),
+    cfg.IntOpt("poll_interval", default=20, min=1,
+               help="Seconds between checks of each cluster for hosts entering maintenance "
+               "mode (builtin mode), which are then evacuated."),
+    cfg.BoolOpt("make_room", default=True,
+                help="When a new instance fits the cluster's free capacity but no single "
+                "host, vMotion up to max_room_moves other VMs to free one host for it (as "
+                "vSphere DRS does). Placement's max_unit then reports what one host can "
+                "take after such moves."),
+    cfg.IntOpt("max_room_moves", default=4, min=0,
+               help="Most vMotions one spawn may need to make room for its instance."),
+    cfg.IntOpt("max_vmotions_per_host", default=2, min=1,
+               help="Concurrent vMotions per host (source or target) while a plan runs."),
 ]
 
 

@@ -1,0 +1,204 @@
+"""The driver's DRS: host placement, balancing and evacuation of managed clusters.
+
+It turns cluster states read from vCenter into DRS snapshots, asks the pure
+``drs`` module for decisions, and carries out the resulting moves as
+vMotions. In-flight claims (one registry per cluster) make concurrent
+spawns and moves see each other before vCenter does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+from oslo_log import log as logging
+
+from nova_vsphere_driver import drs
+from nova_vsphere_driver.vsphere.inventory import ClusterState
+from nova_vsphere_driver.vsphere.session import VSphereSession
+from nova_vsphere_driver.vsphere.snapshot import to_snapshot
+from nova_vsphere_driver.vsphere.vmotion import MoveOutcome, run_waves
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DrsSettings:
+    policy: str = "balanced"
+    migration_threshold: int = 3
+    max_moves_per_pass: int = 8
+    make_room: bool = True
+    max_room_moves: int = 4
+    max_vmotions_per_host: int = 2
+    reserved_host_cpus: int = 0
+    reserved_host_memory_mb: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PassReport:
+    """What one DRS pass over a cluster planned and did."""
+
+    cluster: str
+    kind: str  # "balance" or "evacuation"
+    moves: tuple[drs.Move, ...]
+    imbalance_before: float
+    imbalance_after: float
+    applied: bool
+    outcomes: tuple[MoveOutcome, ...] = ()
+    unresolved: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> tuple[MoveOutcome, ...]:
+        return tuple(o for o in self.outcomes if not o.ok)
+
+
+class ClusterDrs:
+    """DRS for every cluster of one driver; thread-safe."""
+
+    def __init__(self, session: VSphereSession, settings: DrsSettings) -> None:
+        self.session = session
+        self.settings = settings
+        self.policy = drs.load_policy(settings.policy)
+        self._claims: dict[str, drs.Claims] = {}
+        self._pass_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    # -- bookkeeping ----------------------------------------------------------------
+
+    def claims(self, cluster_moref: str) -> drs.Claims:
+        with self._guard:
+            claims = self._claims.get(cluster_moref)
+            if claims is None:
+                claims = self._claims[cluster_moref] = drs.Claims()
+            return claims
+
+    def _pass_lock(self, cluster_moref: str) -> threading.Lock:
+        with self._guard:
+            return self._pass_locks.setdefault(cluster_moref, threading.Lock())
+
+    def snapshot(self, state: ClusterState) -> drs.ClusterSnapshot:
+        return to_snapshot(state, reserved_host_cpus=self.settings.reserved_host_cpus,
+                           reserved_host_memory_mb=self.settings.reserved_host_memory_mb)
+
+    @staticmethod
+    def limits(ratios: dict[str, float]) -> drs.Limits:
+        """Per-host capacity limits matching placement's allocation ratios."""
+        return drs.Limits(memory_ratio=ratios["MEMORY_MB"], cpu_ratio=ratios["VCPU"])
+
+    # -- placement --------------------------------------------------------------------
+
+    def place(self, state: ClusterState, request: drs.PlacementRequest,
+              limits: drs.Limits) -> drs.PlacementResult:
+        """A host for ``request`` (claimed), making room first if needed and allowed.
+
+        Prerequisite moves run here; if one fails the claim is dropped and
+        the result says so (no host).
+        """
+        snapshot = self.snapshot(state)
+        claims = self.claims(state.ref.moref)
+        result = drs.place(snapshot, request, self.policy, claims, limits,
+                           allow_migrations=self.settings.make_room,
+                           max_moves=self.settings.max_room_moves)
+        if not result.ok or not result.moves:
+            return result
+        LOG.info("Making room on %s for %s: %d vMotion(s)", result.host_name,
+                 request.describe(), len(result.moves))
+        outcomes = self._execute(state, snapshot, result.moves, limits)
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            claims.release(request.instance_id)
+            return dataclasses.replace(
+                result, host_id=None,
+                reason=f"making room on {result.host_name} failed: vMotion of "
+                f"{failed[0].move.vm_name or failed[0].move.vm}: {failed[0].error}")
+        return result
+
+    def release(self, cluster_moref: str, instance_uuid: str) -> None:
+        self.claims(cluster_moref).release(instance_uuid)
+
+    def max_unit(self, state: ClusterState, limits: drs.Limits,
+                 make_room: bool = True) -> drs.MaxUnit:
+        """The largest VM one host can take (after making room, when enabled)."""
+        moves = self.settings.max_room_moves if make_room and self.settings.make_room else 0
+        return drs.max_unit(self.snapshot(state), self.policy, limits,
+                            self.claims(state.ref.moref), max_moves=moves)
+
+    # -- moves --------------------------------------------------------------------------
+
+    def _execute(self, state: ClusterState, snapshot: drs.ClusterSnapshot,
+                 moves: tuple[drs.Move, ...], limits: drs.Limits) -> list[MoveOutcome]:
+        waves = drs.schedule_waves(snapshot, moves, limits,
+                                   max_concurrent_per_host=self.settings.max_vmotions_per_host)
+        claims = self.claims(state.ref.moref)
+        # Spawns placed while the moves run see their targets as taken.
+        claims.claim_moves(snapshot, moves)
+        try:
+            return run_waves(self.session, waves, state.ref.resource_pool)
+        finally:
+            for move in moves:
+                claims.release(move.vm)
+
+    def _report(self, state: ClusterState, kind: str, plan, apply: bool,
+                limits: drs.Limits, snapshot: drs.ClusterSnapshot,
+                unresolved: tuple[str, ...] = ()) -> PassReport:
+        for move in plan.moves:
+            LOG.info("DRS %s %s: %s", "apply" if apply else "plan", state.ref.name, move)
+        outcomes = ()
+        if apply and plan.moves:
+            outcomes = tuple(self._execute(state, snapshot, plan.moves, limits))
+        return PassReport(state.ref.name, kind, tuple(plan.moves), plan.imbalance_before,
+                          plan.imbalance_after, apply and bool(plan.moves), outcomes, unresolved)
+
+    def balance(self, state: ClusterState, limits: drs.Limits, apply: bool) -> PassReport:
+        """One balancing pass: plan (and with ``apply``, run) the moves."""
+        with self._pass_lock(state.ref.moref):
+            snapshot = self.snapshot(state)
+            plan = drs.balance(snapshot, self.settings.migration_threshold,
+                               self.settings.max_moves_per_pass, self.policy, limits,
+                               self.claims(state.ref.moref))
+            LOG.info("DRS pass on %s: imbalance %.4f -> %.4f with %d move(s)%s",
+                     state.ref.name, plan.imbalance_before, plan.imbalance_after,
+                     len(plan.moves), "" if apply else " (dry run)")
+            unresolved = tuple(str(u) for u in plan.unresolved)
+            return self._report(state, "balance", plan, apply, limits, snapshot, unresolved)
+
+    def evacuate(self, state: ClusterState, limits: drs.Limits) -> PassReport | None:
+        """Empty the hosts entering maintenance mode; None when there are none."""
+        entering = [h.moref for h in state.hosts
+                    if h.entering_maintenance and h.connected and not h.in_maintenance]
+        if not entering:
+            return None
+        with self._pass_lock(state.ref.moref):
+            snapshot = self.snapshot(state)
+            on_them = [vm for vm in snapshot.vms if vm.host in entering]
+            if not on_them:
+                return None
+            plan = drs.evacuate(snapshot, entering, self.policy, limits,
+                                self.claims(state.ref.moref))
+            unresolved = tuple(f"{vm}: {why}" for vm, why in sorted(plan.unplaceable.items()))
+            if unresolved:
+                LOG.warning("Cluster %s: %d VM(s) cannot leave host(s) entering maintenance: "
+                            "%s", state.ref.name, len(unresolved), "; ".join(unresolved))
+            return self._report(state, "evacuation", plan, True, limits, snapshot, unresolved)
+
+
+class PassSchedule:
+    """When each cluster's next balancing pass is due."""
+
+    def __init__(self, interval: float, clock=time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, cluster_moref: str) -> bool:
+        if self.interval <= 0:
+            return False
+        with self._lock:
+            now = self._clock()
+            last = self._last.get(cluster_moref)
+            if last is not None and now - last < self.interval:
+                return False
+            self._last[cluster_moref] = now
+            return True

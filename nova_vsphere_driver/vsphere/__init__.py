@@ -1,0 +1,1 @@
+"""The vCenter client layer: one oslo.vmware session, reads, tasks, VM operations."""

@@ -1,0 +1,132 @@
+"""One oslo.vmware session to vCenter, shared by every thread of the driver."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from oslo_log import log as logging
+from oslo_vmware import api as vmware_api
+from oslo_vmware import exceptions as vexc
+from oslo_vmware import vim_util
+
+LOG = logging.getLogger(__name__)
+
+
+class TaskTimeout(Exception):
+    """A vCenter task did not finish within the configured bound."""
+
+
+class VSphereSession:
+    """Thin wrapper over :class:`oslo_vmware.api.VMwareAPISession`.
+
+    oslo.vmware re-logs in on NotAuthenticated and retries connection
+    errors; this wrapper adds a bounded task wait (oslo.vmware's waits
+    forever) and a count of SOAP calls for the budget tests.
+    """
+
+    def __init__(self, host: str, port: int, username: str, password: str, *,
+                 scheme: str = "https", ca_file: str | None = None, insecure: bool = False,
+                 wsdl_location: str | None = None, api_retry_count: int = 10,
+                 task_poll_interval: float = 0.5, pool_size: int = 10,
+                 api_timeout: float = 300.0) -> None:
+        self.host = host
+        self.port = port
+        self.task_poll_interval = task_poll_interval
+        self.api_timeout = api_timeout
+        self._calls = 0
+        self._count_lock = threading.Lock()
+        self.api_retry_count = api_retry_count
+        self._api = vmware_api.VMwareAPISession(
+            host, username, password, api_retry_count, task_poll_interval,
+            scheme=scheme, port=port, wsdl_loc=wsdl_location, cacert=ca_file,
+            insecure=insecure, pool_size=pool_size, create_session=False)
+        self._probe()
+        # Reachable and trusted: log in (bad credentials raise InvalidLogin).
+        self._api._create_session()
+
+    def _probe(self) -> None:
+        """Reach vCenter once before logging in, with bounded retries.
+
+        oslo.vmware retries a session creation that meets a connection error
+        forever; an unreachable host, a bad CA or a TLS failure must instead
+        be an error that names itself.
+        """
+        attempts = self.api_retry_count + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self._api.vim.retrieve_service_content()
+                return
+            except vexc.VimFaultException:
+                return  # vCenter answered: it is reachable
+            except Exception as exc:  # suds/requests errors while fetching the WSDL too
+                if attempt == attempts:
+                    if isinstance(exc, vexc.VMwareDriverException):
+                        raise
+                    raise vexc.VimConnectionException(
+                        f"cannot reach vCenter at {self.host}:{self.port}: {exc}", exc) from exc
+                LOG.warning("vCenter %s:%s not reachable (%s); retry %d of %d", self.host,
+                            self.port, exc, attempt, attempts - 1)
+                time.sleep(min(2.0 * attempt, 10.0))
+
+    # -- basics ---------------------------------------------------------------
+
+    @property
+    def vim(self):
+        return self._api.vim
+
+    @property
+    def content(self):
+        return self._api.vim.service_content
+
+    def factory(self, type_name: str):
+        """A suds object of vim type ``type_name`` (e.g. ``VirtualMachineConfigSpec``)."""
+        return self._api.vim.client.factory.create("ns0:" + type_name)
+
+    def invoke(self, method: str, moref: Any, **kwargs: Any) -> Any:
+        """Call a vim method on ``moref``; faults become oslo.vmware exceptions."""
+        return self._api.invoke_api(self._api.vim, method, moref, **kwargs)
+
+    def call(self, helper: str, *args: Any, **kwargs: Any) -> Any:
+        """Call an ``oslo_vmware.vim_util`` helper with the session's retries."""
+        return self._api.invoke_api(vim_util, helper, self._api.vim, *args, **kwargs)
+
+    def logout(self) -> None:
+        self._api.logout()
+
+    @property
+    def cookie_header(self) -> str:
+        """The session cookie, for datastore HTTP transfers."""
+        cookies = self._api.vim.client.cookiejar
+        for cookie in cookies:
+            if cookie.name == "vmware_soap_session":
+                return f"{cookie.name}={cookie.value}"
+        raise vexc.VimException("no vCenter session cookie")
+
+    # -- tasks ------------------------------------------------------------------
+
+    def wait_for_task(self, task: Any, timeout: float | None = None) -> Any:
+        """Poll ``task`` until it ends; returns its info or raises its fault.
+
+        Raises :class:`TaskTimeout` after ``timeout`` (default: the
+        configured ``api_timeout``) so that no caller waits forever on a
+        stuck vCenter.
+        """
+        deadline = time.monotonic() + (timeout if timeout is not None else self.api_timeout)
+        while True:
+            info = self.call("get_object_property", task, "info", skip_op_id=True)
+            if info.state == "success":
+                return info
+            if info.state == "error":
+                raise vexc.translate_fault(info.error)
+            if time.monotonic() >= deadline:
+                raise TaskTimeout(f"task {vim_util.get_moref_value(task)} "
+                                  f"({getattr(info, 'name', '?')}) still {info.state} after "
+                                  f"{timeout if timeout is not None else self.api_timeout:.0f} s")
+            time.sleep(self.task_poll_interval)
+
+    def run_task(self, method: str, moref: Any, timeout: float | None = None, **kwargs) -> Any:
+        """Start a ``*_Task`` method and wait for it; returns the task result."""
+        task = self.invoke(method, moref, **kwargs)
+        return getattr(self.wait_for_task(task, timeout), "result", None)

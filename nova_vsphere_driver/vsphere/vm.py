@@ -1,0 +1,281 @@
+"""Virtual machine operations against vCenter: build specs, create, power, destroy."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from oslo_log import log as logging
+from oslo_vmware import exceptions as vexc
+from oslo_vmware import vim_util
+
+from nova_vsphere_driver.vsphere.inventory import NOVA_EXTENSION_KEY, NetworkState
+from nova_vsphere_driver.vsphere.session import VSphereSession
+
+LOG = logging.getLogger(__name__)
+
+POWERED_ON = "poweredOn"
+POWERED_OFF = "poweredOff"
+SUSPENDED = "suspended"
+SCSI_CONTROLLER_KEY = -100
+ROOT_DISK_KEY = -101
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceSettings:
+    """CPU/memory limits, reservations and shares (from flavor extra specs)."""
+
+    cpu_limit: int | None = None
+    cpu_reservation: int | None = None
+    cpu_shares_level: str | None = None
+    cpu_shares: int | None = None
+    memory_limit: int | None = None
+    memory_reservation: int | None = None
+    memory_shares_level: str | None = None
+    memory_shares: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Nic:
+    network: NetworkState
+    mac_address: str | None
+    iface_id: str
+    switch_uuid: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RootDisk:
+    """The root disk: a copy/child of a cached image, or a new empty disk."""
+
+    capacity_kb: int
+    #: "[ds] path.vmdk" of an existing disk to attach (a full copy made first).
+    existing_path: str | None = None
+    #: "[ds] path.vmdk" of a cached image to use as linked-clone parent.
+    parent_path: str | None = None
+    thin: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class VmSpec:
+    name: str
+    instance_uuid: str
+    vcpus: int
+    memory_mb: int
+    guest_id: str
+    datastore_name: str
+    annotation: str
+    resources: ResourceSettings
+    root_disk: RootDisk | None
+    nics: tuple[Nic, ...]
+    serial_log: bool = True
+    extra_config: tuple[tuple[str, str], ...] = ()
+    #: Virtual hardware version ("vmx-19"); None: the host's default.
+    hw_version: str | None = None
+
+
+def _allocation(session: VSphereSession, limit, reservation, level, shares):
+    if limit is None and reservation is None and level is None and shares is None:
+        return None
+    alloc = session.factory("ResourceAllocationInfo")
+    if limit is not None:
+        alloc.limit = limit
+    if reservation is not None:
+        alloc.reservation = reservation
+    if level is not None or shares is not None:
+        info = session.factory("SharesInfo")
+        info.level = level or "custom"
+        info.shares = shares if shares is not None else 0
+        alloc.shares = info
+    return alloc
+
+
+def _option(session: VSphereSession, key: str, value: str):
+    opt = session.factory("OptionValue")
+    opt.key, opt.value = key, value
+    return opt
+
+
+def _device_add(session: VSphereSession, device, file_operation: str | None = None):
+    change = session.factory("VirtualDeviceConfigSpec")
+    change.operation = "add"
+    if file_operation:
+        change.fileOperation = file_operation
+    change.device = device
+    return change
+
+
+def _nic_device(session: VSphereSession, nic: Nic, key: int):
+    card = session.factory("VirtualVmxnet3")
+    card.key = key
+    if nic.network.portgroup_key is not None:
+        backing = session.factory("VirtualEthernetCardDistributedVirtualPortBackingInfo")
+        port = session.factory("DistributedVirtualSwitchPortConnection")
+        port.switchUuid = nic.switch_uuid
+        port.portgroupKey = nic.network.portgroup_key
+        backing.port = port
+    else:
+        backing = session.factory("VirtualEthernetCardNetworkBackingInfo")
+        backing.deviceName = nic.network.name
+    card.backing = backing
+    connect = session.factory("VirtualDeviceConnectInfo")
+    connect.startConnected = True
+    connect.allowGuestControl = True
+    connect.connected = True
+    card.connectable = connect
+    if nic.mac_address:
+        card.addressType = "manual"
+        card.macAddress = nic.mac_address
+    else:
+        card.addressType = "generated"
+    return card
+
+
+def build_config_spec(session: VSphereSession, spec: VmSpec):
+    """A VirtualMachineConfigSpec for CreateVM_Task."""
+    config = session.factory("VirtualMachineConfigSpec")
+    config.name = spec.name
+    config.instanceUuid = spec.instance_uuid
+    config.guestId = spec.guest_id
+    config.numCPUs = spec.vcpus
+    config.memoryMB = spec.memory_mb
+    config.annotation = spec.annotation
+    if spec.hw_version:
+        config.version = spec.hw_version
+    files = session.factory("VirtualMachineFileInfo")
+    files.vmPathName = f"[{spec.datastore_name}] {spec.instance_uuid}/{spec.instance_uuid}.vmx"
+    config.files = files
+    managed = session.factory("ManagedByInfo")
+    managed.extensionKey, managed.type = NOVA_EXTENSION_KEY, "instance"
+    config.managedBy = managed
+    r = spec.resources
+    cpu = _allocation(session, r.cpu_limit, r.cpu_reservation, r.cpu_shares_level, r.cpu_shares)
+    if cpu is not None:
+        config.cpuAllocation = cpu
+    mem = _allocation(session, r.memory_limit, r.memory_reservation, r.memory_shares_level,
+                      r.memory_shares)
+    if mem is not None:
+        config.memoryAllocation = mem
+    extra = [_option(session, "nvp.vm-uuid", spec.instance_uuid)]
+    changes = []
+    if spec.root_disk is not None:
+        controller = session.factory("VirtualLsiLogicController")
+        controller.key = SCSI_CONTROLLER_KEY
+        controller.busNumber = 0
+        controller.sharedBus = "noSharing"
+        changes.append(_device_add(session, controller))
+        disk = session.factory("VirtualDisk")
+        disk.key = ROOT_DISK_KEY
+        disk.controllerKey = SCSI_CONTROLLER_KEY
+        disk.unitNumber = 0
+        disk.capacityInKB = spec.root_disk.capacity_kb
+        backing = session.factory("VirtualDiskFlatVer2BackingInfo")
+        backing.diskMode = "persistent"
+        backing.thinProvisioned = spec.root_disk.thin
+        if spec.root_disk.existing_path:
+            backing.fileName = spec.root_disk.existing_path
+            operation = None
+        else:
+            backing.fileName = f"[{spec.datastore_name}] {spec.instance_uuid}/" \
+                f"{spec.instance_uuid}.vmdk"
+            operation = "create"
+            if spec.root_disk.parent_path:
+                parent = session.factory("VirtualDiskFlatVer2BackingInfo")
+                parent.fileName = spec.root_disk.parent_path
+                parent.diskMode = "persistent"
+                backing.parent = parent
+        disk.backing = backing
+        changes.append(_device_add(session, disk, operation))
+    for index, nic in enumerate(spec.nics):
+        changes.append(_device_add(session, _nic_device(session, nic, -200 - index)))
+        extra.append(_option(session, f"nvp.iface-id.{index}", nic.iface_id))
+    if spec.serial_log:
+        port = session.factory("VirtualSerialPort")
+        port.key = -300
+        port.yieldOnPoll = True
+        backing = session.factory("VirtualSerialPortFileBackingInfo")
+        backing.fileName = f"[{spec.datastore_name}] {spec.instance_uuid}/console.log"
+        port.backing = backing
+        changes.append(_device_add(session, port))
+    for key, value in spec.extra_config:
+        extra.append(_option(session, key, value))
+    config.extraConfig = extra
+    config.deviceChange = changes
+    return config
+
+
+class VmOperations:
+    """VM operations on one vCenter session; every method is thread-safe."""
+
+    def __init__(self, session: VSphereSession) -> None:
+        self.session = session
+
+    def find_by_uuid(self, instance_uuid: str):
+        """The VM whose instanceUuid is ``instance_uuid``, or None (one round trip)."""
+        found = self.session.invoke("FindAllByUuid", self.session.content.searchIndex,
+                                    uuid=instance_uuid, vmSearch=True, instanceUuid=True)
+        refs = list(found or [])
+        if len(refs) > 1:
+            LOG.warning("%d VMs carry instance UUID %s; using %s", len(refs), instance_uuid,
+                        vim_util.get_moref_value(refs[0]))
+        return refs[0] if refs else None
+
+    def properties(self, vm_ref, names: list[str]) -> dict[str, Any]:
+        content = self.session.call("get_object_properties_dict", vm_ref, names)
+        return content or {}
+
+    def create(self, folder_ref, pool_ref, host_ref, config):
+        """CreateVM_Task; returns the new VM's reference."""
+        return self.session.run_task("CreateVM_Task", folder_ref, config=config, pool=pool_ref,
+                                     host=host_ref)
+
+    def power_on(self, vm_ref, host_ref=None) -> None:
+        kwargs = {"host": host_ref} if host_ref is not None else {}
+        self.session.run_task("PowerOnVM_Task", vm_ref, **kwargs)
+
+    def power_off(self, vm_ref) -> None:
+        try:
+            self.session.run_task("PowerOffVM_Task", vm_ref)
+        except vexc.InvalidPowerStateException:
+            LOG.debug("VM %s is already powered off", vim_util.get_moref_value(vm_ref))
+
+    def reset(self, vm_ref) -> None:
+        self.session.run_task("ResetVM_Task", vm_ref)
+
+    def reboot_guest(self, vm_ref) -> None:
+        self.session.invoke("RebootGuest", vm_ref)
+
+    def shutdown_guest(self, vm_ref, timeout: float, poll: float) -> bool:
+        """Ask the guest to shut down; True when it is off within ``timeout``."""
+        try:
+            self.session.invoke("ShutdownGuest", vm_ref)
+        except (vexc.ToolsUnavailableException, vexc.InvalidPowerStateException) as exc:
+            LOG.debug("Clean shutdown not possible: %s", exc)
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.session.call("get_object_property", vm_ref, "runtime.powerState")
+            if state == POWERED_OFF:
+                return True
+            time.sleep(poll)
+        return False
+
+    def destroy(self, vm_ref) -> None:
+        """Power off if needed and delete the VM with its files."""
+        state = self.session.call("get_object_property", vm_ref, "runtime.powerState")
+        if state != POWERED_OFF:
+            self.power_off(vm_ref)
+        self.session.run_task("Destroy_Task", vm_ref)
+
+    def unregister(self, vm_ref) -> None:
+        state = self.session.call("get_object_property", vm_ref, "runtime.powerState")
+        if state != POWERED_OFF:
+            self.power_off(vm_ref)
+        self.session.invoke("UnregisterVM", vm_ref)
+
+    def relocate(self, vm_ref, host_ref, pool_ref=None) -> None:
+        spec = self.session.factory("VirtualMachineRelocateSpec")
+        spec.host = host_ref
+        if pool_ref is not None:
+            spec.pool = pool_ref
+        self.session.run_task("RelocateVM_Task", vm_ref, spec=spec)
