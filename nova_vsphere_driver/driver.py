@@ -735,3 +735,15 @@ class VSphereDriver(driver.ComputeDriver):
         # Nova returns the tail of the log, as libvirt's driver does (100 KiB).
         return resp.content[-100 * units.Ki:].decode("utf-8", errors="replace")
 
+
+    # == Operations implemented in nova_vsphere_driver/ops/ ==================================
+    # Each section below delegates to one module; keep the logic in the module.
+
+    # -- resize and cold migration (ops/migrate.py) ------------------------------------------
+
+    # -- live migration and host operations (ops/live_migrate.py, ops/host.py) ---------------
+
+    # -- snapshots and volumes (ops/snapshot.py, ops/volumes.py) -----------------------------
+
+    # -- interfaces, rescue, suspend/pause, password, consoles, diagnostics (ops/guest.py,
+    #    ops/console.py, ops/diagnostics.py) ------------------------------------------------
