@@ -47,6 +47,13 @@ class PassReport:
     applied: bool
     outcomes: tuple[MoveOutcome, ...] = ()
     unresolved: tuple[str, ...] = ()
+    #: Host moref -> name, to show moves in operators' words.
+    host_names: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def describe(self, move: drs.Move) -> str:
+        names = self.host_names
+        return (f"{move.vm_name or move.vm}: {names.get(move.source, move.source)} -> "
+                f"{names.get(move.target, move.target)} [{move.kind.value}] {move.reason}")
 
     @property
     def failed(self) -> tuple[MoveOutcome, ...]:
@@ -142,13 +149,16 @@ class ClusterDrs:
     def _report(self, state: ClusterState, kind: str, plan, apply: bool,
                 limits: drs.Limits, snapshot: drs.ClusterSnapshot,
                 unresolved: tuple[str, ...] = ()) -> PassReport:
+        names = {h.moref: h.name for h in state.hosts}
         for move in plan.moves:
-            LOG.info("DRS %s %s: %s", "apply" if apply else "plan", state.ref.name, move)
+            LOG.info("DRS %s %s: %s -> %s: %s", "apply" if apply else "plan", state.ref.name,
+                     move.vm_name or move.vm, names.get(move.target, move.target), move.reason)
         outcomes = ()
         if apply and plan.moves:
             outcomes = tuple(self._execute(state, snapshot, plan.moves, limits))
         return PassReport(state.ref.name, kind, tuple(plan.moves), plan.imbalance_before,
-                          plan.imbalance_after, apply and bool(plan.moves), outcomes, unresolved)
+                          plan.imbalance_after, apply and bool(plan.moves), outcomes, unresolved,
+                          {h.moref: h.name for h in state.hosts})
 
     def balance(self, state: ClusterState, limits: drs.Limits, apply: bool) -> PassReport:
         """One balancing pass: plan (and with ``apply``, run) the moves."""
@@ -163,7 +173,8 @@ class ClusterDrs:
             unresolved = tuple(str(u) for u in plan.unresolved)
             return self._report(state, "balance", plan, apply, limits, snapshot, unresolved)
 
-    def evacuate(self, state: ClusterState, limits: drs.Limits) -> PassReport | None:
+    def evacuate(self, state: ClusterState, limits: drs.Limits,
+                 apply: bool = True) -> PassReport | None:
         """Empty the hosts entering maintenance mode; None when there are none."""
         entering = [h.moref for h in state.hosts
                     if h.entering_maintenance and h.connected and not h.in_maintenance]
@@ -180,7 +191,7 @@ class ClusterDrs:
             if unresolved:
                 LOG.warning("Cluster %s: %d VM(s) cannot leave host(s) entering maintenance: "
                             "%s", state.ref.name, len(unresolved), "; ".join(unresolved))
-            return self._report(state, "evacuation", plan, True, limits, snapshot, unresolved)
+            return self._report(state, "evacuation", plan, apply, limits, snapshot, unresolved)
 
 
 class PassSchedule:

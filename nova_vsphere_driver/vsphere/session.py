@@ -12,6 +12,10 @@ from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
 LOG = logging.getLogger(__name__)
+# suds warns "attribute (type) type, not-found" for every managed object
+# reference inside an xsd:anyType property value, which is how vCenter
+# sends them: noise in every nova-compute log, never a problem.
+logging.getLogger("suds.umx.typed").logger.setLevel(logging.ERROR)
 
 
 class TaskTimeout(Exception):
