@@ -84,6 +84,7 @@ class FaultInjector:
         self._latency: dict[str, float] = {}
         self._task_latency: dict[str, float] = {}
         self._queue_latency: dict[str, float] = {}
+        self._expiries: dict[str, int] = {}
 
     def fail_next(self, method: str, fault: vmodl.MethodFault | str, count: int = 1,
                   in_call: bool = False) -> None:
@@ -108,6 +109,25 @@ class FaultInjector:
             else:
                 self._latency[method] = seconds
 
+    def expire_sessions_before(self, method: str, count: int = 1) -> None:
+        """Expire every session just before the next ``count`` calls of ``method``.
+
+        The call then fails with NotAuthenticated, as after an idle timeout or
+        a vCenter restart between two calls of a client: it must log in again.
+        """
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        with self._lock:
+            self._expiries[method] = self._expiries.get(method, 0) + count
+
+    def take_session_expiry(self, method: str) -> bool:
+        with self._lock:
+            left = self._expiries.get(method, 0)
+            if not left:
+                return False
+            self._expiries[method] = left - 1
+            return True
+
     def clear(self) -> None:
         with self._lock:
             self._call_failures.clear()
@@ -115,6 +135,7 @@ class FaultInjector:
             self._latency.clear()
             self._task_latency.clear()
             self._queue_latency.clear()
+            self._expiries.clear()
 
     @staticmethod
     def _take(table: dict[str, list[_Failure]], method: str) -> vmodl.MethodFault | None:

@@ -137,6 +137,8 @@ class Simulator:
         Raises vim faults, which the HTTP layer encodes as SOAP faults.
         """
         name = call.name
+        if self.faults.take_session_expiry(name):
+            self.expire_sessions()
         with self.registry.lock:
             self.request_count += 1
             self.request_counts[name] = self.request_counts.get(name, 0) + 1

@@ -16,6 +16,13 @@ LOG = logging.getLogger(__name__)
 # reference inside an xsd:anyType property value, which is how vCenter
 # sends them: noise in every nova-compute log, never a problem.
 logging.getLogger("suds.umx.typed").logger.setLevel(logging.ERROR)
+# suds' DEBUG output walks every SOAP body it builds -- Login's password
+# included. Credentials must never reach a log, whatever the log levels.
+logging.getLogger("suds").logger.setLevel(logging.INFO)
+
+
+#: Logins one call may need (the session can expire again right after one).
+MAX_RELOGINS = 2
 
 
 class TaskTimeout(Exception):
@@ -45,7 +52,9 @@ class VSphereSession:
         self._api = vmware_api.VMwareAPISession(
             host, username, password, api_retry_count, task_poll_interval,
             scheme=scheme, port=port, wsdl_loc=wsdl_location, cacert=ca_file,
-            insecure=insecure, pool_size=pool_size, create_session=False)
+            insecure=insecure, pool_size=pool_size, create_session=False,
+            # Bounds every HTTP exchange: a hung vCenter must not hang a call.
+            connection_timeout=api_timeout)
         self._probe()
         # Reachable and trusted: log in (bad credentials raise InvalidLogin).
         self._api._create_session()
@@ -88,13 +97,59 @@ class VSphereSession:
         """A suds object of vim type ``type_name`` (e.g. ``VirtualMachineConfigSpec``)."""
         return self._api.vim.client.factory.create("ns0:" + type_name)
 
+    def _invoke_api(self, module: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One vCenter call, with re-login and bounded retries.
+
+        Like oslo.vmware's ``invoke_api``, but (1) after logging in again it
+        repeats the call at once, where oslo.vmware first sleeps 10 s -- every
+        call in flight when a session expires would stall; (2) when the
+        session was renewed by another thread meanwhile, it repeats the call
+        instead of returning an empty result for it; (3) connection errors
+        are retried ``api_retry_count`` times with short, growing pauses and
+        never turn into oslo.vmware's endless login retries. Logging in is
+        still oslo.vmware's own session creation.
+        """
+        relogins = failures = 0
+        while True:
+            session_before = self._api._session_id
+            try:
+                return getattr(module, method)(*args, **kwargs)
+            except vexc.VimFaultException as exc:
+                faults = exc.fault_list or []
+                if vexc.NOT_AUTHENTICATED not in faults:
+                    fault_class = vexc.get_fault_class(faults[0]) if faults else None
+                    if fault_class is not None:
+                        raise fault_class(str(exc), details=exc.details) from exc
+                    raise
+                if relogins >= MAX_RELOGINS:
+                    raise
+                relogins += 1
+                if self._api.is_current_session_active():
+                    if self._api._session_id == session_before:
+                        # oslo.vmware reports an empty property-collector
+                        # answer as NotAuthenticated; the session is fine,
+                        # so the answer really is empty.
+                        return []
+                    LOG.debug("%s raced with a re-login; calling it again", method)
+                    continue
+                LOG.info("vCenter session expired; logging in again")
+                self._api._create_session()
+            except (vexc.VimConnectionException, vexc.VimSessionOverLoadException) as exc:
+                failures += 1
+                if failures > self.api_retry_count:
+                    raise
+                pause = min(0.5 * 2 ** (failures - 1), 10.0)
+                LOG.warning("vCenter call %s failed (%s); retry %d of %d in %.1f s", method,
+                            exc, failures, self.api_retry_count, pause)
+                time.sleep(pause)
+
     def invoke(self, method: str, moref: Any, **kwargs: Any) -> Any:
         """Call a vim method on ``moref``; faults become oslo.vmware exceptions."""
-        return self._api.invoke_api(self._api.vim, method, moref, **kwargs)
+        return self._invoke_api(self._api.vim, method, moref, **kwargs)
 
     def call(self, helper: str, *args: Any, **kwargs: Any) -> Any:
         """Call an ``oslo_vmware.vim_util`` helper with the session's retries."""
-        return self._api.invoke_api(vim_util, helper, self._api.vim, *args, **kwargs)
+        return self._invoke_api(vim_util, helper, self._api.vim, *args, **kwargs)
 
     def logout(self) -> None:
         self._api.logout()
@@ -131,6 +186,19 @@ class VSphereSession:
             time.sleep(self.task_poll_interval)
 
     def run_task(self, method: str, moref: Any, timeout: float | None = None, **kwargs) -> Any:
-        """Start a ``*_Task`` method and wait for it; returns the task result."""
+        """Start a ``*_Task`` method and wait for it; returns the task result.
+
+        A task that outlives the timeout is cancelled when vCenter allows it
+        (migrations, clones), so that it does not finish behind our back.
+        """
         task = self.invoke(method, moref, **kwargs)
-        return getattr(self.wait_for_task(task, timeout), "result", None)
+        try:
+            return getattr(self.wait_for_task(task, timeout), "result", None)
+        except TaskTimeout:
+            try:
+                self.invoke("CancelTask", task)
+                LOG.warning("Cancelled %s after it timed out", method)
+            except vexc.VimException as exc:
+                LOG.warning("%s timed out and cannot be cancelled (%s); it may still "
+                            "complete in vCenter", method, exc)
+            raise
