@@ -28,7 +28,37 @@ def _suds_keeps_parsed_wsdl():
         original(self, *args, **kwargs)
 
     service.CompatibilitySudsClient.__init__ = init
+    # suds also describes every port and type of the WSDL (~1 s for vim25)
+    # for each client; besides printing the client, only its first run
+    # matters (it registers namespace prefixes in the shared, cached WSDL
+    # model). Later descriptions of the same model are built lazily.
+    import suds.client
+
+    described = suds.client.ServiceDefinition
+    seen: set[int] = set()
+
+    class LazyServiceDefinition:
+        def __new__(cls, wsdl, service):
+            if id(wsdl) not in seen:
+                seen.add(id(wsdl))
+                return described(wsdl, service)
+            return super().__new__(cls)
+
+        def __init__(self, *args) -> None:
+            self._args = args
+            self._real = None
+
+        def __getattr__(self, name):
+            if self._real is None:
+                self._real = described(*self._args)
+            return getattr(self._real, name)
+
+        def __str__(self) -> str:
+            return str(self.__getattr__("description")())
+
+    suds.client.ServiceDefinition = LazyServiceDefinition
     yield
+    suds.client.ServiceDefinition = described
     service.CompatibilitySudsClient.__init__ = original
 
 

@@ -170,7 +170,12 @@ _VERSION_ID = re.compile(r' versionId="[^"]*"')
 def _strip_version_id(xml: str) -> str:
     # pyVmomi marks the first element it writes with versionId; suds then
     # reads e.g. SessionIsActive's boolean as an object that is always true.
-    return _VERSION_ID.sub("", xml, count=1)
+    # pyVmomi also types a reference inside an xsd:anyType value (e.g. a VM's
+    # runtime.host) as "ManagedObject", vCenter as "ManagedObjectReference":
+    # suds knows no "ManagedObject" type and searches its whole schema for
+    # every such value (tens of milliseconds each).
+    return _VERSION_ID.sub("", xml, count=1).replace(
+        ' xsi:type="ManagedObject"', ' xsi:type="ManagedObjectReference"')
 
 
 def encode_response(method, result: Any) -> bytes:
