@@ -58,26 +58,26 @@ class ClusterInventory:
     def to_placement(self, ratios: dict[str, float]) -> dict[str, dict]:
         """Inventory as ``update_provider_tree`` sets it.
 
-        With no usable host the node keeps inventory records (placement
-        needs total >= 1) but reserves all of it, so nothing lands there.
+        With no usable host (or no usable datastore, for DISK_GB) the node
+        keeps its inventory records -- placement refuses to delete inventory
+        that instances hold allocations against, and needs total >= 1 -- but
+        reserves all of it, so nothing new lands there.
         """
-        def record(total, reserved, max_unit, rc):
+        def record(total, reserved, max_unit, rc, usable=True):
             total = max(total, 1)
-            if not self.schedulable:
+            if not (self.schedulable and usable):
                 reserved, max_unit = total, 1
             return {"total": total, "reserved": min(reserved, total), "min_unit": 1,
                     "max_unit": max(1, min(max_unit, total)), "step_size": 1,
                     "allocation_ratio": ratios[rc]}
 
-        inv = {
+        return {
             orc.VCPU: record(self.vcpus, self.vcpus_reserved, self.vcpus_max_unit, orc.VCPU),
             orc.MEMORY_MB: record(self.memory_mb, self.memory_mb_reserved,
                                   self.memory_mb_max_unit, orc.MEMORY_MB),
+            orc.DISK_GB: record(self.disk_gb, self.disk_gb_reserved, self.disk_gb_max_unit,
+                                orc.DISK_GB, usable=self.disk_gb > 0),
         }
-        if self.disk_gb > 0:
-            inv[orc.DISK_GB] = record(self.disk_gb, self.disk_gb_reserved,
-                                      self.disk_gb_max_unit, orc.DISK_GB)
-        return inv
 
 
 def matching_datastores(state: ClusterState, regex: str | None,
@@ -110,7 +110,11 @@ def build_inventory(state: ClusterState, *, host_max_vcpus: int, host_max_memory
         vcpus_used=sum(vm.vcpus for vm in vms),
         memory_mb=sum(h.memory_mb for h in usable),
         memory_mb_reserved=reserved_host_memory_mb * len(usable),
-        memory_mb_max_unit=host_max_memory_mb if usable else 0,
+        # Memory overcommit lets a host take more VMs, never one VM larger
+        # than the host (as vcpus are bounded by its threads).
+        memory_mb_max_unit=min(host_max_memory_mb,
+                               max(h.memory_mb - reserved_host_memory_mb for h in usable))
+        if usable else 0,
         memory_mb_used=sum(vm.memory_mb for vm in vms),
         disk_gb=sum(d.capacity_bytes for d in stores) // GB,
         disk_gb_reserved=reserved_disk_gb,

@@ -59,6 +59,15 @@ vsphere_opts = [
                 "False makes a full copy of the image per instance."),
     cfg.FloatOpt("api_timeout", default=300.0, min=1.0,
                  help="Upper bound in seconds on any wait for a vCenter task."),
+    # VNC consoles are served by each ESXi host, one TCP port per VM.
+    cfg.PortOpt("vnc_port", default=5900,
+                help="First VNC port on the ESXi hosts. A VM's VNC console gets the lowest "
+                "port of the range not used by another VM on its host; the hosts' firewalls "
+                "must let the noVNC proxy reach the range. (ESXi 7.0 and later have no VNC "
+                "server: use the WebMKS console there.)"),
+    cfg.IntOpt("vnc_port_total", default=10000, min=1,
+               help="Number of VNC ports, starting at vnc_port, for the VMs of one ESXi "
+               "host."),
 ]
 
 vsphere_drs_group = cfg.OptGroup(

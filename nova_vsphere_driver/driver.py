@@ -7,10 +7,10 @@ vCenter client layer (``vsphere/``) and host placement inside each cluster
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import threading
+import time
 import uuid
 
 import nova.conf
@@ -27,6 +27,12 @@ from nova_vsphere_driver import conf as vsphere_conf
 from nova_vsphere_driver import drs, extra_specs
 from nova_vsphere_driver.cluster import build_inventory, matching_datastores
 from nova_vsphere_driver.cluster_drs import ClusterDrs, DrsSettings, PassReport, PassSchedule
+from nova_vsphere_driver.ops import console as console_ops
+from nova_vsphere_driver.ops import guest as guest_ops
+from nova_vsphere_driver.ops import volumes as volume_ops
+from nova_vsphere_driver.ops.console import Consoles
+from nova_vsphere_driver.ops.diagnostics import Diagnostics
+from nova_vsphere_driver.ops.guest import GuestOps
 from nova_vsphere_driver.vsphere import errors
 from nova_vsphere_driver.vsphere.images import ImageCache
 from nova_vsphere_driver.vsphere.inventory import (
@@ -62,6 +68,12 @@ POWER_STATES = {
     "suspended": power_state.SUSPENDED,
 }
 
+#: How old a cluster read by get_available_resource may be for
+#: update_provider_tree to use it instead of reading again.
+RESOURCE_STATE_REUSE_SECONDS = 2.0
+#: Tries, and seconds between them (growing), to remove what a failed spawn made.
+CLEANUP_ATTEMPTS = 3
+CLEANUP_RETRY_SECONDS = 0.5
 #: Nova server group policy -> (affinity, mandatory) of its DRS VM-VM rule.
 GROUP_POLICIES = {
     "anti-affinity": (False, True),
@@ -102,7 +114,13 @@ class VSphereDriver(driver.ComputeDriver):
         "supports_migrate_to_same_host": True,
         "supports_image_type_vmdk": True,
         "supports_image_type_iso": False,
-        "supports_attach_interface": False,
+        # NIC hot-plug (ops/guest.py); no device tags on vSphere NICs.
+        "supports_attach_interface": True,
+        # Rescue (ops/guest.py) is for image-backed instances; a volume root
+        # disk's boot order and stable-device rescue are not handled.
+        "supports_bfv_rescue": False,
+        # Attached VMDK volumes grow in place (ops/volumes.py).
+        "supports_extend_volume": True,
     })
 
     def __init__(self, virtapi, read_only: bool = False) -> None:
@@ -116,6 +134,9 @@ class VSphereDriver(driver.ComputeDriver):
         self._schedule = PassSchedule(0)
         self._drs_thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        #: nodename -> (when, state) read by get_available_resource, for the
+        #: update_provider_tree call that follows it.
+        self._fresh_states: dict[str, tuple[float, ClusterState]] = {}
         self._nodes: dict[str, ClusterRef] = {}
         self._vcenter_uuid: str | None = None
         self._vm_refs: dict[str, object] = {}
@@ -170,18 +191,34 @@ class VSphereDriver(driver.ComputeDriver):
         except vexc.VMwareDriverException as exc:
             cause = getattr(exc, "cause", None) or exc
             text = str(cause)
-            if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
+            if "CERTIFICATE" in text.upper():
                 raise ConfigurationError(
                     reason=f"[vsphere] ca_file={opts.ca_file!r}: TLS verification of "
                     f"{opts.host_ip}:{opts.host_port} failed: {text}") from None
+            if "SSL" in text.upper():
+                # Not a certificate problem: e.g. host_port is not an HTTPS port.
+                raise ConfigurationError(
+                    reason=f"[vsphere] host_ip={opts.host_ip!r} host_port={opts.host_port}: "
+                    f"no TLS handshake with vCenter (is this its HTTPS port?): {text}") from None
             raise ConfigurationError(
                 reason=f"[vsphere] host_ip={opts.host_ip!r} host_port={opts.host_port}: "
                 f"cannot reach vCenter: {text}") from None
 
     def init_host(self, host: str) -> None:
         self._check_config()
-        opts = CONF.vsphere
         self._session = self._connect()
+        try:
+            self._start(host)
+        except Exception:
+            # A configuration error found after login: leave no session behind.
+            try:
+                self._session.logout()
+            except Exception as exc:  # the original error matters more
+                LOG.debug("Logout after a failed start failed: %s", exc)
+            raise
+
+    def _start(self, host: str) -> None:
+        opts = CONF.vsphere
         self._reader = InventoryReader(self._session, page_size=opts.maximum_objects)
         self._vmops = VmOperations(self._session)
         verify: str | bool = opts.ca_file or (not opts.insecure)
@@ -314,7 +351,12 @@ class VSphereDriver(driver.ComputeDriver):
             datastore_regex=opts.datastore_regex)
 
     def update_provider_tree(self, provider_tree, nodename: str, allocations=None) -> None:
-        state = self._state(nodename)
+        # Nova's resource tracker calls get_available_resource and then this,
+        # back to back: one read of the cluster serves both.
+        state = self._fresh_states.pop(nodename, (0.0, None))
+        if state[1] is None or time.monotonic() - state[0] > RESOURCE_STATE_REUSE_SECONDS:
+            state = (0.0, self._state(nodename))
+        state = state[1]
         ratios = self._get_allocation_ratios(provider_tree.data(nodename).inventory)
         inv = self._inventory(state, ratios)
         if not inv.schedulable:
@@ -330,6 +372,7 @@ class VSphereDriver(driver.ComputeDriver):
 
     def get_available_resource(self, nodename: str) -> dict:
         state = self._state(nodename)
+        self._fresh_states[nodename] = (time.monotonic(), state)
         ratios = self._get_allocation_ratios({})
         inv = self._inventory(state, ratios)
         about = self._session.content.about
@@ -476,43 +519,10 @@ class VSphereDriver(driver.ComputeDriver):
 
     def _root_disk(self, context, instance, image_meta, ref: ClusterRef,
                    datastore) -> RootDisk | None:
-        flavor_gb = int(instance.flavor.root_gb or 0)
-        image_id = getattr(image_meta, "id", None) if image_meta is not None else None
-        if not image_id or not instance.image_ref:
-            if flavor_gb <= 0:
-                return None
-            return RootDisk(capacity_kb=flavor_gb * units.Mi)
-        disk_format = getattr(image_meta, "disk_format", None)
-        if disk_format != "vmdk":
-            raise exception.ImageUnacceptable(
-                image_id=image_id, reason=f"disk format {disk_format!r} is not supported; "
-                "the vSphere driver boots VMDK images")
-        size = int(getattr(image_meta, "size", 0) or 0)
-        image_kb = max(math.ceil(size / units.Ki), 1)
-        capacity_kb = max(flavor_gb * units.Mi, image_kb)
-        if flavor_gb and flavor_gb * units.Mi < image_kb:
-            raise exception.FlavorDiskSmallerThanImage(flavor_size=flavor_gb * units.Gi,
-                                                       image_size=size)
+        """The image (cached per datastore, whatever its VMDK type) as the root disk."""
+        from nova_vsphere_driver.ops import root_disk as root_disk_ops
 
-        def download(writer):
-            self._image_api.download(context, image_id, data=writer)
-
-        dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
-        with errors.translated(instance):
-            cached = self._images.ensure(dc_ref, ref.datacenter_name, datastore.name, image_id,
-                                         size, download)
-        if CONF.vsphere.use_linked_clone:
-            return RootDisk(capacity_kb=capacity_kb, parent_path=cached)
-        target = f"[{datastore.name}] {instance.uuid}/{instance.uuid}.vmdk"
-        with errors.translated(instance):
-            self._session.invoke("MakeDirectory", self._session.content.fileManager,
-                                 name=f"[{datastore.name}] {instance.uuid}", datacenter=dc_ref,
-                                 createParentDirectories=True)
-            self._session.run_task("CopyVirtualDisk_Task",
-                                   self._session.content.virtualDiskManager,
-                                   sourceName=cached, sourceDatacenter=dc_ref, destName=target,
-                                   destDatacenter=dc_ref)
-        return RootDisk(capacity_kb=capacity_kb, existing_path=target)
+        return root_disk_ops.root_disk(self, context, instance, image_meta, ref, datastore)
 
     def _server_group(self, context, instance):
         """The instance's Nova server group, or None."""
@@ -612,14 +622,26 @@ class VSphereDriver(driver.ComputeDriver):
     def _cleanup_failed_spawn(self, instance, vm_ref, ref: ClusterRef, datastore) -> None:
         """No orphans: remove whatever the failed spawn created (VM, disks, rule entries)."""
         self._vm_refs.pop(instance.uuid, None)
-        try:
-            if vm_ref is None:
-                vm_ref = self._vmops.find_by_uuid(instance.uuid)
-            if vm_ref is not None:
-                self._vmops.destroy(vm_ref)
-                self._prune_rules(ref, vim_util.get_moref_value(vm_ref))
-        except Exception as exc:
-            LOG.error("Could not remove the VM of failed spawn: %s", exc, instance=instance)
+        for attempt in range(1, CLEANUP_ATTEMPTS + 1):
+            # vCenter may refuse for a moment (a task still running on the VM,
+            # a dropped connection): try again rather than leave an orphan.
+            try:
+                if vm_ref is None:
+                    vm_ref = self._vmops.find_by_uuid(instance.uuid)
+                if vm_ref is not None:
+                    self._vmops.destroy(vm_ref)
+                    self._prune_rules(ref, vim_util.get_moref_value(vm_ref))
+                break
+            except vexc.ManagedObjectNotFoundException:
+                break
+            except Exception as exc:
+                if attempt == CLEANUP_ATTEMPTS:
+                    LOG.error("Could not remove the VM of failed spawn (%d attempts): %s; "
+                              "deleting the instance will", attempt, exc, instance=instance)
+                else:
+                    LOG.warning("Removing the VM of failed spawn failed (%s); retrying", exc,
+                                instance=instance)
+                    time.sleep(CLEANUP_RETRY_SECONDS * attempt)
         if not CONF.vsphere.use_linked_clone:
             # A full copy of the image may have been made before CreateVM.
             try:
@@ -644,6 +666,10 @@ class VSphereDriver(driver.ComputeDriver):
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True) -> None:
         """Remove the VM; a VM that is already gone is not an error."""
+        if self._kept_for_revert(instance):
+            # Nova's revert_resize destroys the destination's copy first;
+            # ours is the one VM, which finish_revert_migration moves back.
+            return
         self._vm_refs.pop(instance.uuid, None)
         ref = self._nodes.get(instance.node)
         vm_ref = self._vm_ref(instance, required=False)
@@ -653,6 +679,9 @@ class VSphereDriver(driver.ComputeDriver):
                 self._drs.release(ref.moref, instance.uuid)
             return
         try:
+            # Destroy_Task deletes every disk attached to the VM: Cinder
+            # volumes come off first.
+            volume_ops.detach_all(self, context, instance, block_device_info)
             with errors.translated(instance):
                 if destroy_disks:
                     self._vmops.destroy(vm_ref)
@@ -715,35 +744,208 @@ class VSphereDriver(driver.ComputeDriver):
         """After nova-compute restarts: an instance that should run is powered on."""
         self.power_on(context, instance, network_info, block_device_info)
 
-    def get_console_output(self, context, instance) -> str:
-        ref = self._node(instance.node)
-        props = self._with_vm(instance, lambda r: self._vmops.properties(
-            r, ["config.files.vmPathName"]))
-        vmx = props.get("config.files.vmPathName", "")
-        match = re.match(r"^\[(?P<ds>[^\]]+)\]\s?(?P<dir>.*)/[^/]*$", vmx)
-        if match is None:
-            raise exception.ConsoleNotAvailable()
-        path = f"{match.group('dir')}/console.log"
-        import requests
-
-        url = self._images._url(ref.datacenter_name, match.group("ds"), path)
-        resp = requests.get(url, headers={"Cookie": self._session.cookie_header},
-                            verify=self._images.verify, timeout=60)
-        if resp.status_code == 404:
-            raise exception.ConsoleNotAvailable()
-        resp.raise_for_status()
-        # Nova returns the tail of the log, as libvirt's driver does (100 KiB).
-        return resp.content[-100 * units.Ki:].decode("utf-8", errors="replace")
-
 
     # == Operations implemented in nova_vsphere_driver/ops/ ==================================
     # Each section below delegates to one module; keep the logic in the module.
 
     # -- resize and cold migration (ops/migrate.py) ------------------------------------------
 
+    def migrate_disk_and_power_off(self, context, instance, dest, flavor, network_info,
+                                   block_device_info=None, timeout=0,
+                                   retry_interval=0) -> str:
+        from nova_vsphere_driver.ops import migrate
+
+        return migrate.migrate_disk_and_power_off(self, context, instance, dest, flavor,
+                                                  network_info, block_device_info, timeout,
+                                                  retry_interval)
+
+    def finish_migration(self, context, migration, instance, disk_info, network_info,
+                         image_meta, resize_instance, allocations, block_device_info=None,
+                         power_on=True, share_info=None) -> None:
+        from nova_vsphere_driver.ops import migrate
+
+        migrate.finish_migration(self, context, migration, instance, disk_info, network_info,
+                                 image_meta, resize_instance, allocations, block_device_info,
+                                 power_on)
+
+    def confirm_migration(self, context, migration, instance, network_info) -> None:
+        from nova_vsphere_driver.ops import migrate
+
+        migrate.confirm_migration(self, context, migration, instance, network_info)
+
+    def finish_revert_migration(self, context, instance, network_info, migration,
+                                block_device_info=None, power_on=True,
+                                share_info=None) -> None:
+        from nova_vsphere_driver.ops import migrate
+
+        migrate.finish_revert_migration(self, context, instance, network_info, migration,
+                                        block_device_info, power_on)
+
+    def _kept_for_revert(self, instance) -> bool:
+        """destroy() during a resize revert: the VM is the source's too (ops/migrate.py)."""
+        from nova_vsphere_driver.ops import migrate
+
+        return migrate.kept_for_revert(instance)
+
     # -- live migration and host operations (ops/live_migrate.py, ops/host.py) ---------------
+
+    def _live_migrations(self):
+        """The driver's live-migration state (in-flight vMotions), made on first use."""
+        from nova_vsphere_driver.ops.live_migrate import LiveMigrations
+
+        with self._lock:
+            ops = self.__dict__.get("_live_migration_ops")
+            if ops is None:
+                ops = self.__dict__["_live_migration_ops"] = LiveMigrations(self)
+            return ops
+
+    def _host_operations(self):
+        from nova_vsphere_driver.ops.host import HostOperations
+
+        return HostOperations(self)
+
+    def check_can_live_migrate_destination(self, context, instance, src_compute_info,
+                                           dst_compute_info, block_migration=False,
+                                           disk_over_commit=False):
+        return self._live_migrations().check_destination(context, instance, src_compute_info,
+                                                         dst_compute_info)
+
+    def cleanup_live_migration_destination_check(self, context, dest_check_data) -> None:
+        self._live_migrations().cleanup_destination_check(dest_check_data)
+
+    def check_source_migrate_data_at_dest(self, ctxt, instance, migrate_data, migration,
+                                          limits, allocs):
+        return self._live_migrations().check_at_dest(instance, migrate_data, allocs)
+
+    def check_can_live_migrate_source(self, context, instance, dest_check_data,
+                                      block_device_info=None):
+        return self._live_migrations().check_source(instance, dest_check_data,
+                                                    block_device_info)
+
+    def pre_live_migration(self, context, instance, block_device_info, network_info,
+                           disk_info, migrate_data):
+        return self._live_migrations().pre_live_migration(context, instance, network_info,
+                                                          migrate_data)
+
+    def live_migration(self, context, instance, dest, post_method, recover_method,
+                       block_migration=False, migrate_data=None) -> None:
+        self._live_migrations().live_migration(context, instance, dest, post_method,
+                                               recover_method, block_migration, migrate_data)
+
+    def live_migration_abort(self, instance) -> None:
+        self._live_migrations().abort(instance)
+
+    def live_migration_force_complete(self, instance) -> None:
+        from nova_vsphere_driver.ops.live_migrate import force_complete_unsupported
+
+        force_complete_unsupported(instance)
+
+    def post_live_migration(self, context, instance, block_device_info,
+                            migrate_data=None) -> None:
+        self._live_migrations().post_at_source_cleanup(instance, migrate_data)
+
+    def post_live_migration_at_source(self, context, instance, network_info) -> None:
+        self._live_migrations().prune_source_rules(instance)
+
+    def post_live_migration_at_destination(self, context, instance, network_info,
+                                           block_migration=False,
+                                           block_device_info=None) -> None:
+        self._live_migrations().post_at_destination(context, instance)
+
+    def rollback_live_migration_at_destination(self, context, instance, network_info,
+                                               block_device_info, destroy_disks=True,
+                                               migrate_data=None) -> None:
+        self._live_migrations().rollback_at_destination(instance, migrate_data)
+
+    def host_maintenance_mode(self, host: str, mode: bool) -> str:
+        return self._host_operations().maintenance_mode(host, mode)
+
+    def set_host_enabled(self, enabled: bool) -> str:
+        from nova_vsphere_driver.ops.host import set_host_enabled_unsupported
+
+        return set_host_enabled_unsupported(enabled)
+
+    def get_host_uptime(self) -> str:
+        return self._host_operations().uptime()
 
     # -- snapshots and volumes (ops/snapshot.py, ops/volumes.py) -----------------------------
 
+    def snapshot(self, context, instance, image_id, update_task_state) -> None:
+        from nova_vsphere_driver.ops import snapshot as snapshot_ops
+
+        snapshot_ops.snapshot(self, context, instance, image_id, update_task_state)
+
+    def get_volume_connector(self, instance) -> dict:
+        return volume_ops.get_volume_connector(self, instance)
+
+    def attach_volume(self, context, connection_info, instance, mountpoint, disk_bus=None,
+                      device_type=None, encryption=None) -> None:
+        volume_ops.attach_volume(self, context, connection_info, instance, mountpoint,
+                                 disk_bus, device_type, encryption)
+
+    def detach_volume(self, context, connection_info, instance, mountpoint,
+                      encryption=None) -> None:
+        volume_ops.detach_volume(self, context, connection_info, instance, mountpoint,
+                                 encryption)
+
+    def extend_volume(self, context, connection_info, instance, requested_size) -> None:
+        volume_ops.extend_volume(self, context, connection_info, instance, requested_size)
+
+    def swap_volume(self, context, old_connection_info, new_connection_info, instance,
+                    mountpoint, resize_to) -> None:
+        # Swapping needs the guest's data copied from disk to disk while it
+        # runs (libvirt's blockRebase); vSphere has no per-disk live copy
+        # between two existing VMDKs that this driver could drive.
+        raise NotImplementedError("swap_volume is not supported by the vSphere driver: "
+                                  "detach the old volume and attach the new one instead")
+
     # -- interfaces, rescue, suspend/pause, password, consoles, diagnostics (ops/guest.py,
     #    ops/console.py, ops/diagnostics.py) ------------------------------------------------
+
+    def attach_interface(self, context, instance, image_meta, vif) -> None:
+        GuestOps(self).attach_interface(context, instance, image_meta, vif)
+
+    def detach_interface(self, context, instance, vif) -> None:
+        GuestOps(self).detach_interface(context, instance, vif)
+
+    def rescue(self, context, instance, network_info, image_meta, rescue_password,
+               block_device_info, share_info=None) -> None:
+        GuestOps(self).rescue(context, instance, network_info, image_meta, rescue_password,
+                              block_device_info, share_info)
+
+    def unrescue(self, context, instance) -> None:
+        GuestOps(self).unrescue(context, instance)
+
+    def suspend(self, context, instance) -> None:
+        GuestOps(self).suspend(context, instance)
+
+    def resume(self, context, instance, network_info, block_device_info=None,
+               share_info=None) -> None:
+        GuestOps(self).resume(context, instance, network_info, block_device_info, share_info)
+
+    def pause(self, instance) -> None:
+        raise NotImplementedError(guest_ops.PAUSE_UNSUPPORTED)
+
+    def unpause(self, instance) -> None:
+        raise NotImplementedError(guest_ops.PAUSE_UNSUPPORTED)
+
+    def set_admin_password(self, instance, new_pass) -> None:
+        raise NotImplementedError(guest_ops.SET_PASSWORD_UNSUPPORTED)
+
+    def get_vnc_console(self, context, instance):
+        return Consoles(self).vnc(context, instance)
+
+    def get_mks_console(self, context, instance):
+        return Consoles(self).mks(context, instance)
+
+    def get_serial_console(self, context, instance):
+        raise NotImplementedError(console_ops.SERIAL_UNSUPPORTED)
+
+    def get_console_output(self, context, instance) -> bytes:
+        return Consoles(self).output(context, instance)
+
+    def get_diagnostics(self, instance) -> dict:
+        return Diagnostics(self).legacy(instance)
+
+    def get_instance_diagnostics(self, instance):
+        return Diagnostics(self).instance(instance)

@@ -37,8 +37,15 @@ class FileEntry:
     #: For virtual disks: capacity in KB; None for plain files.
     disk_capacity_kb: int | None = None
     thin: bool = False
+    #: For virtual disks: the UUID in the disk's descriptor, which stays with
+    #: the file whichever VM attaches it.
+    disk_uuid: str | None = None
     modified: datetime.datetime = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
+    #: For virtual disks made by vCenter (a descriptor and its ``-flat``
+    #: extent): the data in the extent, None when unknown or all zero. The
+    #: file itself is served as its descriptor (see simulator/disk_files.py).
+    extent: bytes | None = None
 
 
 class DatastoreFiles:

@@ -101,6 +101,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._soap()
         elif path == "/simulator/control":
             self._control()
+        elif path.startswith("/nfc/"):
+            self._nfc_upload(path)  # vCenter takes stream-optimized disks by POST too
         else:
             self._send(404, b"not found", "text/plain")
 
@@ -111,6 +113,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._datastore_file(parts)
             elif parts.path.startswith("/sdk/") or parts.path.startswith("/wsdl/"):
                 self._static(parts.path.rsplit("/", 1)[-1])
+            elif parts.path.startswith("/nfc/"):
+                self._nfc_download(parts.path)
             else:
                 self._send(404, b"not found", "text/plain")
         except Exception as exc:  # a simulator bug: answer rather than hang up
@@ -123,6 +127,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         parts = urllib.parse.urlsplit(self.path)
         if parts.path.startswith("/folder"):
             self._datastore_file(parts)
+        elif parts.path.startswith("/nfc/") and self.command == "PUT":
+            self._nfc_upload(parts.path)
         else:
             self._send(404, b"not found", "text/plain")
 
@@ -230,6 +236,92 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status = 507 if isinstance(exc, vim.fault.NoDiskSpace) else 409
             self._send(status, (exc.msg or type(exc).__name__).encode(), "text/plain")
 
+    # -- HttpNfcLease disk downloads (objects/nfc_lease.py) -----------------------
+
+    def _nfc_download(self, path: str) -> None:
+        """Stream an export lease's disk; the URL's token is the ticket (no cookie needed)."""
+        from nova_vsphere_driver.simulator.objects.nfc_lease import find_download
+
+        download = find_download(self.sim, path)
+        if download is None:
+            self._send(404, b"no such NFC transfer (unknown, or the lease ended)", "text/plain")
+            return
+        # The stream's length is known only once it is generated: chunked.
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        try:
+            for chunk in download():
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except Exception as exc:  # lease ended or client gone: cut the transfer short
+            LOG.info("NFC download %s interrupted: %s", path, exc)
+            self.close_connection = True
+
+    # -- HttpNfcLease disk uploads (objects/vapp_import.py) ----------------------------
+
+    def _body_chunks(self):
+        """The request body piece by piece (Content-Length or chunked transfer encoding)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return
+                data = self.rfile.read(size)
+                self.rfile.readline()
+                yield data
+        left = int(self.headers.get("Content-Length") or 0)
+        while left > 0:
+            data = self.rfile.read(min(left, 256 * 1024))
+            if not data:
+                raise ConnectionError(f"the client sent {left} bytes less than announced")
+            left -= len(data)
+            yield data
+
+    def _nfc_upload(self, path: str) -> None:
+        """Receive an import lease's disk; the URL's token is the ticket (no cookie needed)."""
+        from nova_vsphere_driver.simulator import vmdk_stream
+        from nova_vsphere_driver.simulator.objects.nfc_lease import LeaseGone
+        from nova_vsphere_driver.simulator.objects.vapp_import import find_upload
+
+        found = find_upload(self.sim, path)
+        if found is None:
+            self.close_connection = True
+            self._reply(404, b"no such NFC transfer (unknown, or the lease ended)", "text/plain")
+            return
+        lease, disk = found
+        chunks = self._body_chunks()
+        try:
+            lease.receive(disk, chunks)
+        except vmdk_stream.InvalidVmdk as exc:
+            self.close_connection = True
+            self._reply(400, f"invalid stream-optimized VMDK: {exc}".encode(), "text/plain")
+        except LeaseGone as exc:
+            self.close_connection = True
+            self._reply(404, str(exc).encode(), "text/plain")
+        except vmodl.MethodFault as exc:
+            self.close_connection = True
+            status = 507 if isinstance(exc, vim.fault.NoDiskSpace) else 500
+            self._reply(status, f"{type(exc).__name__}: {exc.msg}".encode(), "text/plain")
+        except OSError as exc:  # the client went away
+            LOG.info("NFC upload %s interrupted: %s", path, exc)
+            self.close_connection = True
+        else:
+            self._reply(200, b"", "text/plain")
+
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        """Answer an upload whose client may already have hung up (oslo.vmware does)."""
+        try:
+            self._send(status, body, content_type)
+        except OSError as exc:
+            LOG.debug("upload answer %d not delivered: %s", status, exc)
+            self.close_connection = True
+
     # -- control (fault injection while running) -------------------------------
 
     def _control(self) -> None:
@@ -263,7 +355,10 @@ def control(sim: Simulator, request: dict, server: Any = None) -> Any:
     elif action == "clear":
         sim.faults.clear()
     elif action == "expire_sessions":
-        sim.expire_sessions()
+        if request.get("before"):
+            sim.faults.expire_sessions_before(request["before"], int(request.get("count", 1)))
+        else:
+            sim.expire_sessions()
     elif action == "disconnect_host":
         sim.disconnect_host(request["host"])
     elif action == "reconnect_host":
@@ -339,6 +434,9 @@ class SimulatorServer:
             httpd.scheme = self.scheme  # type: ignore[attr-defined]
             httpd.owner = self  # type: ignore[attr-defined]
             self.port = httpd.server_address[1]
+            # Where export leases point their disk URLs (vCenter names the ESXi host).
+            self.simulator.nfc_base_url = f"{self.scheme}://{self._url_host}:{self.port}"
+            self.simulator.nfc_cert_file = self.cert_file if self.tls_enabled else None
             self._httpd = httpd
             self._thread = threading.Thread(target=httpd.serve_forever,
                                             # stop() waits up to one poll for the

@@ -1,7 +1,32 @@
-"""Per-datastore cache of Glance images, filled over the datastore HTTP interface."""
+"""Per-datastore cache of Glance images as ready-to-use VMFS disks, whatever the VMDK type.
+
+``[ds] <cache_dir>/<image_id>/<image_id>.vmdk`` is a disk vCenter can attach
+or clone, made from the image once per datastore according to the image's
+``vmware_disktype`` (as Nova's in-tree driver reads it):
+
+* flat (``preallocated``, the default, ``thin``, ``thick``,
+  ``eagerZeroedThick``): the image is the disk's data. vCenter creates the
+  disk (CreateVirtualDisk_Task writes the descriptor), its ``-flat.vmdk``
+  extent is replaced by the image, uploaded over the datastore HTTP
+  interface.
+* ``sparse`` (a hosted monolithic sparse VMDK): uploaded as a file, then
+  converted to a thin VMFS disk with CopyVirtualDisk_Task.
+* ``streamOptimized`` (what vCenter exports, and our snapshots): imported
+  through ResourcePool.ImportVApp into a temporary VM whose disk then moves
+  into the cache (vsphere/image_import.py).
+
+Everything is built in a temporary folder next to the cache folder, which
+is renamed into place when the disk is complete: a half-made image is never
+taken for a cached one, and a failed one leaves nothing behind. Whether an
+image is cached is one HTTP GET of its descriptor (no SOAP call), which also
+gives its capacity. Concurrent requests for the same image on the same
+datastore make it once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 import urllib.parse
 import uuid
@@ -9,22 +34,74 @@ from collections.abc import Callable
 
 import requests
 from oslo_log import log as logging
-from oslo_vmware import rw_handles
+from oslo_utils import units
+from oslo_vmware import exceptions as vexc
 
+from nova_vsphere_driver.vsphere import vmdk
+from nova_vsphere_driver.vsphere.image_import import (
+    DatastoreUpload,
+    FirstSector,
+    ImportTarget,
+    InvalidImage,
+    StreamImport,
+)
 from nova_vsphere_driver.vsphere.session import VSphereSession
+from nova_vsphere_driver.vsphere.vm import DEFAULT_ADAPTER_TYPE
 
 LOG = logging.getLogger(__name__)
 
+STREAM_OPTIMIZED = "streamOptimized"
+SPARSE = "sparse"
+#: Flat image types -> the VirtualDiskManager disk type the disk is created as.
+FLAT_TYPES = {"preallocated": "preallocated", "thin": "thin", "thick": "thick",
+              "eagerZeroedThick": "eagerZeroedThick"}
+DISK_TYPES = (STREAM_OPTIMIZED, SPARSE, *FLAT_TYPES)
+#: Nova's in-tree driver's default for images without vmware_disktype.
+DEFAULT_DISK_TYPE = "preallocated"
+#: How much of a cached image's descriptor is read (descriptors are < 1 KiB).
+DESCRIPTOR_BYTES = 64 * 1024
+
+__all__ = ["DISK_TYPES", "CachedImage", "ImageCache", "ImageDisk", "ImportTarget",
+           "InvalidImage"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDisk:
+    """A Glance image as the cache needs it."""
+
+    image_id: str
+    #: Bytes of image data in Glance.
+    size: int
+    disk_type: str = DEFAULT_DISK_TYPE
+    #: As vsphere/vm.py CONTROLLER_TYPES names it ("lsiLogic", "ide", ...).
+    adapter_type: str = DEFAULT_ADAPTER_TYPE
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedImage:
+    #: "[ds] <cache_dir>/<id>/<id>.vmdk"
+    path: str
+    capacity_kb: int
+
+
+class _Stale:
+    """The cache folder holds something that is not a usable disk (an older layout)."""
+
+
+STALE = _Stale()
+
+
+def vdm_adapter_type(adapter_type: str) -> str:
+    """The VirtualDiskManager adapter type of a disk for ``adapter_type``'s controller.
+
+    Its specs know ide, busLogic and lsiLogic; the other SCSI controllers
+    use lsiLogic disks (as Nova's in-tree driver does).
+    """
+    return adapter_type if adapter_type in ("ide", "busLogic") else "lsiLogic"
+
 
 class ImageCache:
-    """``[ds] <cache_dir>/<image_id>/<image_id>.vmdk``, one copy per datastore.
-
-    A cached image is checked with an HTTP HEAD on the datastore (no SOAP
-    call), so a warm spawn pays nothing here. Uploads go to a temporary
-    name and are moved into place when complete: a half-uploaded image is
-    never taken for a cached one. Concurrent spawns of the same image on the
-    same datastore upload once.
-    """
+    """Glance images, one ready-to-use disk per image and datastore."""
 
     def __init__(self, session: VSphereSession, cache_dir: str, *, scheme: str,
                  verify: str | bool) -> None:
@@ -47,55 +124,224 @@ class ImageCache:
         return (f"{self.scheme}://{host}:{self.session.port}/folder/"
                 f"{urllib.parse.quote(rel)}?{query}")
 
-    def is_cached(self, dc_name: str, ds_name: str, image_id: str) -> bool:
-        resp = requests.head(self._url(dc_name, ds_name, self.path(image_id)),
-                             headers={"Cookie": self.session.cookie_header},
-                             verify=self.verify, timeout=60)
+    # -- is it there? ----------------------------------------------------------------
+
+    def _get(self, url: str) -> requests.Response:
+        def get():
+            return requests.get(url, headers={"Cookie": self.session.cookie_header},
+                                verify=self.verify, timeout=60, stream=True)
+
+        resp = get()
         if resp.status_code == 401:
+            resp.close()
             # The session expired: any SOAP call re-logs in; then ask again.
             self.session.call("get_object_property", self.session.content.sessionManager,
                               "currentSession")
-            resp = requests.head(self._url(dc_name, ds_name, self.path(image_id)),
-                                 headers={"Cookie": self.session.cookie_header},
-                                 verify=self.verify, timeout=60)
-        return resp.status_code == 200
+            resp = get()
+        return resp
+
+    def lookup(self, dc_name: str, ds_name: str, image_id: str) -> CachedImage | _Stale | None:
+        """The cached disk of ``image_id`` on ``ds_name``; None if absent; STALE if unusable."""
+        url = self._url(dc_name, ds_name, self.path(image_id))
+        try:
+            resp = self._get(url)
+        except requests.RequestException as exc:
+            raise vexc.VimConnectionException(f"cannot read the image cache: {exc}",
+                                              exc) from exc
+        try:
+            if resp.status_code == 404:
+                return None
+            if resp.status_code != 200:
+                raise vexc.VimException(f"cannot read {self.datastore_path(ds_name, image_id)}"
+                                        f": HTTP {resp.status_code}")
+            head = resp.raw.read(DESCRIPTOR_BYTES)
+        finally:
+            resp.close()
+        capacity_kb = vmdk.descriptor_capacity_kb(head)
+        if capacity_kb is None:
+            return STALE
+        return CachedImage(self.datastore_path(ds_name, image_id), capacity_kb)
+
+    # -- making it --------------------------------------------------------------------
+
+    def fetch(self, dc_ref, dc_name: str, ds_name: str, image: ImageDisk,
+              download: Callable[[object], None],
+              target: Callable[[], ImportTarget] | None = None) -> CachedImage:
+        """The cached disk of ``image`` on ``ds_name``, made first if needed.
+
+        ``download(writer)`` writes the image's bytes into ``writer``;
+        ``target()`` says where a stream-optimized image's temporary VM goes
+        (asked only when one is imported). Raises InvalidImage when the data
+        does not match the image's disk type.
+        """
+        if image.disk_type not in DISK_TYPES:
+            raise InvalidImage(f"disk type {image.disk_type!r} is not one of "
+                               f"{', '.join(DISK_TYPES)}")
+        with self._guard:
+            lock = self._locks.setdefault((ds_name, image.image_id), threading.Lock())
+        with lock:
+            found = self.lookup(dc_name, ds_name, image.image_id)
+            if isinstance(found, CachedImage):
+                return found
+            if found is STALE:
+                LOG.warning("%s is not a usable disk (an older cache layout?); replacing it",
+                            self.datastore_path(ds_name, image.image_id))
+            return self._make(dc_ref, dc_name, ds_name, image, download, target,
+                              replace=found is STALE)
 
     def ensure(self, dc_ref, dc_name: str, ds_name: str, image_id: str, size: int,
                download: Callable[[object], None]) -> str:
-        """The cached image's datastore path, uploading it first if needed.
+        """The cached disk's path of a flat (``preallocated``) image (see :meth:`fetch`)."""
+        return self.fetch(dc_ref, dc_name, ds_name, ImageDisk(image_id, size),
+                          download).path
 
-        ``download(writer)`` writes the image bytes into ``writer``.
-        """
-        with self._guard:
-            lock = self._locks.setdefault((ds_name, image_id), threading.Lock())
-        with lock:
-            if self.is_cached(dc_name, ds_name, image_id):
-                return self.datastore_path(ds_name, image_id)
-            tmp = f"{self.cache_dir}/{image_id}/{image_id}.vmdk.part-{uuid.uuid4().hex[:8]}"
-            LOG.info("Caching image %s on datastore %s (%d bytes)", image_id, ds_name, size)
-            writer = rw_handles.FileWriteHandle(
-                self.session.host, self.session.port, dc_name, ds_name,
-                self.session.cookie_header, tmp, size, scheme=self.scheme,
-                cacerts=self.verify if isinstance(self.verify, str) else self.verify)
+    def _make(self, dc_ref, dc_name: str, ds_name: str, image: ImageDisk,
+              download: Callable[[object], None], target: Callable[[], ImportTarget] | None,
+              replace: bool) -> CachedImage:
+        folder = f"{self.cache_dir}/{image.image_id}"
+        work = f"{folder}.part-{uuid.uuid4().hex[:8]}"
+        LOG.info("Caching image %s (%s, %d bytes) on datastore %s", image.image_id,
+                 image.disk_type, image.size, ds_name)
+        fm = self.session.content.fileManager
+        try:
+            self.session.invoke("MakeDirectory", fm, name=f"[{ds_name}] {work}",
+                                datacenter=dc_ref, createParentDirectories=True)
+            if image.disk_type == STREAM_OPTIMIZED:
+                if target is None:
+                    raise InvalidImage("a stream-optimized image needs an import target")
+                capacity_kb = self._import(dc_ref, ds_name, work, image, download, target)
+            elif image.disk_type == SPARSE:
+                capacity_kb = self._convert_sparse(dc_ref, dc_name, ds_name, work, image,
+                                                   download)
+            else:
+                capacity_kb = self._fill_flat(dc_ref, dc_name, ds_name, work, image, download)
+            if replace:
+                self._delete(dc_ref, f"[{ds_name}] {folder}")
+            # The rename is what makes the image cached: all or nothing.
+            self.session.run_task("MoveDatastoreFile_Task", fm,
+                                  sourceName=f"[{ds_name}] {work}", sourceDatacenter=dc_ref,
+                                  destinationName=f"[{ds_name}] {folder}",
+                                  destinationDatacenter=dc_ref, force=False)
+        except vexc.FileAlreadyExistsException:
+            # Another nova-compute cached it meanwhile: use theirs.
+            self._delete_quietly(dc_ref, f"[{ds_name}] {work}")
+            found = self.lookup(dc_name, ds_name, image.image_id)
+            if isinstance(found, CachedImage):
+                return found
+            raise
+        except BaseException:
+            self._delete_quietly(dc_ref, f"[{ds_name}] {work}")
+            raise
+        return CachedImage(self.datastore_path(ds_name, image.image_id), capacity_kb)
+
+    def _upload(self, dc_name: str, ds_name: str, rel: str, size: int,
+                download: Callable[[object], None], check: Callable[[bytes], None]) -> None:
+        """Upload the image to ``rel`` once ``check`` has accepted its first sector."""
+        def open_upload(first_sector: bytes) -> DatastoreUpload:
+            check(first_sector)
+            return DatastoreUpload(self.session, dc_name, ds_name, rel, size,
+                                   scheme=self.scheme, verify=self.verify)
+
+        writer = FirstSector(open_upload)
+        try:
+            download(writer)
+            writer.finish()
+        except BaseException:
+            writer.close()
+            raise
+
+    def _fill_flat(self, dc_ref, dc_name: str, ds_name: str, work: str, image: ImageDisk,
+                   download: Callable[[object], None]) -> int:
+        """A disk of the image's size whose extent is the image (as Nova's in-tree driver)."""
+        capacity_kb = max(math.ceil(image.size / units.Ki), 1)
+        spec = self.session.factory("FileBackedVirtualDiskSpec")
+        spec.capacityKb = capacity_kb
+        spec.adapterType = vdm_adapter_type(image.adapter_type)
+        spec.diskType = FLAT_TYPES[image.disk_type]
+        vdm = self.session.content.virtualDiskManager
+        self.session.run_task("CreateVirtualDisk_Task", vdm,
+                              name=f"[{ds_name}] {work}/{image.image_id}.vmdk",
+                              datacenter=dc_ref, spec=spec)
+        extent = f"{work}/{image.image_id}-flat.vmdk"
+        try:
+            self.session.run_task("DeleteDatastoreFile_Task", self.session.content.fileManager,
+                                  name=f"[{ds_name}] {extent}", datacenter=dc_ref)
+        except vexc.FileNotFoundException:
+            pass  # no separate extent file on this datastore: the upload makes it
+
+        def check(first_sector: bytes) -> None:
+            header = vmdk.sparse_header(first_sector)
+            if header is not None:
+                kind = STREAM_OPTIMIZED if header.stream_optimized else SPARSE
+                raise InvalidImage(f"the image is a {kind} VMDK, not the raw data of a "
+                                   f"{image.disk_type} disk (set vmware_disktype={kind})")
+
+        self._upload(dc_name, ds_name, extent, image.size, download, check)
+        return capacity_kb
+
+    def _convert_sparse(self, dc_ref, dc_name: str, ds_name: str, work: str,
+                        image: ImageDisk, download: Callable[[object], None]) -> int:
+        """Upload the sparse VMDK, then let vCenter copy it into a thin VMFS disk."""
+        source = f"[{ds_name}] {work}/{image.image_id}-sparse.vmdk"
+        headers: list[vmdk.SparseHeader] = []
+
+        def check(first_sector: bytes) -> None:
+            header = vmdk.sparse_header(first_sector)
+            if header is None or header.stream_optimized:
+                kind = "a stream-optimized VMDK (set vmware_disktype=streamOptimized)" \
+                    if header is not None else "no sparse VMDK"
+                raise InvalidImage(f"the image is {kind}, not a monolithic sparse VMDK")
+            headers.append(header)
+
+        self._upload(dc_name, ds_name, f"{work}/{image.image_id}-sparse.vmdk", image.size,
+                     download, check)
+        spec = self.session.factory("VirtualDiskSpec")
+        spec.diskType = "thin"
+        spec.adapterType = vdm_adapter_type(image.adapter_type)
+        vdm = self.session.content.virtualDiskManager
+        self.session.run_task("CopyVirtualDisk_Task", vdm, sourceName=source,
+                              sourceDatacenter=dc_ref,
+                              destName=f"[{ds_name}] {work}/{image.image_id}.vmdk",
+                              destDatacenter=dc_ref, destSpec=spec)
+        self._delete(dc_ref, source)
+        return headers[0].capacity_kb
+
+    def _import(self, dc_ref, ds_name: str, work: str, image: ImageDisk,
+                download: Callable[[object], None],
+                target: Callable[[], ImportTarget]) -> int:
+        """Import the stream through a temporary VM; its disk moves into ``work``."""
+        stream = StreamImport(self.session, ds_name, image.image_id, image.size,
+                              image.adapter_type, target, verify=self.verify)
+        writer = FirstSector(stream.open)
+        try:
             try:
                 download(writer)
-            finally:
+                writer.finish()
+                disk, capacity_kb = stream.complete()
+            except BaseException:
                 writer.close()
-            fm = self.session.content.fileManager
-            try:
-                self.session.run_task(
-                    "MoveDatastoreFile_Task", fm, sourceName=f"[{ds_name}] {tmp}",
-                    sourceDatacenter=dc_ref,
-                    destinationName=self.datastore_path(ds_name, image_id),
-                    destinationDatacenter=dc_ref, force=True)
-            except Exception:
-                self._delete_quietly(dc_ref, f"[{ds_name}] {tmp}")
+                stream.roll_back()
                 raise
-            return self.datastore_path(ds_name, image_id)
+            self.session.run_task("MoveVirtualDisk_Task",
+                                  self.session.content.virtualDiskManager, sourceName=disk,
+                                  sourceDatacenter=dc_ref,
+                                  destName=f"[{ds_name}] {work}/{image.image_id}.vmdk",
+                                  destDatacenter=dc_ref, force=False)
+        finally:
+            # The VM's own files (and its disk, if the move failed).
+            if stream.lease is not None:
+                self._delete_quietly(dc_ref, stream.vm_folder)
+        return capacity_kb
 
-    def _delete_quietly(self, dc_ref, ds_path: str) -> None:
+    def _delete(self, dc_ref, ds_path: str) -> None:
         try:
             self.session.run_task("DeleteDatastoreFile_Task", self.session.content.fileManager,
                                   name=ds_path, datacenter=dc_ref)
+        except vexc.FileNotFoundException:
+            pass
+
+    def _delete_quietly(self, dc_ref, ds_path: str) -> None:
+        try:
+            self._delete(dc_ref, ds_path)
         except Exception as exc:  # best effort: the original error matters more
             LOG.warning("Could not delete %s: %s", ds_path, exc)

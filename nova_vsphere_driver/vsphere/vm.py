@@ -20,6 +20,18 @@ POWERED_OFF = "poweredOff"
 SUSPENDED = "suspended"
 SCSI_CONTROLLER_KEY = -100
 ROOT_DISK_KEY = -101
+#: Key of the first of the two IDE controllers vCenter gives every new VM.
+IDE_CONTROLLER_KEY = 200
+DEFAULT_ADAPTER_TYPE = "lsiLogic"
+#: Adapter type (the ``vmware_adaptertype`` image property's words) -> the
+#: controller the root disk goes on; IDE disks use the VM's own controller.
+CONTROLLER_TYPES = {
+    "lsiLogic": "VirtualLsiLogicController",
+    "lsiLogicsas": "VirtualLsiLogicSASController",
+    "busLogic": "VirtualBusLogicController",
+    "paraVirtual": "ParaVirtualSCSIController",
+    "ide": None,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +66,8 @@ class RootDisk:
     #: "[ds] path.vmdk" of a cached image to use as linked-clone parent.
     parent_path: str | None = None
     thin: bool = True
+    #: The disk's controller, as CONTROLLER_TYPES names it (from the image).
+    adapter_type: str = DEFAULT_ADAPTER_TYPE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,14 +173,17 @@ def build_config_spec(session: VSphereSession, spec: VmSpec):
     extra = [_option(session, "nvp.vm-uuid", spec.instance_uuid)]
     changes = []
     if spec.root_disk is not None:
-        controller = session.factory("VirtualLsiLogicController")
-        controller.key = SCSI_CONTROLLER_KEY
-        controller.busNumber = 0
-        controller.sharedBus = "noSharing"
-        changes.append(_device_add(session, controller))
+        controller_type = CONTROLLER_TYPES[spec.root_disk.adapter_type]
+        controller_key = IDE_CONTROLLER_KEY
+        if controller_type is not None:
+            controller = session.factory(controller_type)
+            controller.key = controller_key = SCSI_CONTROLLER_KEY
+            controller.busNumber = 0
+            controller.sharedBus = "noSharing"
+            changes.append(_device_add(session, controller))
         disk = session.factory("VirtualDisk")
         disk.key = ROOT_DISK_KEY
-        disk.controllerKey = SCSI_CONTROLLER_KEY
+        disk.controllerKey = controller_key
         disk.unitNumber = 0
         disk.capacityInKB = spec.root_disk.capacity_kb
         backing = session.factory("VirtualDiskFlatVer2BackingInfo")

@@ -158,6 +158,10 @@ class ManagedObject:
 
         Returns None for a path that is valid but unset.
         """
+        if "[" in path:  # a key selector: config.extraConfig["key"]
+            from nova_vsphere_driver.simulator.objects import property_path
+
+            return property_path.get_keyed(self, path)
         top, _, rest = path.partition(".")
         value = self.get_top(top)
         for part in rest.split(".") if rest else ():

@@ -72,6 +72,14 @@ class ResourcePool(ManagedEntity):
             overallStatus=vim.ManagedEntity.Status.green,
         )
 
+    # -- import (objects/vapp_import.py) ----------------------------------------------
+
+    def ImportVApp(self, ctx: CallContext, spec, folder=None, host=None):  # noqa: N802
+        """A new VM from ``spec`` and an HttpNfcLease to upload its disks through."""
+        from nova_vsphere_driver.simulator.objects.vapp_import import import_vapp
+
+        return import_vapp(self, ctx, spec, folder, host).ref
+
 
 class ClusterComputeResource(ManagedEntity):
     vim_type = vim.ClusterComputeResource
@@ -110,16 +118,18 @@ class ClusterComputeResource(ManagedEntity):
 
     # -- simulated vCenter DRS (only when drsConfig.enabled) ----------------------
 
-    def vcenter_drs_pick_host(self, vm: VirtualMachine, exclude: HostSystem | None = None
-                              ) -> HostSystem | None:
+    def vcenter_drs_pick_host(self, vm: VirtualMachine, exclude: HostSystem | None = None,
+                              datastores: list | None = None) -> HostSystem | None:
         """vCenter DRS stand-in: the usable host with the most free memory.
 
-        Only hosts that see the VM's datastores, admit it (when it runs) and
-        keep the cluster's enabled mandatory rules are candidates.
+        Only hosts that see the VM's datastores (``datastores`` when its files
+        are moving there), admit it (when it runs) and keep the cluster's
+        enabled mandatory rules are candidates.
         """
         best, best_free = None, None
+        needed = set(vm.datastores if datastores is None else datastores)
         for host in self.usable_hosts():
-            if host is exclude or not set(vm.datastores) <= set(host.datastores):
+            if host is exclude or not needed <= set(host.datastores):
                 continue
             if not self.rules_allow(vm, host):
                 continue

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from pyVmomi import vim
 
 from nova_vsphere_driver.simulator.datastore_files import FileEntry, normalize, parse_datastore_path
+from nova_vsphere_driver.simulator.disk_files import flat_extent_owner
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
 
 if TYPE_CHECKING:
@@ -54,6 +55,12 @@ class Datastore(ManagedEntity):
         """Write a file (HTTP PUT), checking free space and parent folders."""
         with self.sim.registry.lock:
             path = normalize(path)
+            disk = flat_extent_owner(self.sim, self.name, path)
+            if disk is not None:
+                # The extent of a disk (x-flat.vmdk): its space is the disk's.
+                disk.extent = data or None
+                self.sim.registry.touch()
+                return disk
             existing = self.sim.files.exists(self.name, path) and \
                 self.sim.files.get(self.name, path)
             growth = len(data) - (existing.size if existing and not existing.is_dir else 0)
@@ -64,6 +71,11 @@ class Datastore(ManagedEntity):
 
     def delete_file(self, path: str) -> None:
         with self.sim.registry.lock:
+            disk = flat_extent_owner(self.sim, self.name, path)
+            if disk is not None:
+                disk.extent = None  # the extent's data is gone; the descriptor stays
+                self.sim.registry.touch()
+                return
             self.sim.files.delete(self.name, path)
             self.sim.registry.touch()
 

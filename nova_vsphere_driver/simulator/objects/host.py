@@ -294,3 +294,15 @@ class HostSystem(ManagedEntity):
             self.set_connection_state(CONNECTED)
 
         return self.sim.tasks.start(ctx, self, "ReconnectHost_Task", work)
+
+    # -- boot time (runtime.bootTime, summary.quickStats.uptime) -------------------------
+
+    def booted_at(self, when: datetime.datetime) -> None:
+        """Pretend the host booted at ``when``: bootTime and uptime both follow."""
+        if when.tzinfo is None:
+            raise ValueError("boot time must be timezone-aware")
+        with self.sim.registry.lock:
+            ago = (datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()
+            self.boot_time = when
+            self._boot_monotonic = time.monotonic() - max(ago, 0.0)
+            self.sim.registry.touch()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pyVmomi import vim
 
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
+from nova_vsphere_driver.simulator.disk_files import disk_source, flat_extent_owner
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject, invalid_argument
 
 if TYPE_CHECKING:
@@ -47,9 +48,11 @@ class FileManager(ManagedObject):
     def DeleteDatastoreFile_Task(self, ctx: CallContext, name: str, datacenter=None):  # noqa: N802
         def work():
             ds, rel = _datastore(self.sim, name)
+            if flat_extent_owner(self.sim, ds.name, rel) is not None:
+                rel = rel[:-len("-flat.vmdk")] + ".vmdk"  # an extent is locked with its disk
             if _in_use(self.sim, ds.name, rel):
                 raise vim.fault.FileLocked(file=name, msg=f"File {name} is locked")
-            self.sim.files.delete(ds.name, rel)
+            ds.delete_file(parse_datastore_path(name)[1])
             self.sim.registry.touch()
 
         return self.sim.tasks.start(ctx, None, "DeleteDatastoreFile_Task", work)
@@ -126,14 +129,18 @@ class VirtualDiskManager(ManagedObject):
             if self.sim.files.exists(dst_ds.name, dst) and not force:
                 raise vim.fault.FileAlreadyExists(file=destName,
                                                   msg=f"File {destName} already exists")
-            capacity_kb = entry.disk_capacity_kb or (entry.size + 1023) // 1024
+            # A hosted sparse image becomes a VMFS disk of its virtual capacity
+            # (preallocated unless destSpec says otherwise, as on vCenter).
+            source = disk_source(sourceName, entry)
+            capacity_kb = source.capacity_kb
             dst_ds.ensure_space(capacity_kb * 1024)
-            thin = entry.thin
-            if isinstance(destSpec, vim.VirtualDiskManager.FileBackedVirtualDiskSpec):
+            thin = source.thin
+            if isinstance(destSpec, vim.VirtualDiskManager.VirtualDiskSpec) and destSpec.diskType:
                 thin = destSpec.diskType == "thin"
-            self.sim.files.write(dst_ds.name, dst, None, size=capacity_kb * 1024,
-                                 disk_capacity_kb=capacity_kb, thin=thin,
-                                 overwrite=bool(force), create_parents=False)
+            copied = self.sim.files.write(dst_ds.name, dst, None, size=capacity_kb * 1024,
+                                          disk_capacity_kb=capacity_kb, thin=thin,
+                                          overwrite=bool(force), create_parents=False)
+            copied.extent = source.data or None
             self.sim.registry.touch()
 
         return self.sim.tasks.start(ctx, None, "CopyVirtualDisk_Task", work)
@@ -180,3 +187,26 @@ class VirtualDiskManager(ManagedObject):
         import uuid as uuid_mod
 
         return str(uuid_mod.uuid5(uuid_mod.NAMESPACE_URL, name)).replace("-", " ")
+
+    # -- moving a disk with its extent (image imports, simulator/disk_files.py) ---------
+
+    def MoveVirtualDisk_Task(self, ctx: CallContext, sourceName: str,  # noqa: N802,N803
+                             sourceDatacenter=None, destName: str = "",  # noqa: N803
+                             destDatacenter=None, force: bool = False,  # noqa: N803
+                             profile=None):
+        def work():
+            src_ds, src = _datastore(self.sim, sourceName)
+            dst_ds, dst = _datastore(self.sim, destName)
+            entry = self.sim.files.get(src_ds.name, src)
+            if entry.is_dir or not src.endswith(".vmdk"):
+                raise invalid_argument("sourceName", f"{sourceName} is not a virtual disk")
+            if not destName.endswith(".vmdk"):
+                raise invalid_argument("destName", "a virtual disk name ends in .vmdk")
+            if _in_use(self.sim, src_ds.name, src):
+                raise vim.fault.FileLocked(file=sourceName, msg=f"File {sourceName} is locked")
+            if src_ds is not dst_ds:
+                dst_ds.ensure_space(entry.size)
+            self.sim.files.move(src_ds.name, src, dst_ds.name, dst, force=bool(force))
+            self.sim.registry.touch()
+
+        return self.sim.tasks.start(ctx, None, "MoveVirtualDisk_Task", work)

@@ -25,10 +25,34 @@ _INT_ARRAY = VmomiSupport.GetVmodlType("int[]")
 _MAX_WAIT_FOREVER = 1800.0
 
 
-def typed(value: Any) -> Any:
-    """Give plain Python lists the array type the SOAP serializer needs."""
+def declared_type(vim_type: type, path: str) -> type | None:
+    """The type a property path is declared with (None: unknown, e.g. a keyed path)."""
+    declared = vim_type
+    for name in path.split("."):
+        lookup = getattr(declared, "_GetPropertyInfo", None)
+        if lookup is None:
+            return None
+        try:
+            declared = lookup(name).type
+        except (AttributeError, KeyError):
+            return None
+    return declared
+
+
+def typed(value: Any, declared: type | None = None) -> Any:
+    """Give plain Python lists the array type the SOAP serializer needs.
+
+    An array of data objects goes out as its declared type, as from vCenter
+    (``config.hardware.device`` is an ``ArrayOfVirtualDevice`` whatever its
+    first device is; clients such as Nova's in-tree driver, through
+    ``vim_util.get_array_items``, find the items under that name).
+    """
     if not isinstance(value, list) or hasattr(value, "Item"):
         return value
+    item = getattr(declared, "Item", None)
+    if isinstance(item, type) and issubclass(item, VmomiSupport.DataObject) \
+            and all(isinstance(v, item) for v in value):
+        return declared(value)
     if not value:
         return _MO_ARRAY()
     first = value[0]
@@ -139,7 +163,7 @@ class Retrieval:
         for path in paths:
             value = obj.get_property(path)
             if value is not None:  # vCenter omits unset properties
-                out[path] = typed(value)
+                out[path] = typed(value, declared_type(obj.vim_type, path))
         return out
 
     def contents(self, specs: list) -> list:

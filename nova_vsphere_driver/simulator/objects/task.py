@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +82,9 @@ class Task(ManagedObject):
         self.start_time: datetime.datetime | None = None
         self.complete_time: datetime.datetime | None = None
         self.done = threading.Event()
+        #: Set by CancelTask: a task waiting out injected latency stops at once,
+        #: as a vMotion in progress ends soon after vCenter is asked to cancel it.
+        self.cancel_requested = threading.Event()
 
     def _get_info(self) -> vim.TaskInfo:
         info = vim.TaskInfo(
@@ -116,6 +118,7 @@ class Task(ManagedObject):
             ):
                 raise vim.fault.InvalidState(msg="The task cannot be cancelled in its state")
             self.cancelled = True
+            self.cancel_requested.set()
             self.sim.registry.touch()
 
     def check_cancelled(self) -> None:
@@ -183,14 +186,14 @@ class TaskManager(ManagedObject):
         latency = sim.faults.task_latency(task.method)
         queued = sim.faults.queue_latency(task.method)
         if queued:
-            time.sleep(queued)
+            task.cancel_requested.wait(queued)
         with sim.registry.lock:
             task.state = vim.TaskInfo.State.running
             task.start_time = _now()
             task.progress = 0
             sim.registry.touch()
         if latency:
-            time.sleep(latency)
+            task.cancel_requested.wait(latency)
         try:
             injected = sim.faults.take_task_fault(task.method)
             if injected is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from pyVmomi import vim
 
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
+from nova_vsphere_driver.simulator.objects import boot_options, consoles, serial_console
 from nova_vsphere_driver.simulator.objects.base import (
     CallContext,
     ManagedEntity,
@@ -140,6 +141,14 @@ class VirtualMachineSnapshot(ManagedObject):
             vm.sim.registry.touch()
 
         return self.sim.tasks.start(ctx, self.vm, "RevertToSnapshot_Task", work)
+
+    def ExportSnapshot(self, ctx: CallContext):  # noqa: N802
+        """An export lease on the disks as of this snapshot (any power state: API 5.5)."""
+        from nova_vsphere_driver.simulator.objects.nfc_lease import start_export
+
+        with self.sim.registry.lock:
+            self.vm._require_connected()
+            return start_export(self.sim, self.vm, self.config.hardware.device).ref
 
 
 class VirtualMachine(ManagedEntity):
@@ -364,11 +373,14 @@ class VirtualMachine(ManagedEntity):
     # -- state changes ------------------------------------------------------------------
 
     def set_power(self, state) -> None:
+        cold_boot = state == POWERED_ON and self.power_state == POWERED_OFF
         if state == POWERED_ON and self.power_state != POWERED_ON:
             self.boot_time = _now()
             self._boot_monotonic = time.monotonic()
         self.power_state = state
         self.sim.registry.touch()
+        if cold_boot:  # a resume from suspend does not boot the guest again
+            self.booted("Power on")
 
     def renamed_to(self, name: str) -> None:
         self.config.name = name
@@ -430,6 +442,7 @@ class VirtualMachine(ManagedEntity):
             self.boot_time = _now()
             self._boot_monotonic = time.monotonic()
             self.sim.registry.touch()
+            self.booted("Reset")
 
         return self.sim.tasks.start(ctx, self, "ResetVM_Task", work)
 
@@ -463,6 +476,7 @@ class VirtualMachine(ManagedEntity):
             self.boot_time = _now()
             self._boot_monotonic = time.monotonic()
             self.sim.registry.touch()
+            self.booted("Guest reboot")
 
     def StandbyGuest(self, ctx: CallContext) -> None:  # noqa: N802
         with self.sim.registry.lock:
@@ -482,7 +496,7 @@ class VirtualMachine(ManagedEntity):
     # -- placement ------------------------------------------------------------------------
 
     def _relocate(self, host_ref=None, pool_ref=None, datastore_ref=None,
-                  state=None) -> None:
+                  state=None, device_change=None) -> None:
         registry = self.sim.registry
         self._require_connected()
         if state is not None and state != self.power_state:
@@ -492,11 +506,13 @@ class VirtualMachine(ManagedEntity):
         # Documented for RelocateSpec.pool and MigrateVM_Task: an unset pool
         # means the VM's current pool, so the host must be in that cluster.
         cluster = pool.owner if pool is not None else self.cluster
+        target_ds = registry.lookup(datastore_ref) if datastore_ref is not None else None
         if host is None:
             if cluster is self.cluster:
                 host = self.host
             elif cluster.drs_enabled:
-                host = cluster.vcenter_drs_pick_host(self)
+                host = cluster.vcenter_drs_pick_host(
+                    self, datastores=[target_ds] if target_ds is not None else None)
                 if host is None:
                     raise vim.fault.InsufficientResourcesFault(
                         msg=f"No host in cluster {cluster.name} can run {self.name}")
@@ -505,7 +521,6 @@ class VirtualMachine(ManagedEntity):
                                        "a target host is required")
         if host not in cluster.hosts:
             raise invalid_argument("host", f"host {host.name} is not in cluster {cluster.name}")
-        target_ds = registry.lookup(datastore_ref) if datastore_ref is not None else None
         needed = [target_ds] if target_ds is not None else self.datastores
         for ds in needed:
             if ds not in host.datastores:
@@ -518,8 +533,13 @@ class VirtualMachine(ManagedEntity):
             elif not host.usable():
                 raise vim.fault.InvalidHostState(host=host.ref,
                                                  msg=f"Host {host.name} cannot take VMs now")
+        # NICs last among the checks: all of them pass before anything changes.
+        nic_config = relocated_nics(self, host, device_change)
         if target_ds is not None and [target_ds] != self.datastores:
             move_storage(self, target_ds)
+        if nic_config is not None:
+            self.config = nic_config
+        self.networks = _networks_of(self.config, self.sim, host)
         if pool is not None and pool is not self.pool:
             if cluster is not self.cluster:
                 self.cluster.forget_vm(self)
@@ -530,7 +550,8 @@ class VirtualMachine(ManagedEntity):
 
     def RelocateVM_Task(self, ctx: CallContext, spec, priority=None):  # noqa: N802
         def work():
-            self._relocate(spec.host, spec.pool, spec.datastore)
+            self._relocate(spec.host, spec.pool, spec.datastore,
+                           device_change=spec.deviceChange)
 
         return self.sim.tasks.start(ctx, self, "RelocateVM_Task", work)
 
@@ -639,10 +660,27 @@ class VirtualMachine(ManagedEntity):
     def AcquireTicket(self, ctx: CallContext, ticketType: str):  # noqa: N802,N803
         if ticketType not in ("mks", "webmks", "device", "guestControl", "dnd", "guestIntegrity"):
             raise invalid_argument("ticketType")
-        self._require_power(POWERED_ON)
-        return vim.VirtualMachine.Ticket(ticket=uuid.uuid4().hex,
-                                         cfgFile=self.config.files.vmPathName,
-                                         host="127.0.0.1", port=902, sslThumbprint=None)
+        with self.sim.registry.lock:
+            self._require_connected()
+            self._require_power(POWERED_ON)
+            return consoles.ticket(self, ticketType)
+
+    # -- guest consoles (simulator/objects/consoles.py, serial_console.py) ----------------
+
+    def booted(self, reason: str) -> None:
+        """The guest (re)started: file-backed serial ports log a boot banner."""
+        serial_console.record_boot(self, reason)
+
+    # -- disk export (simulator/objects/nfc_lease.py) -------------------------------------
+
+    def ExportVm(self, ctx: CallContext):  # noqa: N802
+        """An export lease on the VM's disks; vCenter refuses it for a running VM."""
+        from nova_vsphere_driver.simulator.objects.nfc_lease import start_export
+
+        with self.sim.registry.lock:
+            self._require_connected()
+            self._require_power(POWERED_OFF)
+            return start_export(self.sim, self, self.config.hardware.device).ref
 
 
 # -- config specs ------------------------------------------------------------------
@@ -685,6 +723,9 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
     """
     devices = config.hardware.device
     by_key = {d.key: d for d in devices}
+    # New devices' temporary (negative) keys -> the keys they were given.
+    renumbered: dict[int, int] = {}
+    added = []
     for change in changes or []:
         op = change.operation
         device = change.device
@@ -722,9 +763,12 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
         if op != "add":
             raise invalid_argument("deviceChange.operation", f"unknown operation {op!r}")
         if device.key is None or device.key < 0 or device.key in by_key:
+            temporary = device.key
             device.key = next(keys)
             while device.key in by_key:
                 device.key = next(keys)
+            if temporary is not None and temporary < 0:
+                renumbered[temporary] = device.key
         if isinstance(device, Dev.VirtualDisk):
             _add_disk(vm_name, vm_dir, device, change.fileOperation, sim, host, created)
         elif isinstance(device, Dev.VirtualEthernetCard):
@@ -734,7 +778,13 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
         if device.deviceInfo is None:
             device.deviceInfo = vim.Description(label=f"{label} {same}", summary=label)
         devices.append(device)
+        added.append(device)
         by_key[device.key] = device
+    # As vCenter does, a new device placed on a new controller by the
+    # controller's temporary key ends up on the controller's real key.
+    for device in added:
+        if device.controllerKey in renumbered:
+            device.controllerKey = renumbered[device.controllerKey]
     # Keep controllers' device lists in step with their children.
     for dev in devices:
         if isinstance(dev, Dev.VirtualController):
@@ -798,9 +848,9 @@ def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created) -> None
             capacity_kb = max(capacity_kb, parent_kb)
             size = DELTA_DISK_BYTES
         ds.ensure_space(size)
-        sim.files.write(ds_name, rel, None, size=size, disk_capacity_kb=capacity_kb,
-                        thin=bool(getattr(backing, "thinProvisioned", False)),
-                        overwrite=False, create_parents=True)
+        entry = sim.files.write(ds_name, rel, None, size=size, disk_capacity_kb=capacity_kb,
+                                thin=bool(getattr(backing, "thinProvisioned", False)),
+                                overwrite=False, create_parents=True)
         created.append((ds_name, rel))
     else:
         entry = sim.files.get(ds_name, rel)  # FileNotFound when it is not there
@@ -812,8 +862,11 @@ def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created) -> None
     backing.datastore = ds.ref
     disk.capacityInKB = capacity_kb
     disk.capacityInBytes = capacity_kb * 1024
-    if not backing.uuid:
-        backing.uuid = str(uuid.uuid4())
+    # The UUID lives in the disk's descriptor: a disk attached again, or to
+    # another VM as Cinder's volumes are, keeps the one it was created with.
+    if entry.disk_uuid is None:
+        entry.disk_uuid = backing.uuid or str(uuid.uuid4())
+    backing.uuid = entry.disk_uuid
 
 
 def _check_nic(nic, sim: Simulator, host: HostSystem) -> None:
@@ -1050,6 +1103,8 @@ def reconfigure(vm: VirtualMachine, spec) -> None:
     try:
         _apply_devices(vm.name, (ds_name, posixpath.dirname(rel)), config, spec.deviceChange,
                        sim, vm.host, vm._keys, created)
+        # After the device changes: the boot order names devices by key.
+        boot_options.apply(config, spec.bootOptions)
     except Exception:
         for ds_n, path in reversed(created):
             if sim.files.exists(ds_n, path):
@@ -1080,6 +1135,10 @@ def move_storage(vm: VirtualMachine, target: Datastore) -> None:
     target.ensure_space(need)
     for ds_n, path in paths:
         if ds_n != target.name:
+            # A disk outside the VM's folder (e.g. a Cinder volume's) keeps its path.
+            parent = posixpath.dirname(path)
+            if parent and not sim.files.exists(target.name, parent):
+                sim.files.mkdir(target.name, parent, create_parents=True)
             sim.files.move(ds_n, path, target.name, path, copy=False)
     config = vm.config
     config.files.vmPathName = f"[{target.name}] {rel}"
@@ -1087,6 +1146,16 @@ def move_storage(vm: VirtualMachine, target: Datastore) -> None:
         d_ds, d_rel = parse_datastore_path(disk.backing.fileName)
         disk.backing.fileName = f"[{target.name}] {d_rel}"
         disk.backing.datastore = target.ref
+    # Other file-backed devices in the VM's folder (the serial console log)
+    # moved with it.
+    for dev in config.hardware.device:
+        backing = getattr(dev, "backing", None)
+        if isinstance(dev, Dev.VirtualDisk) or not isinstance(
+                backing, Dev.VirtualDevice.FileBackingInfo) or not backing.fileName:
+            continue
+        f_ds, f_rel = parse_datastore_path(backing.fileName)
+        if f_ds == ds_name and directory and f_rel.startswith(directory + "/"):
+            backing.fileName = f"[{target.name}] {f_rel}"
     vm.datastores = [target]
 
 
@@ -1137,3 +1206,67 @@ def clone_vm(source: VirtualMachine, folder: Folder, name: str, spec) -> Virtual
         host.check_admission(vm)
         vm.set_power(POWERED_ON)
     return vm
+
+
+# -- relocation of network adapters (RelocateSpec.deviceChange) ---------------------
+
+
+def _nic_reachable(nic, host: HostSystem) -> bool:
+    """Whether the network ``nic`` is backed by is present on ``host``."""
+    from nova_vsphere_driver.simulator.objects.network import DistributedVirtualPortgroup
+
+    backing = nic.backing
+    if isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
+        port = backing.port
+        return any(isinstance(n, DistributedVirtualPortgroup) and n.key == port.portgroupKey
+                   and n.switch.uuid == port.switchUuid for n in host.networks)
+    if isinstance(backing, Dev.VirtualEthernetCard.NetworkBackingInfo):
+        return any(n.name == backing.deviceName and not isinstance(n, DistributedVirtualPortgroup)
+                   for n in host.networks)
+    return True  # opaque (NSX) networks: not modelled
+
+
+def _nic_backing_name(nic) -> str:
+    backing = nic.backing
+    if isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
+        return f"port group {backing.port.portgroupKey} of switch {backing.port.switchUuid}"
+    return str(getattr(backing, "deviceName", None) or type(backing).__name__)
+
+
+def relocated_nics(vm: VirtualMachine, host: HostSystem, changes) -> vim.vm.ConfigInfo | None:
+    """Apply RelocateSpec.deviceChange to a copy of the VM's config; check the NICs.
+
+    As documented for RelocateSpec.deviceChange, a relocation may only
+    *edit* network adapters (to give them a backing that exists at the
+    destination). Migration validation then fails with CannotAccessNetwork
+    when a connected adapter of a running VM would lose its network on
+    ``host``. Returns the new config, or None when there were no changes.
+    """
+    config = vm.config
+    if changes:
+        config = copy.deepcopy(vm.config)
+        devices = config.hardware.device
+        index = {d.key: i for i, d in enumerate(devices)}
+        for change in changes:
+            device = change.device
+            if change.operation != "edit" or not isinstance(device, Dev.VirtualEthernetCard):
+                raise invalid_argument("spec.deviceChange", "a relocation may only edit the "
+                                       "backing of network adapters")
+            if device.key not in index:
+                raise invalid_argument("spec.deviceChange.device.key",
+                                       f"no device with key {device.key}")
+            device = copy.deepcopy(device)
+            _check_nic(device, vm.sim, host)
+            devices[index[device.key]] = device
+    if vm.powered_on:
+        for nic in config.hardware.device:
+            if not isinstance(nic, Dev.VirtualEthernetCard):
+                continue
+            connected = nic.connectable.connected if nic.connectable is not None else True
+            if connected and not _nic_reachable(nic, host):
+                label = nic.deviceInfo.label if nic.deviceInfo else f"NIC {nic.key}"
+                raise vim.fault.CannotAccessNetwork(
+                    device=label, backing=_nic_backing_name(nic), connected=True,
+                    msg=f"Currently connected network interface '{label}' uses network "
+                    f"'{_nic_backing_name(nic)}', which is not accessible on host {host.name}")
+    return config if changes else None

@@ -1,0 +1,602 @@
+"""Resize and cold migration.
+
+Nova's resize copies an instance from a source to a destination host. In
+vCenter there is one VM: it is changed in place and, when the destination
+node is another cluster, relocated there. Nova's steps map as follows:
+
+* ``migrate_disk_and_power_off`` (source nova-compute): refuse what cannot
+  be done -- a root disk that would shrink, a hardware version change --
+  before anything changes, then power the VM off.
+* ``finish_migration`` (destination nova-compute: it manages the target
+  cluster, so its DRS can place the VM there): record on the VM where it is
+  (:class:`~nova_vsphere_driver.ops.resize_vm.ResizeRecord`), move it to a
+  host (and datastore) that fits the new size, keep a copy of the root disk
+  if it grows, resize it, let its DRS rules follow it, power it on. Any
+  failure puts the VM back as it was when the call started.
+* ``confirm_migration`` (source): delete what was kept for a revert.
+* ``finish_revert_migration`` (source): put the VM back where the record
+  says, at the old flavor's size, with its original root disk.
+
+Nova's ``revert_resize`` calls ``destroy`` on the destination before the
+source finishes the revert; that VM is the source's VM too, so ``destroy``
+leaves it alone then (:func:`kept_for_revert`).
+
+DRS rules live in vCenter per cluster. A VM leaving a cluster drops out of
+its rules there (vCenter does so itself; we prune what is left, in clusters
+this nova-compute manages) and joins its server group's rule and its
+flavor's host-group pin in the cluster it arrives in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+from typing import TYPE_CHECKING
+
+import nova.conf
+from nova import exception
+from nova.compute import task_states
+from oslo_log import log as logging
+from oslo_utils import excutils, units
+from oslo_vmware import exceptions as vexc
+from oslo_vmware import vim_util
+
+from nova_vsphere_driver import driver as vdriver
+from nova_vsphere_driver.cluster import matching_datastores
+from nova_vsphere_driver.ops import resize_vm
+from nova_vsphere_driver.ops.resize_vm import ResizeRecord, VmFacts
+from nova_vsphere_driver.vsphere import errors
+from nova_vsphere_driver.vsphere.inventory import ClusterRef, ClusterState, HostState
+from nova_vsphere_driver.vsphere.rules import HOST_GROUP_PREFIX, host_group_rule_name
+from nova_vsphere_driver.vsphere.vm import POWERED_OFF, POWERED_ON
+from nova_vsphere_driver.vsphere.vmotion import vmotion
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nova_vsphere_driver.driver import VSphereDriver
+
+LOG = logging.getLogger(__name__)
+CONF = nova.conf.CONF
+
+
+def kept_for_revert(instance) -> bool:
+    """Whether ``destroy`` must leave the instance's VM alone: a revert is under way."""
+    is_set = getattr(instance, "obj_attr_is_set", None)
+    if is_set is not None and not is_set("task_state"):
+        return False  # (an Instance built without it would try to lazy-load it)
+    return getattr(instance, "task_state", None) == task_states.RESIZE_REVERTING
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _refuse(reason: str) -> exception.InstanceFaultRollback:
+    """Nova rolls the instance back to its previous state and reports ``reason``."""
+    return exception.InstanceFaultRollback(inner_exception=exception.ResizeError(reason=reason))
+
+
+def _annotation(instance, flavor) -> str:
+    # The same notes spawn writes, with the flavor the VM now has.
+    return (f"name:{instance.display_name}\nuuid:{instance.uuid}\n"
+            f"project:{instance.project_id}\nflavor:{flavor.name}")
+
+
+def _grown_kb(flavor, facts: VmFacts) -> int | None:
+    """The root disk's new capacity when ``flavor`` makes it grow, else None."""
+    disk = facts.root_disk
+    new_kb = int(flavor.root_gb or 0) * units.Mi
+    if disk is None or new_kb <= disk.capacity_kb:
+        return None
+    return new_kb
+
+
+def _cluster_ref(driver: VSphereDriver, moref: str) -> ClusterRef | None:
+    """The cluster ``moref``: a node of this driver, or found in vCenter."""
+    managed = _managed(driver, moref)
+    if managed is not None:
+        return managed
+    return next((c for c in driver._reader.find_clusters() if c.moref == moref), None)
+
+
+def _managed(driver: VSphereDriver, moref: str) -> ClusterRef | None:
+    return next((c for c in driver._nodes.values() if c.moref == moref), None)
+
+
+def _datacenter(ref: ClusterRef):
+    return vim_util.get_moref(ref.datacenter, "Datacenter")
+
+
+def _pins(driver: VSphereDriver, ref: ClusterRef, vm_moref: str) -> set[str]:
+    """Our host-group VM groups in ``ref`` that hold the VM."""
+    _, groups = driver._rules.read(ref)
+    return {g.name for g in groups if g.kind == "vm" and g.name.startswith(HOST_GROUP_PREFIX)
+            and vm_moref in g.members}
+
+
+def _wanted_pins(settings) -> set[str]:
+    return {host_group_rule_name(settings.host_group)} if settings.host_group else set()
+
+
+def _sync_group(driver: VSphereDriver, ref: ClusterRef, instance, group) -> None:
+    """Make the server group's DRS rule in ``ref`` hold the members there (idempotent)."""
+    if group is None or group.policy not in vdriver.GROUP_POLICIES:
+        return
+    affinity, mandatory = vdriver.GROUP_POLICIES[group.policy]
+    driver._rules.sync_server_group(ref, group.uuid, set(group.members or ()) | {instance.uuid},
+                                    affinity, mandatory, driver._reader.cluster_state)
+
+
+def _join_rules(driver: VSphereDriver, ref: ClusterRef, instance, vm_ref, settings,
+                group) -> None:
+    """The VM arrives in ``ref`` (or changed pin there): add it as spawn does."""
+    _sync_group(driver, ref, instance, group)
+    if settings.host_group:
+        driver._pin(ref, settings, vm_ref)
+
+
+def _prune_managed(driver: VSphereDriver, cluster_moref: str, vm_moref: str) -> None:
+    """The VM left ``cluster_moref``: drop it from our rules there, if we manage it.
+
+    vCenter already removed it from the cluster's groups and rules; pruning
+    removes a server-group rule left with one member and an empty pin. A
+    cluster of another nova-compute is left to vCenter and that service
+    (editing it from here would race its own edits).
+    """
+    ref = _managed(driver, cluster_moref)
+    if ref is not None:
+        driver._prune_rules(ref, vm_moref)
+
+
+def _builtin_drs() -> bool:
+    return CONF.vsphere_drs.mode == "builtin"
+
+
+def choose_host(driver: VSphereDriver, state: ClusterState, instance, group, settings,
+                vm_moref: str, stores: list, keep: str | None = None) -> HostState:
+    """A host of ``state`` for the instance at its flavor's size (claimed by our DRS).
+
+    The VM's own footprint is taken out of the cluster first: a VM that is
+    already there must not compete with itself for room. ``keep`` (the host
+    it is on) wins whenever it still fits, so a resize moves nothing it
+    need not; otherwise our DRS picks the host as for a new instance.
+    """
+    without = dataclasses.replace(state, vms=tuple(v for v in state.vms if v.moref != vm_moref))
+    current = without.host(keep) if keep is not None else None
+    if current is not None and current.usable:
+        # The same placement, with every other host out of the question.
+        only_here = dataclasses.replace(without, hosts=tuple(
+            h if h.moref == keep else dataclasses.replace(h, in_maintenance=True)
+            for h in without.hosts))
+        try:
+            return driver._place(only_here, instance, group, stores, settings.host_group)
+        except exception.ComputeResourcesUnavailable as exc:
+            LOG.info("Host %s no longer fits the instance (%s); asking DRS for another",
+                     current.name, exc, instance=instance)
+    return driver._place(without, instance, group, stores, settings.host_group)
+
+
+def _relocate(driver: VSphereDriver, vm_ref, host: str | None, pool: str | None = None,
+              datastore: str | None = None) -> None:
+    session = driver._session
+    session.run_task("RelocateVM_Task", vm_ref,
+                     spec=resize_vm.relocate_spec(session, host, pool, datastore))
+
+
+def _delete_disk(driver: VSphereDriver, path: str, ref: ClusterRef) -> None:
+    """Delete a virtual disk file; one that is already gone is fine."""
+    try:
+        driver._session.run_task("DeleteVirtualDisk_Task",
+                                 driver._session.content.virtualDiskManager, name=path,
+                                 datacenter=_datacenter(ref))
+    except vexc.FileNotFoundException:
+        LOG.debug("Disk %s is already gone", path)
+
+
+# -- migrate_disk_and_power_off (source) ---------------------------------------------------
+
+
+def check_resizable(instance, flavor, settings, facts: VmFacts) -> None:
+    """Raise InstanceFaultRollback for a resize that cannot be done, before any change."""
+    old_gb, new_gb = int(instance.flavor.root_gb or 0), int(flavor.root_gb or 0)
+    disk = facts.root_disk
+    if new_gb < old_gb:
+        raise _refuse(f"the root disk cannot shrink: flavor {flavor.name} has {new_gb} GB, "
+                      f"the instance's flavor {old_gb} GB")
+    if disk is not None and new_gb and new_gb * units.Mi < disk.capacity_kb:
+        raise _refuse(f"the root disk cannot shrink: flavor {flavor.name} has {new_gb} GB, "
+                      f"the disk {disk.capacity_kb / units.Mi:g} GB")
+    if _grown_kb(flavor, facts) and facts.has_snapshots:
+        raise _refuse("the root disk cannot grow while the VM has snapshots in vCenter; "
+                      "delete them first")
+    if settings.hw_version and facts.version and settings.hw_version != facts.version:
+        raise _refuse(f"flavor {flavor.name} asks for virtual hardware {settings.hw_version}, "
+                      f"the VM has {facts.version}: a resize does not change the hardware "
+                      "version (it could not be reverted)")
+
+
+def migrate_disk_and_power_off(driver: VSphereDriver, context, instance, dest: str, flavor,
+                               network_info, block_device_info=None, timeout: int = 0,
+                               retry_interval: int = 0) -> str:
+    """Check the resize, power the VM off; returns its root disk as JSON.
+
+    The VM is not moved or resized here: the destination nova-compute does
+    that in finish_migration, where the target cluster is known.
+    """
+    try:
+        settings = vdriver.flavor_settings(flavor)
+    except exception.InvalidRequest as exc:
+        raise _refuse(str(exc)) from None
+    vm_ref = driver._vm_ref(instance)
+    with errors.translated(instance):
+        facts = resize_vm.read_facts(driver._session, vm_ref)
+    check_resizable(instance, flavor, settings, facts)
+    if facts.power_state != POWERED_OFF:
+        try:
+            driver.power_off(instance, timeout, retry_interval)
+        except Exception as exc:
+            LOG.warning("Could not power off for the resize: %s", exc, instance=instance)
+            _power_back_on(driver, instance, vm_ref, facts)
+            raise exception.InstanceFaultRollback(inner_exception=exc) from exc
+    disk = facts.root_disk
+    return json.dumps([] if disk is None else [
+        {"type": "root", "path": disk.path, "datastore": disk.datastore_name,
+         "capacity_kb": disk.capacity_kb}])
+
+
+def _power_back_on(driver: VSphereDriver, instance, vm_ref, before: VmFacts) -> None:
+    if before.power_state != POWERED_ON:
+        return
+    try:
+        state = driver._vmops.properties(vm_ref, ["runtime.powerState"]).get("runtime.powerState")
+        if str(state) != POWERED_ON:
+            driver._vmops.power_on(vm_ref)
+    except Exception as exc:  # the original failure is what Nova must see
+        LOG.error("Could not power the VM back on: %s", exc, instance=instance)
+
+
+# -- finish_migration (destination) -----------------------------------------------------------
+
+
+class _Finish:
+    """One finish_migration: its steps, and what to undo when one fails."""
+
+    def __init__(self, driver: VSphereDriver, context, instance, migration, target: ClusterRef,
+                 source: ClusterRef, facts: VmFacts, record: ResizeRecord, settings) -> None:
+        self.driver = driver
+        self.session = driver._session
+        self.context = context
+        self.instance = instance
+        self.migration = migration
+        self.target = target
+        self.source = source
+        self.facts = facts
+        self.record = record
+        self.settings = settings
+        self.recorded = False
+        #: A disk copy made but not yet in the record (deleted if the resize fails).
+        self.stray_backup: str | None = None
+        #: The VM's host-group pin changes within its cluster.
+        self.repin = False
+
+    def run(self, power_on: bool) -> None:
+        driver, session, instance, facts = self.driver, self.session, self.instance, self.facts
+        vm_ref = facts.ref
+        # 1. Where the VM is now, on the VM: a revert (or the rollback
+        # below) needs it, whichever nova-compute runs it, whenever.
+        session.run_task("ReconfigVM_Task", vm_ref,
+                         spec=resize_vm.options_spec(session, self.record.options()))
+        self.recorded = True
+        group = driver._server_group(self.context, instance)
+        state = driver._state(self.migration.dest_node)
+        grow_kb = _grown_kb(instance.flavor, facts)
+        # 2. A host (and datastore) that fits the new size; move there.
+        if facts.cluster == self.target.moref:
+            moved = self._within_cluster(state, group)
+        else:
+            moved = self._across_clusters(state, group, grow_kb)
+        if moved:
+            facts = resize_vm.read_facts(session, vm_ref)
+        # 3. Keep the root disk as it is before it grows: a disk cannot shrink,
+        # so a revert puts this copy back.
+        record = self.record
+        grow = None
+        if grow_kb is not None and facts.root_disk is not None:
+            disk = facts.root_disk
+            folder = posixpath.dirname(resize_vm.split_path(disk.path)[1])
+            backup = (f"[{disk.datastore_name}] {folder}/{instance.uuid}-pre-resize-"
+                      f"{self.migration.uuid[:8]}.vmdk")
+            LOG.info("Keeping a copy of the root disk for a revert: %s", backup,
+                     instance=instance)
+            session.run_task("CopyVirtualDisk_Task", session.content.virtualDiskManager,
+                             sourceName=disk.path, sourceDatacenter=_datacenter(self.target),
+                             destName=backup, destDatacenter=_datacenter(self.target),
+                             # Only an earlier attempt of this migration left one there.
+                             force=True)
+            self.stray_backup = backup
+            record = dataclasses.replace(record, disk_backup=backup)
+            grow = (disk.device, grow_kb)
+        # 4. The new size, the flavor's limits/reservations/shares and the
+        # grown disk in one reconfiguration (all or nothing in vCenter).
+        flavor = instance.flavor
+        spec = resize_vm.size_spec(session, int(flavor.vcpus), int(flavor.memory_mb),
+                                   vdriver.resource_settings(self.settings),
+                                   _annotation(instance, flavor),
+                                   record.options() if grow else {}, grow)
+        session.run_task("ReconfigVM_Task", vm_ref, spec=spec)
+        self.record, self.stray_backup = record, None
+        # 5. DRS rules follow the VM.
+        if facts.cluster != self.source.moref:
+            _join_rules(driver, self.target, instance, vm_ref, self.settings, group)
+            _prune_managed(driver, self.source.moref, facts.moref)
+        elif self.repin:
+            _join_rules(driver, self.target, instance, vm_ref, self.settings, group)
+        if power_on:
+            driver._vmops.power_on(vm_ref)
+
+    def _within_cluster(self, state: ClusterState, group) -> bool:
+        """Stay on the VM's host if the new size fits there, else let our DRS move it."""
+        driver, facts = self.driver, self.facts
+        self.repin = _pins(driver, self.target, facts.moref) != _wanted_pins(self.settings)
+        if self.repin:
+            # Out of its old pin first: vCenter refuses to move a VM against
+            # a "must" VM-Host rule.
+            driver._rules.prune(self.target, {facts.moref})
+        if not _builtin_drs():
+            return False  # vCenter's DRS places the VM when it powers on
+        current = state.datastore(facts.datastore) if facts.datastore else None
+        host = choose_host(driver, state, self.instance, group, self.settings, facts.moref,
+                           [current] if current else [], keep=facts.host)
+        if host.moref == facts.host:
+            return False
+        LOG.info("Moving the instance to ESXi host %s for its new size", host.name,
+                 instance=self.instance)
+        vmotion(self.session, facts.moref, host.moref)
+        return True
+
+    def _across_clusters(self, state: ClusterState, group, grow_kb: int | None) -> bool:
+        """Relocate the VM into the target cluster: its root pool, a host, a datastore."""
+        driver, facts, instance = self.driver, self.facts, self.instance
+        disk_kb = facts.root_disk.capacity_kb if facts.root_disk else 0
+        # On the datastore it ends on: the disk at its new size, plus the copy
+        # kept for a revert when it grows.
+        final_kb = (grow_kb or disk_kb) + (disk_kb if grow_kb else 0)
+        host = datastore = None
+        current = state.datastore(facts.datastore) if facts.datastore else None
+        if current is not None and current.accessible and \
+                current.free_bytes >= (final_kb - disk_kb) * units.Ki:
+            # The VM's datastore is mounted there too: keep its files where they are.
+            if _builtin_drs():
+                try:
+                    host = choose_host(driver, state, instance, group, self.settings,
+                                       facts.moref, [current])
+                except exception.ComputeResourcesUnavailable as exc:
+                    LOG.info("No host that mounts %s fits (%s); moving storage too",
+                             current.name, exc, instance=instance)
+                    current = None
+        else:
+            current = None
+        if current is None:
+            need = final_kb * units.Ki
+            stores = [d for d in matching_datastores(state, CONF.vsphere.datastore_regex)
+                      if d.free_bytes >= need]
+            if not stores:
+                raise exception.ComputeResourcesUnavailable(
+                    reason=f"cluster {state.ref.name}: no datastore matching [vsphere] "
+                    f"datastore_regex has {need / units.Gi:.1f} GiB free for the instance")
+            if _builtin_drs():
+                host = choose_host(driver, state, instance, group, self.settings, facts.moref,
+                                   stores)
+            datastore = driver._pick_datastore(stores, host)
+        LOG.info("Relocating the instance to cluster %s (host %s, datastore %s)",
+                 self.target.name, host.name if host else "chosen by vCenter DRS",
+                 datastore.name if datastore else facts.datastore_name, instance=instance)
+        _relocate(driver, facts.ref, host.moref if host else None, self.target.resource_pool,
+                  datastore.moref if datastore else None)
+        return True
+
+    def rollback(self) -> None:
+        """Put the VM back as it was when finish_migration started (powered off)."""
+        if not self.recorded:
+            return  # nothing changed
+        driver, instance = self.driver, self.instance
+        old_flavor = (instance.old_flavor if instance.obj_attr_is_set("old_flavor") else None) \
+            or instance.flavor
+        try:
+            with errors.translated(instance):
+                if self.stray_backup:
+                    try:
+                        _delete_disk(driver, self.stray_backup, self.target)
+                    except Exception as exc:
+                        LOG.warning("Could not delete %s: %s", self.stray_backup, exc,
+                                    instance=instance)
+                now = resize_vm.read_facts(self.session, self.facts.ref)
+                # Back to the recorded host as is: the VM was there a moment ago.
+                restore(driver, self.context, instance, now, self.record,
+                        (self.facts.vcpus, self.facts.memory_mb), vdriver.flavor_settings(
+                            old_flavor), _annotation(instance, old_flavor), use_drs=False)
+        except Exception as exc:
+            LOG.error("Could not undo the failed resize; the VM needs an operator's look "
+                      "(resize record: %s): %s", self.record, exc, instance=instance)
+
+
+def _drop_stale(driver: VSphereDriver, instance, facts: VmFacts, stale: ResizeRecord,
+                ref: ClusterRef) -> None:
+    """A record of an earlier migration that was never confirmed or reverted.
+
+    Nova starts no resize while one awaits confirmation, so that migration
+    was abandoned (e.g. its instance was reset); the new record replaces
+    it, and the disk copy it kept would otherwise be left behind.
+    """
+    LOG.warning("The VM still carries the resize record of migration %s; replacing it",
+                stale.migration, instance=instance)
+    disk = facts.root_disk
+    if stale.disk_backup and (disk is None or disk.path != stale.disk_backup):
+        try:
+            with errors.translated(instance):
+                _delete_disk(driver, stale.disk_backup, ref)
+        except Exception as exc:  # a leftover file, not a reason to fail the resize
+            LOG.warning("Could not delete %s: %s", stale.disk_backup, exc, instance=instance)
+
+
+def finish_migration(driver: VSphereDriver, context, migration, instance, disk_info,
+                     network_info, image_meta, resize_instance: bool, allocations,
+                     block_device_info=None, power_on: bool = True) -> None:
+    """Place, move and resize the VM on this node; power it on if asked.
+
+    ``disk_info`` and ``resize_instance`` are not needed: the VM's state is
+    read from vCenter, and the disk grows when the flavor's root_gb exceeds
+    its capacity. On failure the VM is put back (place, size, root disk,
+    rules) and stays powered off, as it was when the call started.
+    """
+    target = driver._node(migration.dest_node)
+    settings = vdriver.flavor_settings(instance.flavor)
+    vm_ref = driver._vm_ref(instance)
+    with errors.translated(instance):
+        facts = resize_vm.read_facts(driver._session, vm_ref)
+        source = _cluster_ref(driver, facts.cluster)
+    if source is None or source.datacenter != target.datacenter:
+        raise exception.MigrationError(
+            reason=f"the VM is in cluster {source.name if source else facts.cluster} of "
+            f"another datacenter than cluster {target.name}; cold migration moves VMs "
+            "between clusters of one datacenter")
+    existing = facts.record
+    if existing is not None and existing.migration != migration.uuid:
+        _drop_stale(driver, instance, facts, existing, source)
+    record = existing if existing is not None and existing.migration == migration.uuid else \
+        ResizeRecord(migration=migration.uuid, cluster=facts.cluster, pool=facts.pool,
+                     host=facts.host, datastore=facts.datastore,
+                     disk_kb=facts.root_disk.capacity_kb if facts.root_disk else None)
+    work = _Finish(driver, context, instance, migration, target, source, facts, record,
+                   settings)
+    try:
+        with errors.translated(instance):
+            work.run(power_on)
+    except Exception:
+        with excutils.save_and_reraise_exception():
+            LOG.error("Resize/migration to %s failed; putting the VM back", target.name,
+                      instance=instance)
+            work.rollback()
+    finally:
+        driver._drs.release(target.moref, instance.uuid)
+
+
+# -- revert (source) and its shared core --------------------------------------------------
+
+
+def restore(driver: VSphereDriver, context, instance, facts: VmFacts,
+            record: ResizeRecord | None, size: tuple[int, int], settings, annotation: str,
+            use_drs: bool) -> None:
+    """Bring the VM back to ``record``'s place at ``size`` with ``settings`` (powered off).
+
+    Every step looks at the VM as it is, so a restore that failed half-way
+    can run again. ``use_drs``: a host other than the recorded one when
+    that no longer fits (a revert comes hours later); without it the VM
+    goes back to the recorded host as is.
+    """
+    session, vm_ref = driver._session, facts.ref
+    if facts.power_state != POWERED_OFF:
+        driver._vmops.power_off(vm_ref)
+    disk = facts.root_disk
+    if record is not None and record.disk_backup and disk is not None \
+            and disk.path != record.disk_backup:
+        # The grown disk goes; the copy of the disk as it was takes its place.
+        LOG.info("Restoring the root disk from %s", record.disk_backup, instance=instance)
+        session.run_task("ReconfigVM_Task", vm_ref, spec=resize_vm.swap_disk_spec(
+            session, disk, record.disk_backup, record.disk_kb))
+    here = _cluster_ref(driver, facts.cluster)
+    home = _cluster_ref(driver, record.cluster) if record is not None else here
+    if home is None:
+        raise exception.NovaException(
+            message=f"the VM's cluster {record.cluster if record else facts.cluster} is not in "
+            "vCenter any more")
+    group = driver._server_group(context, instance)
+    moved = home.moref != facts.cluster
+    repin = not moved and here is not None and \
+        _pins(driver, here, facts.moref) != _wanted_pins(settings)
+    if repin:
+        driver._rules.prune(here, {facts.moref})
+    if record is not None and (moved or facts.host != record.host
+                               or (record.datastore and facts.datastore != record.datastore)):
+        host = record.host
+        home_node = _managed(driver, home.moref)
+        if use_drs and home_node is not None and _builtin_drs():
+            state = driver._state(driver._nodename(home_node))
+            current = state.datastore(record.datastore) if record.datastore else None
+            host = choose_host(driver, state, instance, group, settings, facts.moref,
+                               [current] if current else [], keep=record.host).moref
+        LOG.info("Moving the instance back to cluster %s, host %s", home.name, host,
+                 instance=instance)
+        _relocate(driver, vm_ref, host, record.pool if facts.pool != record.pool else None,
+                  record.datastore if record.datastore != facts.datastore else None)
+    vcpus, memory_mb = size
+    session.run_task("ReconfigVM_Task", vm_ref, spec=resize_vm.size_spec(
+        session, vcpus, memory_mb, vdriver.resource_settings(settings), annotation,
+        resize_vm.cleared_options()))
+    if moved:
+        _join_rules(driver, home, instance, vm_ref, settings, group)
+        _prune_managed(driver, facts.cluster, facts.moref)
+    elif repin:
+        _join_rules(driver, home, instance, vm_ref, settings, group)
+    else:
+        _sync_group(driver, home, instance, group)
+
+
+def finish_revert_migration(driver: VSphereDriver, context, instance, network_info,
+                            migration, block_device_info=None, power_on: bool = True) -> None:
+    """Put the VM back where it was before the resize, at the old flavor, and power it on.
+
+    Nova has already restored the old flavor, host and node on the instance.
+    Also called by Nova after a crash in migrate_disk_and_power_off (no
+    record then: the VM did not move; it gets its flavor's size back).
+    """
+    vm_ref = driver._vm_ref(instance)
+    flavor = instance.flavor
+    settings = vdriver.flavor_settings(flavor)
+    with errors.translated(instance):
+        facts = resize_vm.read_facts(driver._session, vm_ref)
+        record = facts.record
+        if record is not None and migration is not None and record.migration != migration.uuid:
+            LOG.warning("The VM's resize record belongs to migration %s, not %s; restoring "
+                        "what it records", record.migration, migration.uuid, instance=instance)
+        try:
+            restore(driver, context, instance, facts, record,
+                    (int(flavor.vcpus), int(flavor.memory_mb)), settings,
+                    _annotation(instance, flavor), use_drs=True)
+        finally:
+            for ref in driver._nodes.values():
+                driver._drs.release(ref.moref, instance.uuid)
+        if power_on:
+            driver._vmops.power_on(vm_ref)
+
+
+# -- confirm (source) -------------------------------------------------------------------------
+
+
+def confirm_migration(driver: VSphereDriver, context, migration, instance,
+                      network_info) -> None:
+    """The resize stays: delete the copy of the old root disk and the resize record."""
+    vm_ref = driver._vm_ref(instance, required=False)
+    if vm_ref is None:
+        LOG.info("Instance has no VM in vCenter; nothing to confirm", instance=instance)
+        return
+    with errors.translated(instance):
+        facts = resize_vm.read_facts(driver._session, vm_ref)
+        record = facts.record
+        if record is None:
+            return
+        if migration is not None and record.migration != migration.uuid:
+            LOG.warning("The VM's resize record belongs to migration %s, not %s; it is "
+                        "cleared all the same", record.migration, migration.uuid,
+                        instance=instance)
+        disk = facts.root_disk
+        if record.disk_backup and (disk is None or disk.path != record.disk_backup):
+            here = _cluster_ref(driver, facts.cluster)
+            LOG.info("Deleting the copy of the old root disk %s", record.disk_backup,
+                     instance=instance)
+            _delete_disk(driver, record.disk_backup, here)
+        session = driver._session
+        session.run_task("ReconfigVM_Task", vm_ref,
+                         spec=resize_vm.options_spec(session, resize_vm.cleared_options()))
+    if facts.cluster != record.cluster:
+        _prune_managed(driver, record.cluster, facts.moref)
+

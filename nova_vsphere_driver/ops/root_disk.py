@@ -1,0 +1,154 @@
+"""spawn's root disk: the Glance image, cached per datastore, as the new VM's boot disk.
+
+The image's ``vmware_disktype`` (Nova: ``hw_disk_type``) says how its bytes
+become a disk (vsphere/images.py); ``vmware_adaptertype`` (Nova:
+``hw_disk_bus`` and ``hw_scsi_model``) which controller the root disk goes
+on. Anything vSphere cannot boot is refused with ImageUnacceptable before
+anything is created. The root disk is then a linked clone of the cached
+disk, or (``[vsphere] use_linked_clone = False``) a thin full copy, grown to
+the flavor's root disk size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import nova.conf
+from nova import exception
+from oslo_utils import units
+from oslo_vmware import vim_util
+
+from nova_vsphere_driver.vsphere import errors
+from nova_vsphere_driver.vsphere.images import (
+    DEFAULT_DISK_TYPE,
+    DISK_TYPES,
+    FLAT_TYPES,
+    ImageDisk,
+    ImportTarget,
+    InvalidImage,
+    vdm_adapter_type,
+)
+from nova_vsphere_driver.vsphere.vm import DEFAULT_ADAPTER_TYPE, RootDisk
+
+CONF = nova.conf.CONF
+
+#: Nova's hw_scsi_model values (from vmware_adaptertype) -> our adapter types.
+SCSI_MODELS = {
+    "lsilogic": "lsiLogic",
+    "lsisas1068": "lsiLogicsas",
+    "buslogic": "busLogic",
+    "vmpvscsi": "paraVirtual",
+}
+
+
+def _prop(props, name: str):
+    # Unset fields of Nova's image objects raise on getattr; .get does not.
+    return props.get(name, None) if props is not None else None
+
+
+def adapter_type(image_id: str, props) -> str:
+    """The root disk's adapter type the image asks for (lsiLogic when it says nothing)."""
+    bus = _prop(props, "hw_disk_bus")
+    model = _prop(props, "hw_scsi_model")
+    if bus == "ide":
+        return "ide"
+    if bus not in (None, "scsi"):
+        raise exception.ImageUnacceptable(
+            image_id=image_id, reason=f"disk bus {bus!r} is not available on vSphere "
+            "(use ide or scsi)")
+    if model is None:
+        return DEFAULT_ADAPTER_TYPE
+    try:
+        return SCSI_MODELS[model]
+    except KeyError:
+        raise exception.ImageUnacceptable(
+            image_id=image_id, reason=f"SCSI controller {model!r} is not available on "
+            f"vSphere (use one of {', '.join(sorted(SCSI_MODELS))})") from None
+
+
+def image_disk(image_meta) -> ImageDisk:
+    """What the image is, from its properties; ImageUnacceptable when vSphere cannot boot it."""
+    image_id = image_meta.id
+    props = image_meta.properties if image_meta.obj_attr_is_set("properties") else None
+    disk_type = _prop(props, "hw_disk_type") or DEFAULT_DISK_TYPE
+    if disk_type not in DISK_TYPES:
+        raise exception.ImageUnacceptable(
+            image_id=image_id, reason=f"vmware_disktype {disk_type!r} is not supported; "
+            f"use one of {', '.join(DISK_TYPES)}")
+    size = int(getattr(image_meta, "size", 0) or 0)
+    if size <= 0:
+        raise exception.ImageUnacceptable(image_id=image_id, reason="the image has no data")
+    return ImageDisk(image_id=image_id, size=size, disk_type=disk_type,
+                     adapter_type=adapter_type(image_id, props))
+
+
+def _import_target(drv, ref, datastore):
+    """Where a stream-optimized image's temporary VM goes: a usable host mounting the store."""
+    def target() -> ImportTarget:
+        state = drv._reader.cluster_state(ref)
+        hosts = sorted((h for h in state.usable_hosts() if datastore.moref in h.datastores),
+                       key=lambda h: h.name)
+        if not hosts and not state.vcenter_drs:
+            raise exception.ComputeResourcesUnavailable(
+                reason=f"cluster {ref.name}: no usable host mounts datastore {datastore.name} "
+                "to import the image on")
+        host_ref = vim_util.get_moref(hosts[0].moref, "HostSystem") if hosts else None
+        return ImportTarget(pool_ref=vim_util.get_moref(ref.resource_pool, "ResourcePool"),
+                            folder_ref=drv._vm_folder(ref), host_ref=host_ref)
+
+    return target
+
+
+def root_disk(drv, context, instance, image_meta, ref, datastore) -> RootDisk | None:
+    """The new VM's root disk on ``datastore`` (None: no image and no root disk)."""
+    flavor_kb = int(instance.flavor.root_gb or 0) * units.Mi
+    image_id = getattr(image_meta, "id", None) if image_meta is not None else None
+    if not image_id or not instance.image_ref:
+        return RootDisk(capacity_kb=flavor_kb) if flavor_kb > 0 else None
+    disk_format = getattr(image_meta, "disk_format", None)
+    if disk_format != "vmdk":
+        raise exception.ImageUnacceptable(
+            image_id=image_id, reason=f"disk format {disk_format!r} is not supported; "
+            "the vSphere driver boots VMDK images")
+    image = image_disk(image_meta)
+    if image.disk_type in FLAT_TYPES and flavor_kb and \
+            flavor_kb < math.ceil(image.size / units.Ki):
+        # A flat image's size is its disk's: refuse before downloading it.
+        raise exception.FlavorDiskSmallerThanImage(flavor_size=flavor_kb * units.Ki,
+                                                   image_size=image.size)
+
+    def download(writer) -> None:
+        drv._image_api.download(context, image_id, data=writer)
+
+    dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
+    try:
+        with errors.translated(instance):
+            cached = drv._images.fetch(dc_ref, ref.datacenter_name, datastore.name, image,
+                                       download, _import_target(drv, ref, datastore))
+    except InvalidImage as exc:
+        raise exception.ImageUnacceptable(image_id=image_id, reason=str(exc)) from None
+    if flavor_kb and flavor_kb < cached.capacity_kb:
+        raise exception.FlavorDiskSmallerThanImage(flavor_size=flavor_kb * units.Ki,
+                                                   image_size=cached.capacity_kb * units.Ki)
+    capacity_kb = max(flavor_kb, cached.capacity_kb)
+    if CONF.vsphere.use_linked_clone:
+        return RootDisk(capacity_kb=capacity_kb, parent_path=cached.path,
+                        adapter_type=image.adapter_type)
+    target = f"[{datastore.name}] {instance.uuid}/{instance.uuid}.vmdk"
+    session = drv._session
+    spec = session.factory("VirtualDiskSpec")
+    spec.diskType = "thin"
+    spec.adapterType = vdm_adapter_type(image.adapter_type)
+    with errors.translated(instance):
+        session.invoke("MakeDirectory", session.content.fileManager,
+                       name=f"[{datastore.name}] {instance.uuid}", datacenter=dc_ref,
+                       createParentDirectories=True)
+        session.run_task("CopyVirtualDisk_Task", session.content.virtualDiskManager,
+                         sourceName=cached.path, sourceDatacenter=dc_ref, destName=target,
+                         destDatacenter=dc_ref, destSpec=spec)
+        if capacity_kb > cached.capacity_kb:
+            session.run_task("ExtendVirtualDisk_Task", session.content.virtualDiskManager,
+                             name=target, datacenter=dc_ref, newCapacityKb=capacity_kb,
+                             eagerZero=False)
+    return RootDisk(capacity_kb=capacity_kb, existing_path=target,
+                    adapter_type=image.adapter_type)
