@@ -103,3 +103,18 @@ def test_errors_name_what_is_wrong(server, monkeypatch):
     monkeypatch.delenv("VSPHERE_PASSWORD")
     rc, message = _run(server, "status")
     assert rc == 2 and "VSPHERE_PASSWORD" in message
+
+
+def test_reads_nova_conf_like_nova_compute(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("VSPHERE_PASSWORD")
+    conf = tmp_path / "nova.conf"
+    conf.write_text(
+        "[vsphere]\n"
+        f"host_ip = 127.0.0.1\nhost_port = {server.port}\n"
+        f"host_username = {server.simulator.username}\n"
+        f"host_password = {server.simulator.password}\n"
+        "[vsphere_drs]\npolicy = packed\n")
+    argv = ["--config-file", str(conf), "--http", "--cluster", "c1", "status"]
+    out = io.StringIO()
+    assert drs_cli.run(drs_cli.build_parser().parse_args(argv), out) == 0
+    assert "cluster c1: imbalance" in out.getvalue()
