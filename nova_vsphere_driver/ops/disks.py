@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from nova_vsphere_driver.vsphere.suds_values import items
+
 #: vim controller types -> the adapter type names of Nova's and Cinder's
 #: VMware drivers (image property ``vmware_adaptertype``, Cinder's
 #: ``vmware:adapter_type``).
@@ -31,28 +33,14 @@ def type_name(obj: Any) -> str:
     return type(obj).__name__
 
 
-def array(value: Any) -> list:
-    """The items of a suds ``ArrayOfX`` (or of a plain list; [] for None)."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return value
-    for _name, inner in value:  # suds objects iterate as (field, value) pairs
-        if isinstance(inner, list):
-            return inner
-        if inner is not None:
-            return [inner]  # an array of one may arrive unwrapped
-    return []
-
-
 def device_list(value: Any) -> list:
     """The devices of a ``config.hardware.device`` value."""
-    return list(array(value))
+    return list(items(value))
 
 
 def option_values(value: Any) -> dict[str, str]:
     """``config.extraConfig`` as a dict."""
-    return {str(o.key): str(o.value) for o in array(value) if getattr(o, "value", None)}
+    return {str(o.key): str(o.value) for o in items(value) if getattr(o, "value", None)}
 
 
 def volume_uuids(extra_config: dict[str, str]) -> dict[str, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nova_vsphere_driver.vsphere.suds_values import items
+
 #: extraConfig key prefix mapping a NIC slot to its Neutron port
 #: (``nvp.iface-id.<N>`` = port id), as spawn writes it and NSX reads it.
 IFACE_ID_PREFIX = "nvp.iface-id."
@@ -16,18 +18,6 @@ SCSI_CONTROLLERS = frozenset({"VirtualLsiLogicController", "VirtualLsiLogicSASCo
 #: SCSI unit 7 is the controller itself.
 SCSI_CONTROLLER_UNIT = 7
 SCSI_UNITS = 16
-
-
-def items(value: Any) -> list:
-    """The list inside a suds ``ArrayOfX`` (or the list itself; [] for None)."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return value
-    for _name, inner in value:  # suds objects iterate as (field, value) pairs
-        if isinstance(inner, list):
-            return inner
-    return []
 
 
 def type_name(device: Any) -> str:

@@ -18,6 +18,7 @@ from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
 from nova_vsphere_driver.vsphere.session import VSphereSession
+from nova_vsphere_driver.vsphere.suds_values import items
 
 LOG = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -167,19 +168,6 @@ def _props(obj_content) -> dict[str, Any]:
     return {p.name: p.val for p in getattr(obj_content, "propSet", None) or []}
 
 
-def _array(value: Any) -> list:
-    """suds arrays arrive as ArrayOfX objects with one list attribute."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return value
-    for attr in ("ManagedObjectReference", "HostFeatureCapability", "string"):
-        items = getattr(value, attr, None)
-        if items is not None:
-            return list(items)
-    return []
-
-
 def retrieve(session: VSphereSession, spec, page_size: int) -> Iterator[Any]:
     """RetrievePropertiesEx with paging, yielding ObjectContent."""
     options = session.factory("RetrieveOptions")
@@ -218,7 +206,7 @@ def parse_rules(config) -> tuple[RuleState, ...]:
             key=int(rule.key), name=str(rule.name), kind=kind,
             mandatory=bool(getattr(rule, "mandatory", False)),
             enabled=bool(getattr(rule, "enabled", True)),
-            vms=tuple(moref_value(v) for v in _array(getattr(rule, "vm", None))),
+            vms=tuple(moref_value(v) for v in items(getattr(rule, "vm", None))),
             vm_group=getattr(rule, "vmGroupName", None),
             affine_host_group=getattr(rule, "affineHostGroupName", None),
             anti_affine_host_group=getattr(rule, "antiAffineHostGroupName", None)))
@@ -233,7 +221,7 @@ def parse_groups(config) -> tuple[GroupState, ...]:
             continue
         members = getattr(group, "vm" if kind == "vm" else "host", None)
         out.append(GroupState(name=str(group.name), kind=kind,
-                              members=tuple(moref_value(m) for m in _array(members))))
+                              members=tuple(moref_value(m) for m in items(members))))
     return tuple(out)
 
 
@@ -373,7 +361,7 @@ class InventoryReader:
                                          or 0),
                     managed_by_nova=managed is not None
                     and getattr(managed, "extensionKey", None) == NOVA_EXTENSION_KEY,
-                    datastores=tuple(moref_value(d) for d in _array(props.get("datastore")))))
+                    datastores=tuple(moref_value(d) for d in items(props.get("datastore")))))
             elif kind == "Datastore":
                 datastores.append(DatastoreState(
                     moref=ref, name=props.get("summary.name", ref),
@@ -409,9 +397,9 @@ class InventoryReader:
                 memory_mb=int(getattr(hw, "memorySize", 0) or 0) // MB,
                 cpu_used_mhz=int(getattr(stats, "overallCpuUsage", 0) or 0),
                 memory_used_mb=int(getattr(stats, "overallMemoryUsage", 0) or 0),
-                cpu_features=_feature_names(_array(props.get("config.featureCapability"))),
-                datastores=tuple(moref_value(d) for d in _array(props.get("datastore"))),
-                networks=tuple(moref_value(n) for n in _array(props.get("network")))))
+                cpu_features=_feature_names(items(props.get("config.featureCapability"))),
+                datastores=tuple(moref_value(d) for d in items(props.get("datastore"))),
+                networks=tuple(moref_value(n) for n in items(props.get("network")))))
         hosts.sort(key=lambda h: h.name)
         return ClusterState(ref=cluster, hosts=tuple(hosts), vms=tuple(vms),
                             datastores=tuple(sorted(datastores, key=lambda d: d.name)),
