@@ -263,6 +263,10 @@ class VSphereDriver(driver.ComputeDriver):
                         "= True and drop ServerGroupAffinityFilter/"
                         "ServerGroupAntiAffinityFilter from the scheduler's enabled_filters, "
                         "or (anti-)affinity groups will fail beyond one member.")
+        if len(nodes) > 1 and not CONF.allow_resize_to_same_host:
+            LOG.warning("This nova-compute manages %d clusters: a resize to another of them "
+                        "is a resize to the same nova-compute host, which Nova allows only "
+                        "with [DEFAULT] allow_resize_to_same_host = True", len(nodes))
         LOG.info("vSphere driver manages %d cluster(s): %s", len(nodes),
                  ", ".join(f"{r.name} ({n})" for n, r in nodes.items()))
         if drs_opts.mode == "builtin":
