@@ -21,6 +21,33 @@ logging.getLogger("suds.umx.typed").logger.setLevel(logging.ERROR)
 logging.getLogger("suds").logger.setLevel(logging.INFO)
 
 
+def _make_suds_replies_thread_safe() -> None:
+    """suds decodes every reply of a port through one shared MultiRef object.
+
+    ``MultiRef.process`` keeps its working lists on that object and ends with
+    ``body.children = self.nodes``: two threads decoding replies at once (the
+    driver's one session, Nova's native-threading mode) can swap replies, so
+    one call returns another call's result (seen with real Nova's concurrent
+    deletes: a RetrievePropertiesEx reply without its objects; in
+    tests/nova/test_threading.py: one host's name read for another, one
+    cluster's hosts for the other's). Give each reply its own MultiRef.
+    """
+    from suds.bindings import multiref
+
+    process = multiref.MultiRef.process
+    if getattr(process, "_per_call", False):
+        return
+
+    def per_call_process(self, body):
+        return process(multiref.MultiRef(), body)
+
+    per_call_process._per_call = True
+    multiref.MultiRef.process = per_call_process
+
+
+_make_suds_replies_thread_safe()
+
+
 #: Logins one call may need (the session can expire again right after one).
 MAX_RELOGINS = 2
 
