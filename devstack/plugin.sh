@@ -141,6 +141,14 @@ function install_nova_vsphere {
 # configure_nova_vsphere - point Nova at the vCenter (or the simulator).
 function configure_nova_vsphere {
     iniset "$NOVA_CONF" DEFAULT compute_driver vsphere.VSphereDriver
+    # A resize to another cluster of this nova-compute is a same-host resize.
+    iniset "$NOVA_CONF" DEFAULT allow_resize_to_same_host True
+    # Server groups are enforced per ESXi host by DRS rules: Nova's per
+    # nova-compute checks step aside (README.rst, "Configuration").
+    iniset "$NOVA_CONF" workarounds disable_group_policy_check_upcall True
+    iniset_multiline "$NOVA_CONF" filter_scheduler available_filters \
+        nova.scheduler.filters.all_filters \
+        nova_vsphere_driver.scheduler_filters.ServerGroupAntiAffinityFilter
     iniset "$NOVA_CONF" vsphere host_ip "$VSPHERE_HOST"
     iniset "$NOVA_CONF" vsphere host_port "$VSPHERE_PORT"
     iniset "$NOVA_CONF" vsphere host_username "$VSPHERE_USER"

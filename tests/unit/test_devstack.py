@@ -191,6 +191,8 @@ def test_real_vcenter_stack(env):
     assert not result.conf("stack:extra")
     assert result.nova_conf(env, "stack:post-config") == {
         "DEFAULT.compute_driver": "vsphere.VSphereDriver",
+        "DEFAULT.allow_resize_to_same_host": "True",
+        "workarounds.disable_group_policy_check_upcall": "True",
         "vsphere.host_ip": "vc.example.test",
         "vsphere.host_port": "443",
         "vsphere.host_username": "nova@vsphere.local",
@@ -202,6 +204,10 @@ def test_real_vcenter_stack(env):
         "vsphere_drs.mode": "builtin",
         "vsphere_drs.policy": "balanced",
     }
+    assert result.of("iniset_multiline", "stack:post-config") == [[
+        env["NOVA_CONF"], "filter_scheduler", "available_filters",
+        "nova.scheduler.filters.all_filters",
+        "nova_vsphere_driver.scheduler_filters.ServerGroupAntiAffinityFilter"]]
     assert not result.of("run_process") and not result.of("wait_for_service")
     assert "vsphere-sim" not in result.of("settings-loaded")[0][0]
     assert any("Prod-1,Prod-2" in args[0] and "vc.example.test" in args[0]
@@ -301,6 +307,8 @@ def test_simulator_stack(env):
     assert result.of("setup_develop", "stack:install") == [[str(ROOT)]]
     assert result.nova_conf(env, "stack:post-config") == {
         "DEFAULT.compute_driver": "vsphere.VSphereDriver",
+        "DEFAULT.allow_resize_to_same_host": "True",
+        "workarounds.disable_group_policy_check_upcall": "True",
         "vsphere.host_ip": "127.0.0.1",
         "vsphere.host_port": "8989",
         "vsphere.host_username": "administrator@vsphere.local",
