@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except inventory_mod.InventoryError as exc:
         print(f"error: --inventory: {exc}", file=sys.stderr)
         return 2
+    # Before anything is printed: whoever reads the banner may stop us at once.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     host, port = args.listen
     server = SimulatorServer(sim, host=host, port=port, tls_enabled=args.tls or bool(args.cert),
                              cert_file=args.cert, key_file=args.key)
@@ -81,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     if server.ca_file:
         print(f"  CA certificate: {server.ca_file}", flush=True)
     print(f"  inventory: {hosts} hosts, {len(sim.vms())} VMs", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         stop.wait()
     except KeyboardInterrupt:

@@ -1,0 +1,59 @@
+"""The commands README.rst names run: the simulator CLI and both benchmarks."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(*args: str, timeout: float = 240) -> str:
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_simulator_cli_serves_and_stops_on_sigterm(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "nova_vsphere_driver.simulator",
+                             "--listen", "127.0.0.1:0", "--password", "pw-test"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        lines = []
+        while time.monotonic() < deadline and url is None:
+            line = proc.stdout.readline()
+            lines.append(line)
+            match = re.search(r"listening on (http://\S+/sdk)", line)
+            url = match.group(1) if match else None
+        assert url, lines
+        banner = "".join(lines + [proc.stdout.readline(), proc.stdout.readline()])
+        assert "password: pw-test" in banner
+        assert "127.0.0.1" in url  # loopback by default
+        versions = requests.get(url + "/vimServiceVersions.xml", timeout=10)
+        assert versions.status_code == 200 and "urn:vim25" in versions.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("script", ["drs"])
+def test_drs_benchmark_quick_run_prints_its_tables(script):
+    out = _run(f"tools/bench/{script}.py", "--quick")
+    assert "Balancing from a skewed start" in out
+    assert "ProxLB" in out and "Watcher" in out
+
+
+def test_simulator_benchmark_small_run_prints_ratios():
+    out = _run("tools/bench/simulator.py", "--hosts", "8", "--vms", "200", "--repeat", "5")
+    assert "pyVmomi" in out and "oslo.vmware" in out
+    assert re.search(r"x[0-9.]+ of CurrentTime", out), out
