@@ -23,8 +23,8 @@ from oslo_utils import units
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
+from nova_vsphere_driver import HYPERVISOR_TYPE, drs, extra_specs
 from nova_vsphere_driver import conf as vsphere_conf
-from nova_vsphere_driver import drs, extra_specs
 from nova_vsphere_driver.cluster import build_inventory, matching_datastores
 from nova_vsphere_driver.cluster_drs import ClusterDrs, DrsSettings, PassReport, PassSchedule
 from nova_vsphere_driver.ops import console as console_ops
@@ -58,7 +58,6 @@ LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
 vsphere_conf.register_opts(CONF)
 
-HYPERVISOR_TYPE = "VMware vCenter Server"
 #: Namespace for the compute node UUIDs derived from node names.
 NODE_UUID_NAMESPACE = uuid.UUID("4e9a4f5c-3f0b-4f57-9b2a-5d1b5a8d7f21")
 
@@ -260,9 +259,9 @@ class VSphereDriver(driver.ComputeDriver):
             LOG.warning("Nova checks server group policies per nova-compute service, which "
                         "here manages whole clusters; this driver enforces them per ESXi host "
                         "with DRS rules. Set [workarounds] disable_group_policy_check_upcall "
-                        "= True and drop ServerGroupAffinityFilter/"
-                        "ServerGroupAntiAffinityFilter from the scheduler's enabled_filters, "
-                        "or (anti-)affinity groups will fail beyond one member.")
+                        "= True here, and load nova_vsphere_driver.scheduler_filters."
+                        "ServerGroupAntiAffinityFilter into nova-scheduler after Nova's "
+                        "filters, or anti-affinity groups will fail beyond one member.")
         if len(nodes) > 1 and not CONF.allow_resize_to_same_host:
             LOG.warning("This nova-compute manages %d clusters: a resize to another of them "
                         "is a resize to the same nova-compute host, which Nova allows only "
@@ -528,6 +527,12 @@ class VSphereDriver(driver.ComputeDriver):
 
         return root_disk_ops.root_disk(self, context, instance, image_meta, ref, datastore)
 
+    def _guest_id(self, context, image_meta) -> str:
+        """The guest OS type the image asks for (its vmware_ostype; ops/guest_os.py)."""
+        from nova_vsphere_driver.ops import guest_os
+
+        return guest_os.guest_id(self, context, image_meta)
+
     def _server_group(self, context, instance):
         """The instance's Nova server group, or None."""
         try:
@@ -585,9 +590,8 @@ class VSphereDriver(driver.ComputeDriver):
             spec = VmSpec(
                 name=instance.uuid, instance_uuid=instance.uuid, vcpus=int(flavor.vcpus),
                 memory_mb=int(flavor.memory_mb),
-                # (Unset fields of Nova's image objects raise NotImplementedError,
-                # not AttributeError: getattr(props, "os_distro", None) crashed.)
-                guest_id="otherGuest64",
+                # The image's vmware_ostype (ops/guest_os.py; _root_disk checked it).
+                guest_id=self._guest_id(context, image_meta),
                 datastore_name=datastore.name,
                 annotation=f"name:{instance.display_name}\nuuid:{instance.uuid}\n"
                 f"project:{instance.project_id}\nflavor:{flavor.name}",

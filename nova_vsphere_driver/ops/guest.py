@@ -9,7 +9,6 @@ their earlier steps when a later one fails.
 from __future__ import annotations
 
 import contextlib
-import math
 import posixpath
 import re
 from collections.abc import Iterator
@@ -19,12 +18,13 @@ import nova.conf
 from nova import exception
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
-from oslo_utils import units
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
+from nova_vsphere_driver.ops import root_disk as root_disk_ops
 from nova_vsphere_driver.ops import vm_devices
 from nova_vsphere_driver.vsphere import errors
+from nova_vsphere_driver.vsphere.images import CachedImage, ImageDisk, vdm_adapter_type
 from nova_vsphere_driver.vsphere.inventory import ClusterRef
 from nova_vsphere_driver.vsphere.vm import (
     POWERED_OFF,
@@ -281,27 +281,21 @@ class GuestOps:
             LOG.warning("Could not delete %s: %s", path, exc)
 
     def _cache_rescue_image(self, context, instance, image_meta, ref: ClusterRef,
-                            ds_name: str) -> tuple[str, int]:
-        """The cached image's datastore path on ``ds_name`` and the disk's capacity (KB)."""
+                            ds_name: str) -> tuple[CachedImage, ImageDisk]:
+        """The rescue image as a disk in ``ds_name``'s image cache, whatever its VMDK type.
+
+        The same typed fetch as spawn's root disk (ops/root_disk.py): a
+        stream-optimized image is imported, a sparse one converted.
+        """
         image_id = getattr(image_meta, "id", None) if image_meta is not None else None
         if not image_id:
             raise exception.InstanceNotRescuable(instance_id=instance.uuid,
                                                  reason="no rescue image was given")
-        disk_format = getattr(image_meta, "disk_format", None)
-        if disk_format != "vmdk":
-            raise exception.ImageUnacceptable(
-                image_id=image_id, reason=f"disk format {disk_format!r} cannot be a rescue "
-                "disk; the vSphere driver boots VMDK images")
-        size = int(getattr(image_meta, "size", 0) or 0)
-
-        def download(writer):
-            self._driver._image_api.download(context, image_id, data=writer)
-
-        dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
-        with errors.translated(instance):
-            cached = self._driver._images.ensure(dc_ref, ref.datacenter_name, ds_name, image_id,
-                                                 size, download)
-        return cached, max(math.ceil(size / units.Ki), 1)
+        image = root_disk_ops.image_disk(image_meta)
+        datastore = root_disk_ops.datastore_named(self._driver._state(instance.node), ds_name)
+        cached = root_disk_ops.cached_image(self._driver, context, instance, image, ref,
+                                            ds_name, datastore.moref)
+        return cached, image
 
     def rescue(self, context, instance, network_info, image_meta, rescue_password,
                block_device_info, share_info=None) -> None:
@@ -328,8 +322,7 @@ class GuestOps:
         if rescue_password:
             LOG.debug("vSphere cannot set the rescue password in the guest; ignored",
                       instance=instance)
-        cached, capacity_kb = self._cache_rescue_image(context, instance, image_meta, ref,
-                                                       ds_name)
+        cached, image = self._cache_rescue_image(context, instance, image_meta, ref, ds_name)
         if str(props.get("runtime.powerState")) != POWERED_OFF:
             with errors.translated(instance):
                 self._vmops.power_off(vm_ref)
@@ -337,17 +330,21 @@ class GuestOps:
         self._delete_disk_quietly(dc_ref, path)
         attached = False
         try:
-            parent = cached
+            # A delta disk has its parent's capacity (vCenter refuses any other).
+            parent: str | None = cached.path
             if not CONF.vsphere.use_linked_clone:
+                copy_spec = self._session.factory("VirtualDiskSpec")
+                copy_spec.diskType = "thin"
+                copy_spec.adapterType = vdm_adapter_type(image.adapter_type)
                 with errors.translated(instance):
                     self._session.run_task(
                         "CopyVirtualDisk_Task", self._session.content.virtualDiskManager,
-                        sourceName=cached, sourceDatacenter=dc_ref, destName=path,
-                        destDatacenter=dc_ref)
+                        sourceName=cached.path, sourceDatacenter=dc_ref, destName=path,
+                        destDatacenter=dc_ref, destSpec=copy_spec)
                 parent = None
             spec = self._session.factory("VirtualMachineConfigSpec")
-            spec.deviceChange = self._rescue_disk_change(devices, root, path, capacity_kb,
-                                                         parent)
+            spec.deviceChange = self._rescue_disk_change(devices, root, path,
+                                                         cached.capacity_kb, parent)
             self._reconfigure(instance, vm_ref, spec)
             attached = True
             # vCenter gives the new disk its key: read it to put the disk first.

@@ -3,10 +3,13 @@
 The image's ``vmware_disktype`` (Nova: ``hw_disk_type``) says how its bytes
 become a disk (vsphere/images.py); ``vmware_adaptertype`` (Nova:
 ``hw_disk_bus`` and ``hw_scsi_model``) which controller the root disk goes
-on. Anything vSphere cannot boot is refused with ImageUnacceptable before
-anything is created. The root disk is then a linked clone of the cached
-disk, or (``[vsphere] use_linked_clone = False``) a thin full copy, grown to
-the flavor's root disk size.
+on; ``vmware_ostype`` the guest type (ops/guest_os.py). Anything vSphere
+cannot boot is refused with ImageUnacceptable before anything is created.
+The root disk is then a linked clone -- a delta disk of its parent's
+capacity, which is the cached disk or, for a bigger flavor, the cache's
+copy of it extended to the flavor's size -- or (``[vsphere]
+use_linked_clone = False``) a thin full copy grown to the flavor's size.
+Rescue (ops/guest.py) gets its image through the same typed cache.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from nova import exception
 from oslo_utils import units
 from oslo_vmware import vim_util
 
+from nova_vsphere_driver.ops import guest_os
 from nova_vsphere_driver.vsphere import errors
 from nova_vsphere_driver.vsphere.images import (
     DEFAULT_DISK_TYPE,
     DISK_TYPES,
     FLAT_TYPES,
+    CachedImage,
     ImageDisk,
     ImportTarget,
     InvalidImage,
@@ -69,6 +74,11 @@ def adapter_type(image_id: str, props) -> str:
 def image_disk(image_meta) -> ImageDisk:
     """What the image is, from its properties; ImageUnacceptable when vSphere cannot boot it."""
     image_id = image_meta.id
+    disk_format = getattr(image_meta, "disk_format", None)
+    if disk_format != "vmdk":
+        raise exception.ImageUnacceptable(
+            image_id=image_id, reason=f"disk format {disk_format!r} is not supported; "
+            "the vSphere driver boots VMDK images")
     props = image_meta.properties if image_meta.obj_attr_is_set("properties") else None
     disk_type = _prop(props, "hw_disk_type") or DEFAULT_DISK_TYPE
     if disk_type not in DISK_TYPES:
@@ -82,15 +92,25 @@ def image_disk(image_meta) -> ImageDisk:
                      adapter_type=adapter_type(image_id, props))
 
 
-def _import_target(drv, ref, datastore):
+def datastore_named(state, ds_name: str):
+    """The DatastoreState named ``ds_name`` in a cluster's ``state``."""
+    found = next((d for d in state.datastores if d.name == ds_name), None)
+    if found is None:
+        raise exception.ComputeResourcesUnavailable(
+            reason=f"cluster {state.ref.name} has no datastore {ds_name}")
+    return found
+
+
+def _import_target(drv, ref, ds_name: str):
     """Where a stream-optimized image's temporary VM goes: a usable host mounting the store."""
     def target() -> ImportTarget:
         state = drv._reader.cluster_state(ref)
+        datastore = datastore_named(state, ds_name)
         hosts = sorted((h for h in state.usable_hosts() if datastore.moref in h.datastores),
                        key=lambda h: h.name)
         if not hosts and not state.vcenter_drs:
             raise exception.ComputeResourcesUnavailable(
-                reason=f"cluster {ref.name}: no usable host mounts datastore {datastore.name} "
+                reason=f"cluster {ref.name}: no usable host mounts datastore {ds_name} "
                 "to import the image on")
         host_ref = vim_util.get_moref(hosts[0].moref, "HostSystem") if hosts else None
         return ImportTarget(pool_ref=vim_util.get_moref(ref.resource_pool, "ResourcePool"),
@@ -99,41 +119,52 @@ def _import_target(drv, ref, datastore):
     return target
 
 
+def cached_image(drv, context, instance, image: ImageDisk, ref, ds_name: str,
+                 ds_moref: str) -> CachedImage:
+    """``image`` as a disk in the image cache of datastore ``ds_name`` (made if needed)."""
+    def download(writer) -> None:
+        drv._image_api.download(context, image.image_id, data=writer)
+
+    dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
+    try:
+        with errors.translated(instance):
+            return drv._images.fetch(dc_ref, ref.datacenter_name, ds_name, image, download,
+                                     _import_target(drv, ref, ds_name),
+                                     ds_ref=vim_util.get_moref(ds_moref, "Datastore"))
+    except InvalidImage as exc:
+        raise exception.ImageUnacceptable(image_id=image.image_id, reason=str(exc)) from None
+
+
 def root_disk(drv, context, instance, image_meta, ref, datastore) -> RootDisk | None:
     """The new VM's root disk on ``datastore`` (None: no image and no root disk)."""
-    flavor_kb = int(instance.flavor.root_gb or 0) * units.Mi
+    # Checked first, so that a guest type vSphere does not know creates nothing.
+    guest_os.guest_id(drv, context, image_meta)
+    root_gb = int(instance.flavor.root_gb or 0)
+    flavor_kb = root_gb * units.Mi
     image_id = getattr(image_meta, "id", None) if image_meta is not None else None
     if not image_id or not instance.image_ref:
         return RootDisk(capacity_kb=flavor_kb) if flavor_kb > 0 else None
-    disk_format = getattr(image_meta, "disk_format", None)
-    if disk_format != "vmdk":
-        raise exception.ImageUnacceptable(
-            image_id=image_id, reason=f"disk format {disk_format!r} is not supported; "
-            "the vSphere driver boots VMDK images")
     image = image_disk(image_meta)
     if image.disk_type in FLAT_TYPES and flavor_kb and \
             flavor_kb < math.ceil(image.size / units.Ki):
         # A flat image's size is its disk's: refuse before downloading it.
         raise exception.FlavorDiskSmallerThanImage(flavor_size=flavor_kb * units.Ki,
                                                    image_size=image.size)
-
-    def download(writer) -> None:
-        drv._image_api.download(context, image_id, data=writer)
-
-    dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
-    try:
-        with errors.translated(instance):
-            cached = drv._images.fetch(dc_ref, ref.datacenter_name, datastore.name, image,
-                                       download, _import_target(drv, ref, datastore))
-    except InvalidImage as exc:
-        raise exception.ImageUnacceptable(image_id=image_id, reason=str(exc)) from None
+    cached = cached_image(drv, context, instance, image, ref, datastore.name, datastore.moref)
     if flavor_kb and flavor_kb < cached.capacity_kb:
         raise exception.FlavorDiskSmallerThanImage(flavor_size=flavor_kb * units.Ki,
                                                    image_size=cached.capacity_kb * units.Ki)
-    capacity_kb = max(flavor_kb, cached.capacity_kb)
+    dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
     if CONF.vsphere.use_linked_clone:
-        return RootDisk(capacity_kb=capacity_kb, parent_path=cached.path,
+        parent = cached
+        if flavor_kb > cached.capacity_kb:
+            # vCenter makes a delta disk only of its parent's capacity.
+            with errors.translated(instance):
+                parent = drv._images.sized(dc_ref, ref.datacenter_name, datastore.name, image,
+                                           cached, root_gb)
+        return RootDisk(capacity_kb=parent.capacity_kb, parent_path=parent.path,
                         adapter_type=image.adapter_type)
+    capacity_kb = max(flavor_kb, cached.capacity_kb)
     target = f"[{datastore.name}] {instance.uuid}/{instance.uuid}.vmdk"
     session = drv._session
     spec = session.factory("VirtualDiskSpec")

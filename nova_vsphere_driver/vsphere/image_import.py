@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -32,13 +31,16 @@ from oslo_utils import units
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import rw_handles
 
-from nova_vsphere_driver.vsphere import vmdk
-from nova_vsphere_driver.vsphere.session import TaskTimeout, VSphereSession
+from nova_vsphere_driver.vsphere import leases, vmdk
+from nova_vsphere_driver.vsphere.session import VSphereSession
 from nova_vsphere_driver.vsphere.vm import CONTROLLER_TYPES, IDE_CONTROLLER_KEY
 
 LOG = logging.getLogger(__name__)
 #: Temporary VMs of imports are named so (with the image id and a random tail).
 IMPORT_VM_PREFIX = "nova-image-import-"
+#: ... and annotated so: together they tell a leftover import VM of ours
+#: (vsphere/image_leftovers.py) from anything else.
+IMPORT_ANNOTATION = "nova-vsphere-driver: temporary VM of the import of image"
 #: HTTP answers of a datastore or NFC host that mean "stored".
 STORED = (200, 201, 204)
 
@@ -190,27 +192,12 @@ class FirstSector:
             self.target.close()
 
 
-def wait_ready(session: VSphereSession, lease: Any, timeout: float) -> Any:
-    """The lease's info once it is ready; its fault if it fails; TaskTimeout after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        state = session.call("get_object_property", lease, "state", skip_op_id=True)
-        if state == "ready":
-            return session.call("get_object_property", lease, "info")
-        if state == "error":
-            raise vexc.translate_fault(session.call("get_object_property", lease, "error"))
-        if state == "done":
-            raise vexc.VimException("the import lease ended before the upload")
-        if time.monotonic() >= deadline:
-            raise TaskTimeout(f"import lease still {state} after {timeout:.0f} s")
-        time.sleep(session.task_poll_interval)
-
-
 def import_spec(session: VSphereSession, name: str, ds_name: str, capacity_kb: int,
-                adapter_type: str) -> Any:
+                adapter_type: str, image_id: str) -> Any:
     """A VirtualMachineImportSpec: a VM that only holds a thin disk, never powered on."""
     config = session.factory("VirtualMachineConfigSpec")
     config.name = name
+    config.annotation = f"{IMPORT_ANNOTATION} {image_id}"
     config.guestId = "otherGuest64"
     config.numCPUs = 1
     config.memoryMB = 128
@@ -267,6 +254,7 @@ class StreamImport:
         self.adapter_type = adapter_type
         self._target = target
         self.verify = verify
+        self.image_id = image_id
         self.name = f"{IMPORT_VM_PREFIX}{image_id}-{uuid.uuid4().hex[:8]}"
         self.folder_ref: Any = None
         self.lease: Any = None
@@ -286,13 +274,14 @@ class StreamImport:
         target = self._target()
         self.folder_ref = target.folder_ref
         spec = import_spec(self.session, self.name, self.ds_name, header.capacity_kb,
-                           self.adapter_type)
+                           self.adapter_type, self.image_id)
         kwargs = {"host": target.host_ref} if target.host_ref is not None else {}
         LOG.info("Importing image as VM %s on datastore %s (%d KB disk)", self.name,
                  self.ds_name, header.capacity_kb)
         self.lease = self.session.invoke("ImportVApp", target.pool_ref, spec=spec,
                                          folder=target.folder_ref, **kwargs)
-        info = wait_ready(self.session, self.lease, self.session.api_timeout)
+        info = leases.wait_ready(self.session, self.lease, self.session.api_timeout,
+                                  "import")
         self.vm_ref = info.entity
         self.upload = NfcDiskUpload(self.session, self.lease, info, self.size,
                                     verify=self.verify)

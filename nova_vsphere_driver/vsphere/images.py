@@ -21,6 +21,16 @@ taken for a cached one, and a failed one leaves nothing behind. Whether an
 image is cached is one HTTP GET of its descriptor (no SOAP call), which also
 gives its capacity. Concurrent requests for the same image on the same
 datastore make it once.
+
+vCenter creates a linked clone's delta disk only with its parent's capacity
+(a disk with a parent cannot be expanded). A root disk bigger than the
+image therefore hangs off a copy of the cached disk extended to that size,
+``<id>/<id>.<GiB>.vmdk`` (as Nova's in-tree driver keeps them), made once
+per datastore, image and size the same way (:meth:`ImageCache.sized`).
+
+What a nova-compute that died mid-way left (temporary folders, import VMs)
+is removed on the first use of each datastore's cache
+(vsphere/image_leftovers.py).
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from nova_vsphere_driver.vsphere.image_import import (
     InvalidImage,
     StreamImport,
 )
+from nova_vsphere_driver.vsphere.image_leftovers import LeftoverSweep
 from nova_vsphere_driver.vsphere.session import VSphereSession
 from nova_vsphere_driver.vsphere.vm import DEFAULT_ADAPTER_TYPE
 
@@ -60,6 +71,9 @@ DISK_TYPES = (STREAM_OPTIMIZED, SPARSE, *FLAT_TYPES)
 DEFAULT_DISK_TYPE = "preallocated"
 #: How much of a cached image's descriptor is read (descriptors are < 1 KiB).
 DESCRIPTOR_BYTES = 64 * 1024
+#: Leftovers untouched for this many api_timeouts are no work in progress:
+#: every transfer and task of a caching is bounded by one.
+LEFTOVER_AGE_TIMEOUTS = 2
 
 __all__ = ["DISK_TYPES", "CachedImage", "ImageCache", "ImageDisk", "ImportTarget",
            "InvalidImage"]
@@ -111,12 +125,40 @@ class ImageCache:
         self.verify = verify
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
+        #: Datastores swept of leftovers by this process.
+        self._swept: set[str] = set()
+        #: Temporary folders and import VMs this process is working on.
+        self._busy: set[str] = set()
+        self._leftovers = LeftoverSweep(session, self.cache_dir,
+                                        session.api_timeout * LEFTOVER_AGE_TIMEOUTS,
+                                        self._busy_names)
 
     def path(self, image_id: str) -> str:
         return f"{self.cache_dir}/{image_id}/{image_id}.vmdk"
 
+    def sized_path(self, image_id: str, capacity_gb: int) -> str:
+        """The cached disk of ``image_id`` extended to ``capacity_gb`` GiB."""
+        return f"{self.cache_dir}/{image_id}/{image_id}.{capacity_gb}.vmdk"
+
     def datastore_path(self, datastore: str, image_id: str) -> str:
         return f"[{datastore}] {self.path(image_id)}"
+
+    def _lock(self, ds_name: str, image_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((ds_name, image_id), threading.Lock())
+
+    def _busy_names(self) -> list[str]:
+        with self._guard:
+            return list(self._busy)
+
+    def _working_on(self, path: str, busy: bool) -> None:
+        """Mark a temporary folder or import VM (by its name) in use by this process."""
+        name = path.rsplit("/", 1)[-1]
+        with self._guard:
+            if busy:
+                self._busy.add(name)
+            else:
+                self._busy.discard(name)
 
     def _url(self, dc_name: str, ds_name: str, rel: str) -> str:
         query = urllib.parse.urlencode({"dcPath": dc_name, "dsName": ds_name})
@@ -142,7 +184,10 @@ class ImageCache:
 
     def lookup(self, dc_name: str, ds_name: str, image_id: str) -> CachedImage | _Stale | None:
         """The cached disk of ``image_id`` on ``ds_name``; None if absent; STALE if unusable."""
-        url = self._url(dc_name, ds_name, self.path(image_id))
+        return self._lookup(dc_name, ds_name, self.path(image_id))
+
+    def _lookup(self, dc_name: str, ds_name: str, rel: str) -> CachedImage | _Stale | None:
+        url = self._url(dc_name, ds_name, rel)
         try:
             resp = self._get(url)
         except requests.RequestException as exc:
@@ -152,34 +197,36 @@ class ImageCache:
             if resp.status_code == 404:
                 return None
             if resp.status_code != 200:
-                raise vexc.VimException(f"cannot read {self.datastore_path(ds_name, image_id)}"
-                                        f": HTTP {resp.status_code}")
+                raise vexc.VimException(f"cannot read [{ds_name}] {rel}: HTTP "
+                                        f"{resp.status_code}")
             head = resp.raw.read(DESCRIPTOR_BYTES)
         finally:
             resp.close()
         capacity_kb = vmdk.descriptor_capacity_kb(head)
         if capacity_kb is None:
             return STALE
-        return CachedImage(self.datastore_path(ds_name, image_id), capacity_kb)
+        return CachedImage(f"[{ds_name}] {rel}", capacity_kb)
 
     # -- making it --------------------------------------------------------------------
 
     def fetch(self, dc_ref, dc_name: str, ds_name: str, image: ImageDisk,
               download: Callable[[object], None],
-              target: Callable[[], ImportTarget] | None = None) -> CachedImage:
+              target: Callable[[], ImportTarget] | None = None, *,
+              ds_ref=None) -> CachedImage:
         """The cached disk of ``image`` on ``ds_name``, made first if needed.
 
         ``download(writer)`` writes the image's bytes into ``writer``;
         ``target()`` says where a stream-optimized image's temporary VM goes
         (asked only when one is imported). Raises InvalidImage when the data
-        does not match the image's disk type.
+        does not match the image's disk type. The datastore (``ds_ref``) is
+        swept of leftovers on its first use.
         """
         if image.disk_type not in DISK_TYPES:
             raise InvalidImage(f"disk type {image.disk_type!r} is not one of "
                                f"{', '.join(DISK_TYPES)}")
-        with self._guard:
-            lock = self._locks.setdefault((ds_name, image.image_id), threading.Lock())
-        with lock:
+        if ds_ref is not None:
+            self._sweep_once(dc_ref, ds_ref, ds_name)
+        with self._lock(ds_name, image.image_id):
             found = self.lookup(dc_name, ds_name, image.image_id)
             if isinstance(found, CachedImage):
                 return found
@@ -189,11 +236,85 @@ class ImageCache:
             return self._make(dc_ref, dc_name, ds_name, image, download, target,
                               replace=found is STALE)
 
-    def ensure(self, dc_ref, dc_name: str, ds_name: str, image_id: str, size: int,
-               download: Callable[[object], None]) -> str:
-        """The cached disk's path of a flat (``preallocated``) image (see :meth:`fetch`)."""
-        return self.fetch(dc_ref, dc_name, ds_name, ImageDisk(image_id, size),
-                          download).path
+    def _sweep_once(self, dc_ref, ds_ref, ds_name: str) -> None:
+        with self._guard:
+            if ds_name in self._swept:
+                return
+            self._swept.add(ds_name)
+        try:
+            removed = self._leftovers.sweep(dc_ref, ds_ref, ds_name)
+        except Exception as exc:  # a cleanup must never fail the spawn that triggered it
+            LOG.warning("Could not look for image cache leftovers on datastore %s: %s",
+                        ds_name, exc)
+            return
+        if removed:
+            LOG.info("Removed %d leftover(s) of unfinished image caching on datastore %s",
+                     len(removed), ds_name)
+
+    def sized(self, dc_ref, dc_name: str, ds_name: str, image: ImageDisk,
+              base: CachedImage, capacity_gb: int) -> CachedImage:
+        """A disk of ``capacity_gb`` GiB holding ``base`` (the image's cached disk).
+
+        The parent a linked clone of that size needs: ``base`` itself when it
+        has that capacity, else a copy of it extended to it, made once (built
+        in a temporary folder, moved into place).
+        """
+        capacity_kb = capacity_gb * units.Mi
+        if capacity_kb == base.capacity_kb:
+            return base
+        if capacity_kb < base.capacity_kb:
+            raise ValueError(f"{base.path} holds {base.capacity_kb} KB: more than "
+                             f"{capacity_gb} GiB")
+        rel = self.sized_path(image.image_id, capacity_gb)
+        with self._lock(ds_name, image.image_id):
+            found = self._lookup(dc_name, ds_name, rel)
+            if isinstance(found, CachedImage):
+                if found.capacity_kb != capacity_kb:
+                    # Never replaced: it may be the parent of linked clones.
+                    raise vexc.VimException(f"[{ds_name}] {rel} holds a disk of "
+                                            f"{found.capacity_kb} KB, not {capacity_kb} KB")
+                return found
+            if found is STALE:
+                # Not a disk, so nobody's parent: made again.
+                LOG.warning("[%s] %s is not a usable disk; replacing it", ds_name, rel)
+                self._delete(dc_ref, f"[{ds_name}] {rel}")
+            return self._make_sized(dc_ref, dc_name, ds_name, image, base, capacity_kb, rel)
+
+    def _make_sized(self, dc_ref, dc_name: str, ds_name: str, image: ImageDisk,
+                    base: CachedImage, capacity_kb: int, rel: str) -> CachedImage:
+        work = f"{self.cache_dir}/{image.image_id}.part-{uuid.uuid4().hex[:8]}"
+        copy = f"[{ds_name}] {work}/{rel.rsplit('/', 1)[-1]}"
+        LOG.info("Extending a copy of cached image %s to %d KB on datastore %s",
+                 image.image_id, capacity_kb, ds_name)
+        vdm = self.session.content.virtualDiskManager
+        spec = self.session.factory("VirtualDiskSpec")
+        # Thin: the extension is never written (the clones' deltas take the writes).
+        spec.diskType = "thin"
+        spec.adapterType = vdm_adapter_type(image.adapter_type)
+        self._working_on(work, True)
+        try:
+            self.session.invoke("MakeDirectory", self.session.content.fileManager,
+                                name=f"[{ds_name}] {work}", datacenter=dc_ref,
+                                createParentDirectories=True)
+            self.session.run_task("CopyVirtualDisk_Task", vdm, sourceName=base.path,
+                                  sourceDatacenter=dc_ref, destName=copy,
+                                  destDatacenter=dc_ref, destSpec=spec)
+            self.session.run_task("ExtendVirtualDisk_Task", vdm, name=copy, datacenter=dc_ref,
+                                  newCapacityKb=capacity_kb, eagerZero=False)
+            # The move is what makes the size cached: all or nothing.
+            self.session.run_task("MoveVirtualDisk_Task", vdm, sourceName=copy,
+                                  sourceDatacenter=dc_ref, destName=f"[{ds_name}] {rel}",
+                                  destDatacenter=dc_ref, force=False)
+        except vexc.FileAlreadyExistsException:
+            # Another nova-compute made it meanwhile: use theirs.
+            found = self._lookup(dc_name, ds_name, rel)
+            if isinstance(found, CachedImage) and found.capacity_kb == capacity_kb:
+                return found
+            raise
+        finally:
+            self._delete_quietly(dc_ref, f"[{ds_name}] {work}")
+            self._working_on(work, False)
+        return CachedImage(f"[{ds_name}] {rel}", capacity_kb)
 
     def _make(self, dc_ref, dc_name: str, ds_name: str, image: ImageDisk,
               download: Callable[[object], None], target: Callable[[], ImportTarget] | None,
@@ -203,18 +324,28 @@ class ImageCache:
         LOG.info("Caching image %s (%s, %d bytes) on datastore %s", image.image_id,
                  image.disk_type, image.size, ds_name)
         fm = self.session.content.fileManager
-        try:
+        made: list[str] = []
+
+        def make_work() -> None:
             self.session.invoke("MakeDirectory", fm, name=f"[{ds_name}] {work}",
                                 datacenter=dc_ref, createParentDirectories=True)
+            made.append(work)
+
+        self._working_on(work, True)
+        try:
             if image.disk_type == STREAM_OPTIMIZED:
                 if target is None:
                     raise InvalidImage("a stream-optimized image needs an import target")
-                capacity_kb = self._import(dc_ref, ds_name, work, image, download, target)
-            elif image.disk_type == SPARSE:
-                capacity_kb = self._convert_sparse(dc_ref, dc_name, ds_name, work, image,
-                                                   download)
+                capacity_kb = self._import(dc_ref, ds_name, work, image, download, target,
+                                           make_work)
             else:
-                capacity_kb = self._fill_flat(dc_ref, dc_name, ds_name, work, image, download)
+                make_work()
+                if image.disk_type == SPARSE:
+                    capacity_kb = self._convert_sparse(dc_ref, dc_name, ds_name, work, image,
+                                                       download)
+                else:
+                    capacity_kb = self._fill_flat(dc_ref, dc_name, ds_name, work, image,
+                                                  download)
             if replace:
                 self._delete(dc_ref, f"[{ds_name}] {folder}")
             # The rename is what makes the image cached: all or nothing.
@@ -230,8 +361,11 @@ class ImageCache:
                 return found
             raise
         except BaseException:
-            self._delete_quietly(dc_ref, f"[{ds_name}] {work}")
+            if made:
+                self._delete_quietly(dc_ref, f"[{ds_name}] {work}")
             raise
+        finally:
+            self._working_on(work, False)
         return CachedImage(self.datastore_path(ds_name, image.image_id), capacity_kb)
 
     def _upload(self, dc_name: str, ds_name: str, rel: str, size: int,
@@ -307,12 +441,18 @@ class ImageCache:
         return headers[0].capacity_kb
 
     def _import(self, dc_ref, ds_name: str, work: str, image: ImageDisk,
-                download: Callable[[object], None],
-                target: Callable[[], ImportTarget]) -> int:
-        """Import the stream through a temporary VM; its disk moves into ``work``."""
+                download: Callable[[object], None], target: Callable[[], ImportTarget],
+                make_work: Callable[[], None]) -> int:
+        """Import the stream through a temporary VM; its disk moves into ``work``.
+
+        ``work`` is made (``make_work``) only once the import is complete:
+        during a long upload only the import VM's files change, which tells a
+        leftover sweep (of another nova-compute too) that it is in use.
+        """
         stream = StreamImport(self.session, ds_name, image.image_id, image.size,
                               image.adapter_type, target, verify=self.verify)
         writer = FirstSector(stream.open)
+        self._working_on(stream.name, True)
         try:
             try:
                 download(writer)
@@ -322,6 +462,7 @@ class ImageCache:
                 writer.close()
                 stream.roll_back()
                 raise
+            make_work()
             self.session.run_task("MoveVirtualDisk_Task",
                                   self.session.content.virtualDiskManager, sourceName=disk,
                                   sourceDatacenter=dc_ref,
@@ -331,6 +472,7 @@ class ImageCache:
             # The VM's own files (and its disk, if the move failed).
             if stream.lease is not None:
                 self._delete_quietly(dc_ref, stream.vm_folder)
+            self._working_on(stream.name, False)
         return capacity_kb
 
     def _delete(self, dc_ref, ds_path: str) -> None:

@@ -22,25 +22,14 @@ from oslo_log import log as logging
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
-from nova_vsphere_driver.vsphere.session import TaskTimeout, VSphereSession
+from nova_vsphere_driver.vsphere import leases
+from nova_vsphere_driver.vsphere.session import VSphereSession
 
 LOG = logging.getLogger(__name__)
 #: What Glance's client asks for per read.
 CHUNK_BYTES = 64 * 1024
 #: Progress is reported at least this often (and well within the lease timeout).
 KEEPALIVE_SECONDS = 60.0
-
-
-def _fault_to_exception(error: Any, what: str) -> vexc.VimException:
-    """An oslo.vmware exception for a lease's ``error`` property (a MethodFault)."""
-    fault = getattr(error, "fault", None) or error
-    name = type(fault).__name__
-    message = getattr(error, "localizedMessage", None) or getattr(fault, "msg", None) or name
-    text = f"{what}: {message}"
-    fault_class = vexc.get_fault_class(name)
-    if fault_class is not None:
-        return fault_class(text)
-    return vexc.VimFaultException([name], text)
 
 
 def device_key(controller_type: str, bus_number: int, unit_number: int) -> str:
@@ -80,23 +69,6 @@ class DiskExport:
 
     # -- setting up ---------------------------------------------------------------
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            state = self.session.call("get_object_property", self.lease, "state",
-                                      skip_op_id=True)
-            if state == "ready":
-                return
-            if state == "error":
-                error = self.session.call("get_object_property", self.lease, "error")
-                raise _fault_to_exception(error, f"export lease {self.lease_id} failed")
-            if state == "done":
-                raise vexc.VimException(f"export lease {self.lease_id} ended before use")
-            if time.monotonic() >= deadline:
-                raise TaskTimeout(f"export lease {self.lease_id} still {state} after "
-                                  f"{self.timeout:.0f} s")
-            time.sleep(self.session.task_poll_interval)
-
     def _disk_url(self, info: Any) -> str:
         urls = [u for u in (getattr(info, "deviceUrl", None) or []) if getattr(u, "disk", False)]
         chosen = [u for u in urls if str(u.key).endswith(self.key_suffix)]
@@ -113,8 +85,7 @@ class DiskExport:
         return urllib.parse.urlunsplit(parts)
 
     def open(self) -> DiskExport:
-        self._wait_ready()
-        info = self.session.call("get_object_property", self.lease, "info")
+        info = leases.wait_ready(self.session, self.lease, self.timeout, "export")
         lease_timeout = int(getattr(info, "leaseTimeout", 0) or 0)
         if lease_timeout > 0:
             self._keepalive = min(KEEPALIVE_SECONDS, lease_timeout / 3.0)

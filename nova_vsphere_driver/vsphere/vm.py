@@ -63,7 +63,8 @@ class RootDisk:
     capacity_kb: int
     #: "[ds] path.vmdk" of an existing disk to attach (a full copy made first).
     existing_path: str | None = None
-    #: "[ds] path.vmdk" of a cached image to use as linked-clone parent.
+    #: "[ds] path.vmdk" of a cached image to use as linked-clone parent; the
+    #: delta disk must then have the parent's capacity (vCenter refuses any other).
     parent_path: str | None = None
     thin: bool = True
     #: The disk's controller, as CONTROLLER_TYPES names it (from the image).

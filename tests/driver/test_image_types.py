@@ -120,16 +120,21 @@ def test_each_disk_type_boots_from_a_usable_cached_disk_made_once(
     first = make_instance(node_a, image_ref=image.id, root_gb=1)
     _spawn(drv, ctx, first, image)
 
-    # The cache holds one disk for the image: usable, of the image's virtual size.
+    # The cache holds one disk for the image, usable, of the image's virtual size, and
+    # its copy extended to the flavor's 1 GiB: a delta disk has its parent's capacity.
     root = _root(sim, first)
     parent = root.backing.parent.fileName
     ds, rel = _ds_rel(parent)
-    assert rel == f"{CACHE}/{image.id}/{image.id}.vmdk"
-    assert _cache_files(sim) == [(ds, f"{CACHE}/{image.id}"), (ds, rel)]
-    cached = sim.files.get(ds, rel)
+    base = f"{CACHE}/{image.id}/{image.id}.vmdk"
+    assert rel == f"{CACHE}/{image.id}/{image.id}.1.vmdk"
+    assert _cache_files(sim) == [(ds, f"{CACHE}/{image.id}"), (ds, rel), (ds, base)]
+    cached = sim.files.get(ds, base)
     assert cached.disk_capacity_kb == capacity_kb and cached.thin is thin
     assert cached.data is None  # a VMFS disk (descriptor + extent), not an uploaded file
-    # The root disk is a linked clone of it, of the flavor's size, holding the image's data.
+    sized = sim.files.get(ds, rel)
+    assert sized.disk_capacity_kb == GB_KB and sized.thin and sized.data is None
+    assert sized.extent == cached.extent
+    # The root disk is a linked clone of the sized copy, as big, holding the image's data.
     assert root.backing.parent.parent is None
     assert root.capacityInKB == GB_KB
     assert disk_content(sim, root.backing) == DATA
@@ -137,16 +142,17 @@ def test_each_disk_type_boots_from_a_usable_cached_disk_made_once(
     imports = 1 if disk_type == "streamOptimized" else 0
     assert sim.request_counts.get("ImportVApp", 0) == imports
 
-    # A second spawn reuses it: nothing downloaded, imported or converted again.
+    # A second spawn reuses both: nothing downloaded, imported, converted or copied again.
     before = dict(sim.request_counts)
     second = make_instance(node_a, image_ref=image.id, root_gb=1)
     _spawn(drv, ctx, second, image)
     assert downloads == [image.id]
     for method in ("ImportVApp", "MakeDirectory", "CreateVirtualDisk_Task",
-                   "CopyVirtualDisk_Task", "MoveDatastoreFile_Task"):
+                   "CopyVirtualDisk_Task", "ExtendVirtualDisk_Task", "MoveDatastoreFile_Task",
+                   "MoveVirtualDisk_Task"):
         assert sim.request_counts.get(method, 0) == before.get(method, 0), method
     assert _root(sim, second).backing.parent.fileName == parent
-    assert _cache_files(sim) == [(ds, f"{CACHE}/{image.id}"), (ds, rel)]
+    assert _cache_files(sim) == [(ds, f"{CACHE}/{image.id}"), (ds, rel), (ds, base)]
 
 
 @pytest.mark.parametrize("disk_type", ["streamOptimized", "sparse"])
@@ -294,8 +300,11 @@ def test_concurrent_spawns_of_one_image_import_it_once(vsphere, ctx, node_a, gla
         thread.join(timeout=60)
     assert errors == []
     assert sim.request_counts["ImportVApp"] == 1 and downloads == [image.id]
+    # ... and extend one copy of it to the flavor's size, the parent of all three.
+    assert sim.request_counts["CopyVirtualDisk_Task"] == 1
+    assert sim.request_counts["ExtendVirtualDisk_Task"] == 1
     parents = {_root(sim, i).backing.parent.fileName for i in instances}
-    assert parents == {f"[shared-all] {CACHE}/{image.id}/{image.id}.vmdk"}
+    assert parents == {f"[shared-all] {CACHE}/{image.id}/{image.id}.1.vmdk"}
 
 
 def test_an_older_cache_entry_that_is_no_disk_is_replaced(vsphere, ctx, node_a, glance):
@@ -307,8 +316,8 @@ def test_an_older_cache_entry_that_is_no_disk_is_replaced(vsphere, ctx, node_a, 
         sim.files.write(ds, f"{CACHE}/{image.id}/{image.id}.vmdk", DATA)
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     _spawn(drv, ctx, instance, image)
-    ds, rel = _ds_rel(_root(sim, instance).backing.parent.fileName)
-    cached = sim.files.get(ds, rel)
+    ds, _ = _ds_rel(_root(sim, instance).backing.parent.fileName)
+    cached = sim.files.get(ds, f"{CACHE}/{image.id}/{image.id}.vmdk")
     assert cached.data is None and cached.extent == DATA
     assert cached.disk_capacity_kb == len(DATA) // 1024 + 1
 

@@ -290,17 +290,30 @@ def test_spawn_from_a_vmdk_image_caches_it_once(vsphere, ctx, node_a, glance):
     meta = objects.ImageMeta.from_dict(glance.show(ctx, image_id))
     first = make_instance(node_a, image_ref=image_id)
     _spawn(drv, ctx, first, image_meta=meta)
+    # One base disk, plus one per root-disk size bigger than the image: the 10 GiB
+    # parent of the linked clone (a delta disk has its parent's capacity).
     cached = _cached_images(sim)
-    assert len(cached) == 1 and image_id in cached[0][1]
+    [ds] = {d for d, _ in cached}
+    folder = f"_nova_image_cache/{image_id}"
+    assert sorted(p for _, p in cached) == [f"{folder}/{image_id}.10.vmdk",
+                                            f"{folder}/{image_id}.vmdk"]
     disk = next(d for d in _vm(sim, first).get_property("config.hardware.device")
                 if type(d).__name__ == "vim.vm.device.VirtualDisk")
-    assert disk.backing.parent is not None and image_id in disk.backing.parent.fileName
-    # A warm spawn reuses the cached copy and stays within the SOAP budget.
+    assert disk.backing.parent.fileName == f"[{ds}] {folder}/{image_id}.10.vmdk"
+    assert disk.capacityInKB == 10 * MB
+    # A warm spawn reuses the cached copies and stays within the SOAP budget.
     second = make_instance(node_a, image_ref=image_id)
     before = sim.request_count
     _spawn(drv, ctx, second, image_meta=meta)
     assert sim.request_count - before <= 8
     assert _cached_images(sim) == cached
+    # Another size adds its own parent; the base disk is never copied twice for one size.
+    third = make_instance(node_a, image_ref=image_id, root_gb=20)
+    _spawn(drv, ctx, third, image_meta=meta)
+    assert sorted(p for _, p in _cached_images(sim)) == [
+        f"{folder}/{image_id}.10.vmdk", f"{folder}/{image_id}.20.vmdk",
+        f"{folder}/{image_id}.vmdk"]
+    assert sim.request_counts["CopyVirtualDisk_Task"] == 2
 
 
 def test_non_vmdk_images_are_refused(vsphere, ctx, node_a, glance):

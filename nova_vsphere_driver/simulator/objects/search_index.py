@@ -90,3 +90,36 @@ class SearchIndex(ManagedObject):
                 if vm.ip_address == ip and vm.powered_on:
                     return vm.ref
         return None
+
+    # -- by datastore path (image cache leftovers, vsphere/image_leftovers.py) ---------
+
+    def FindByDatastorePath(self, ctx: CallContext, datacenter, path: str):  # noqa: N802
+        """The VM of the datacenter whose configuration file is ``path`` ("[ds] dir/x.vmx").
+
+        vCenter answers InvalidDatastore for a path on no datastore of the
+        datacenter, and None when no registered VM has that .vmx.
+        """
+        from nova_vsphere_driver.simulator.datastore_files import (
+            normalize,
+            parse_datastore_path,
+        )
+
+        with self.sim.registry.lock:
+            dc = self.sim.registry.lookup(datacenter)
+            try:
+                ds_name, rel = parse_datastore_path(path)
+            except vim.fault.InvalidDatastorePath:
+                raise vim.fault.InvalidDatastore(
+                    name=path, msg=f"Invalid datastore path '{path}'") from None
+            ds = self.sim.datastore_by_name(ds_name)
+            if ds is None or ds.datacenter() is not dc:
+                raise vim.fault.InvalidDatastore(
+                    name=ds_name, msg=f"Datastore '{ds_name}' is not in datacenter {dc.name}")
+            wanted = f"[{ds_name}] {normalize(rel)}"
+            for vm in self.sim.vms():
+                if vm.datacenter() is not dc:
+                    continue
+                vm_ds, vm_rel = parse_datastore_path(vm.config.files.vmPathName)
+                if f"[{vm_ds}] {vm_rel}" == wanted:
+                    return vm.ref
+            return None

@@ -41,6 +41,8 @@ GUEST_SHUTDOWN_SECONDS = 0.05
 _MAC_RANDOM = random.Random()
 #: Initial size of a linked-clone delta disk.
 DELTA_DISK_BYTES = 16 * 1024 * 1024
+#: The guest OS types vCenter knows (CreateVM refuses any other guestId).
+GUEST_IDS = frozenset(vim.vm.GuestOsDescriptor.GuestOsIdentifier.values)
 
 
 def _now() -> datetime.datetime:
@@ -770,7 +772,8 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
             if temporary is not None and temporary < 0:
                 renumbered[temporary] = device.key
         if isinstance(device, Dev.VirtualDisk):
-            _add_disk(vm_name, vm_dir, device, change.fileOperation, sim, host, created)
+            _add_disk(vm_name, vm_dir, device, change.fileOperation, sim, host, created,
+                      index=changes.index(change))
         elif isinstance(device, Dev.VirtualEthernetCard):
             _check_nic(device, sim, host)
         label = _label(device)
@@ -813,7 +816,26 @@ def _edited_disk_kb(existing, disk, index: int) -> int:
     return new_kb
 
 
-def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created) -> None:
+def _delta_capacity_kb(capacity_kb: int, parent_kb: int, parent: str, index: int) -> int:
+    """A new delta disk's capacity: its parent's, as vCenter allows no other.
+
+    vCenter refuses a delta disk (a linked clone, a disk with a parent) that
+    would be bigger or smaller than its parent -- "Invalid operation for
+    device: disks with parents cannot be expanded" -- so clients extend a
+    copy of the parent first (Nova's in-tree driver keeps such copies). A
+    spec that gives no capacity gets the parent's.
+    """
+    if capacity_kb and capacity_kb != parent_kb:
+        raise vim.fault.InvalidDeviceOperation(
+            deviceIndex=index, badOp="add", badFileOp="create",
+            msg=f"Invalid operation for device '{index}': disks with parents cannot be "
+            f"expanded (the delta disk asks for {capacity_kb} KB, its parent {parent} has "
+            f"{parent_kb} KB)")
+    return parent_kb
+
+
+def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created, *,
+              index: int = 0) -> None:
     backing = disk.backing
     if backing is None or not isinstance(backing, Dev.VirtualDevice.FileBackingInfo):
         raise invalid_argument("deviceChange.device.backing", "a disk needs a file backing")
@@ -845,7 +867,7 @@ def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created) -> None
             p_ds, p_rel = parse_datastore_path(parent.fileName)
             parent_entry = sim.files.get(p_ds, p_rel)  # FileNotFound if absent
             parent_kb = parent_entry.disk_capacity_kb or (parent_entry.size + 1023) // 1024
-            capacity_kb = max(capacity_kb, parent_kb)
+            capacity_kb = _delta_capacity_kb(capacity_kb, parent_kb, parent.fileName, index)
             size = DELTA_DISK_BYTES
         ds.ensure_space(size)
         entry = sim.files.write(ds_name, rel, None, size=size, disk_capacity_kb=capacity_kb,
@@ -1002,6 +1024,9 @@ def create_vm(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
         raise vim.fault.NotEnoughCpus(numCpuDest=host.threads, numCpuVm=spec.numCPUs,
                                       msg=f"{spec.numCPUs} vCPUs exceed the {host.threads} "
                                       f"logical processors of host {host.name}")
+    if spec.guestId and spec.guestId not in GUEST_IDS:
+        # vCenter's answer to a guest type it does not know.
+        raise invalid_argument("configSpec.guestId")
     if spec.files is None or not spec.files.vmPathName:
         raise invalid_argument("config.files.vmPathName")
     ds_name, rel = parse_datastore_path(spec.files.vmPathName)

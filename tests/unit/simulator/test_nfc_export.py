@@ -167,8 +167,10 @@ def test_a_disk_of_a_linked_clone_exports_its_parents_data(si, sim):
         deviceChange=[
             Dev.VirtualDeviceSpec(operation="add", device=Dev.ParaVirtualSCSIController(
                 key=-10, busNumber=1, sharedBus="noSharing")),
+            # A delta disk has its parent's capacity (vCenter refuses any other).
             Dev.VirtualDeviceSpec(operation="add", fileOperation="create", device=Dev.VirtualDisk(
-                key=-11, controllerKey=-10, unitNumber=3, capacityInKB=1024 * 1024,
+                key=-11, controllerKey=-10, unitNumber=3,
+                capacityInKB=(len(PATTERN) + 1023) // 1024,
                 backing=Dev.VirtualDisk.FlatVer2BackingInfo(
                     fileName="[shared-a]", diskMode="persistent", thinProvisioned=True,
                     parent=Dev.VirtualDisk.FlatVer2BackingInfo(
