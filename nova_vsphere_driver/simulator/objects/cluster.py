@@ -405,9 +405,10 @@ class ClusterComputeResource(ManagedEntity):
         kept = []
         for rule in self.rules:
             if isinstance(rule, (vim.cluster.AffinityRuleSpec, vim.cluster.AntiAffinityRuleSpec)):
-                rule.vm = [r for r in rule.vm or [] if r._moId != ref_id]
-                if len(rule.vm) < 1:
-                    continue
+                members = [r for r in rule.vm or [] if r._moId != ref_id]
+                if not members:
+                    continue  # (pyVmomi refuses an empty vm list: the field is required)
+                rule.vm = members
             kept.append(rule)
         self.rules = kept
         self.sim.registry.touch()

@@ -350,3 +350,19 @@ def test_invalid_cluster_specs_change_nothing(si, sim, case):
     fault = fault_of(_reconfigure(cluster, **spec))
     assert isinstance(fault, vmodl.fault.InvalidArgument), fault
     assert (len(cluster.configurationEx.group), len(cluster.configurationEx.rule)) == before
+
+
+
+def test_destroying_the_members_of_a_rule_shrinks_then_drops_it(si, sim):
+    """vCenter removes a destroyed VM from VM-VM rules; a rule left with no VM goes."""
+    vms = [create_vm(si, sim, f"rule-{i}", host=f"esx-a{i + 1}") for i in range(2)]
+    cluster = bind(si, sim.cluster("cluster-a"))
+    rule = vim.cluster.AntiAffinityRuleSpec(name="spread", enabled=True, mandatory=True,
+                                            vm=vms)
+    run(cluster.ReconfigureComputeResource_Task(vim.cluster.ConfigSpecEx(
+        rulesSpec=[vim.cluster.RuleSpec(operation="add", info=rule)]), True))
+    run(vms[0].Destroy_Task())
+    (left,) = [r for r in sim.cluster("cluster-a").rules if r.name == "spread"]
+    assert [v._moId for v in left.vm] == [vms[1]._moId]
+    run(vms[1].Destroy_Task())  # used to crash the task: an empty, required vm list
+    assert "spread" not in {r.name for r in sim.cluster("cluster-a").rules}
