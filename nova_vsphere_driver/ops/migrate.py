@@ -12,7 +12,12 @@ node is another cluster, relocated there. Nova's steps map as follows:
   (:class:`~nova_vsphere_driver.ops.resize_vm.ResizeRecord`), move it to a
   host (and datastore) that fits the new size, keep a copy of the root disk
   if it grows, resize it, let its DRS rules follow it, power it on. Any
-  failure puts the VM back as it was when the call started.
+  failure puts the VM back as it was when the call started. A root disk
+  that grows and is a linked clone of the cached image (a delta disk,
+  which vCenter never grows) is first unlinked with PromoteDisks_Task: it
+  becomes a standalone disk with the same contents, and stays one (a
+  failure after that, or a revert, does not link it again). A root disk
+  that keeps its size stays a linked clone.
 * ``confirm_migration`` (source): delete what was kept for a revert.
 * ``finish_revert_migration`` (source): put the VM back where the record
   says, at the old flavor's size, with its original root disk.
@@ -277,6 +282,9 @@ class _Finish:
         self.stray_backup: str | None = None
         #: The VM's host-group pin changes within its cluster.
         self.repin = False
+        #: The root disk was a linked clone and is standalone now (for good:
+        #: vCenter does not link a disk again; its contents are the same).
+        self.unlinked = False
 
     def run(self, power_on: bool) -> None:
         driver, session, instance, facts = self.driver, self.session, self.instance, self.facts
@@ -314,6 +322,15 @@ class _Finish:
                              force=True)
             self.stray_backup = backup
             record = dataclasses.replace(record, disk_backup=backup)
+            if disk.parent is not None:
+                # A linked clone of the image cache: vCenter never grows a disk
+                # with a parent. Unlinked after the copy, so that a failed
+                # promotion changes nothing; a revert puts the copy back, a
+                # standalone disk (nothing is linked again).
+                LOG.info("Unlinking the root disk from %s so that it can grow", disk.parent,
+                         instance=instance)
+                disk = resize_vm.unlink(session, vm_ref, disk)
+                self.unlinked = True
             grow = (disk.device, grow_kb)
         # 4. The new size, the flavor's limits/reservations/shares and the
         # grown disk in one reconfiguration (all or nothing in vCenter).
@@ -401,6 +418,9 @@ class _Finish:
         driver, instance = self.driver, self.instance
         old_flavor = (instance.old_flavor if instance.obj_attr_is_set("old_flavor") else None) \
             or instance.flavor
+        if self.unlinked:
+            LOG.info("The root disk stays unlinked from the image: same size and contents, "
+                     "its own copy of the image's data", instance=instance)
         try:
             with errors.translated(instance):
                 if self.stray_backup:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from nova import exception
 from oslo_vmware import vim_util
 
 from nova_vsphere_driver.ops import vm_devices
@@ -81,6 +82,9 @@ class RootDisk:
     datastore_name: str
     capacity_kb: int
     thin: bool
+    #: The parent disk's datastore path when the disk is a linked clone (a
+    #: delta disk), which vCenter never grows: see :func:`unlink`.
+    parent: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,9 +134,11 @@ def _root_disk(devices: list) -> RootDisk | None:
     in_bytes = int(getattr(disk, "capacityInBytes", 0) or 0)
     if in_bytes:
         capacity_kb = in_bytes // 1024
+    parent = getattr(disk.backing, "parent", None)
     return RootDisk(device=disk, path=path, datastore_name=split_path(path)[0],
                     capacity_kb=capacity_kb,
-                    thin=bool(getattr(disk.backing, "thinProvisioned", False)))
+                    thin=bool(getattr(disk.backing, "thinProvisioned", False)),
+                    parent=getattr(parent, "fileName", None) or None)
 
 
 def read_facts(session: VSphereSession, vm_ref) -> VmFacts:
@@ -165,6 +171,33 @@ def read_facts(session: VSphereSession, vm_ref) -> VmFacts:
         datastore=ds_moref, datastore_name=ds_name,
         root_disk=_root_disk(vm_devices.items(props.get("config.hardware.device"))),
         has_snapshots=bool(getattr(snapshot, "rootSnapshotList", None)), options=options)
+
+
+def read_root_disk(session: VSphereSession, vm_ref) -> RootDisk | None:
+    """The VM's root disk as vCenter has it now (one round trip)."""
+    devices = session.call("get_object_property", vm_ref, "config.hardware.device")
+    return _root_disk(vm_devices.items(devices))
+
+
+def unlink(session: VSphereSession, vm_ref, disk: RootDisk) -> RootDisk:
+    """Make the linked-clone root disk ``disk`` a standalone disk; the disk as it is then.
+
+    vCenter refuses to grow a disk that has a parent ("disks with parents
+    cannot be expanded"). PromoteDisks_Task with unlink consolidates the
+    parent's data into the VM's own disk, in the VM's folder (the guest
+    sees the same contents; the disk takes its full size on the datastore);
+    the parent -- the image cache's disk, shared with other instances --
+    stays as it is. All or nothing: a failed promotion leaves the disk
+    linked. The disk is read again: its device (and, on vCenter, possibly
+    its file name) changed.
+    """
+    session.run_task("PromoteDisks_Task", vm_ref, unlink=True, disks=[disk.device])
+    now = read_root_disk(session, vm_ref)
+    if now is None or now.parent is not None:
+        found = "no root disk" if now is None else f"{now.path}, still a delta of {now.parent}"
+        raise exception.NovaException(
+            message=f"vCenter promoted the root disk {disk.path}, yet the VM has {found}")
+    return now
 
 
 # -- specs --------------------------------------------------------------------------------

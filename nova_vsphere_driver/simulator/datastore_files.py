@@ -46,6 +46,10 @@ class FileEntry:
     #: extent): the data in the extent, None when unknown or all zero. The
     #: file itself is served as its descriptor (see simulator/disk_files.py).
     extent: bytes | None = None
+    #: For delta disks (linked clones): the datastore path of the parent disk,
+    #: as the delta's descriptor names it; None for a standalone disk (see
+    #: simulator/delta_disks.py).
+    parent: str | None = None
 
 
 class DatastoreFiles:

@@ -1,6 +1,8 @@
 """Resize and cold migration through VSphereDriver, in the order Nova's compute manager
 calls it, asserted on the VM in the simulator (size, host, cluster, datastore, disk,
-power state, DRS rules) after each step."""
+power state, DRS rules) after each step. An image-backed instance's root disk is a
+linked clone of the cached image, which vCenter never grows: a resize that grows it
+unlinks it first (PromoteDisks_Task), keeping its data."""
 
 from __future__ import annotations
 
@@ -12,13 +14,17 @@ from nova import exception, objects
 from nova.compute import power_state, task_states
 
 from nova_vsphere_driver import driver as vsphere_driver
+from nova_vsphere_driver.simulator.objects.nfc_lease import disk_content
 from tests.driver.conftest import make_instance
 from tests.driver.test_drs import _add_host_group, _group, _rules
+from tests.driver.test_image_types import _image
 from tests.fixtures import connect
 from tests.unit.simulator.helpers import create_vm
 
 GB_KB = 1024 * 1024  # KB in a GB
 RECORD = "nova.resize."
+#: An image's data, without zero bytes: every byte is checked on the way through.
+IMAGE_DATA = bytes(range(1, 256)) * 4096
 
 
 def _node(drv, cluster: str) -> str:
@@ -419,3 +425,164 @@ def test_failed_power_on_after_a_cross_cluster_resize_undoes_all_of_it(vsphere, 
     assert _vmdks(sim, instance) == after["disks"]  # no grown disk, no copy
     assert not sim.files.exists("shared-b", instance.uuid)
     assert not drv._drs.claims(drv._nodes[node_b].moref)  # no claim left on the target
+
+
+# -- image-backed instances: the root disk is a linked clone of the cached image ----------------
+
+
+@pytest.fixture
+def image(vsphere, glance, ctx):
+    """A Glance image (a thin VMDK) that spawn caches and links root disks to."""
+    return _image(glance, ctx, IMAGE_DATA, vmware_disktype="thin")
+
+
+def _spawn_image(drv, ctx, instance, image_meta, power_on: bool = True) -> None:
+    drv.spawn(ctx, instance, image_meta, [], None, {}, network_info=[], power_on=power_on)
+
+
+def _root(sim, instance):
+    [disk] = sim.vm(instance.uuid).disks()
+    return disk
+
+
+def _file(sim, path: str):
+    ds, rel = path[1:].split("] ", 1)
+    return sim.files.get(ds, rel)
+
+
+def _linked(sim, instance) -> str | None:
+    """The parent of the instance's root disk (None: a standalone disk)."""
+    parent = _root(sim, instance).backing.parent
+    return parent.fileName if parent is not None else None
+
+
+def test_growing_a_linked_clone_unlinks_it_with_its_data_and_confirm_drops_the_copy(
+        vsphere, ctx, nodes, image):
+    drv, server = vsphere
+    sim = server.simulator
+    node_a, _ = nodes
+    instance = make_instance(node_a, vcpus=2, memory_mb=4096, root_gb=1, image_ref=image.id)
+    _spawn_image(drv, ctx, instance, image)
+    before = _where(sim, instance)
+    parent = _linked(sim, instance)
+    assert parent is not None and before["disk_kb"] == [GB_KB]
+    assert disk_content(sim, _root(sim, instance).backing) == IMAGE_DATA
+
+    migration = _resize(drv, ctx, instance, _flavor(2, 4096, 3), node_a)
+    after = _where(sim, instance)
+    root = _root(sim, instance)
+    assert root.backing.parent is None  # standalone now: vCenter grows no delta disk
+    assert after["disk_kb"] == [3 * GB_KB] and after["power"] == "poweredOn"
+    assert after["disks"] == before["disks"] and after["host"] == before["host"]
+    entry = _file(sim, root.backing.fileName)
+    assert entry.parent is None and entry.disk_capacity_kb == 3 * GB_KB
+    assert disk_content(sim, root.backing) == IMAGE_DATA  # the guest's data came along
+    # The copy kept for a revert holds the disk as it was: 1 GB, the image's data.
+    backup = after["record"][RECORD + "disk_backup"]
+    copy = _file(sim, backup)
+    assert copy.disk_capacity_kb == GB_KB and copy.extent == IMAGE_DATA
+    assert _vmdks(sim, instance) == sorted([before["disks"][0], backup])
+    # The image cache's disk, which other instances link to, is as it was.
+    cached = _file(sim, parent)
+    assert cached.disk_capacity_kb == GB_KB and cached.extent == IMAGE_DATA
+
+    drv.confirm_migration(ctx, migration, instance, [])
+    confirmed = _where(sim, instance)
+    assert confirmed["record"] == {} and confirmed["disk_kb"] == [3 * GB_KB]
+    assert _vmdks(sim, instance) == before["disks"]  # the copy is gone
+    assert disk_content(sim, _root(sim, instance).backing) == IMAGE_DATA
+    assert sim.files.exists(*parent[1:].split("] ", 1))
+
+
+def test_revert_of_a_grown_linked_clone_restores_its_size_and_contents(
+        vsphere, ctx, nodes, image):
+    drv, server = vsphere
+    sim = server.simulator
+    node_a, _ = nodes
+    instance = make_instance(node_a, vcpus=2, memory_mb=4096, root_gb=1, image_ref=image.id)
+    _spawn_image(drv, ctx, instance, image)
+    before = _where(sim, instance)
+    migration = _resize(drv, ctx, instance, _flavor(4, 8192, 2), node_a)
+    assert _where(sim, instance)["disk_kb"] == [2 * GB_KB]
+
+    _revert(drv, ctx, instance, migration)
+    after = _where(sim, instance)
+    assert (after["vcpus"], after["memory_mb"], after["disk_kb"]) == (2, 4096, [GB_KB])
+    assert after["power"] == "poweredOn" and after["record"] == {}
+    assert after["host"] == before["host"] and after["vmx"] == before["vmx"]
+    root = _root(sim, instance)
+    # The copy is the root disk now: a standalone disk, not linked to the image again.
+    assert root.backing.parent is None and _file(sim, root.backing.fileName).parent is None
+    assert disk_content(sim, root.backing) == IMAGE_DATA
+    assert _vmdks(sim, instance) == after["disks"]  # the grown disk is gone
+    assert drv.get_info(instance).state == power_state.RUNNING
+
+
+def test_a_failed_promotion_leaves_the_linked_clone_as_it_was(vsphere, ctx, nodes, image):
+    drv, server = vsphere
+    sim = server.simulator
+    node_a, _ = nodes
+    instance = make_instance(node_a, root_gb=1, image_ref=image.id)
+    _spawn_image(drv, ctx, instance, image)
+    before = _where(sim, instance)
+    parent = _linked(sim, instance)
+    migration, disk_info = _start(drv, ctx, instance, _flavor(4, 8192, 2), node_a)
+    sim.faults.fail_next("PromoteDisks_Task", "NoDiskSpace")
+    with pytest.raises(exception.ComputeResourcesUnavailable):
+        _finish(drv, ctx, instance, migration, disk_info)
+    after = _where(sim, instance)
+    assert (after["vcpus"], after["memory_mb"], after["disk_kb"]) == (2, 4096, [GB_KB])
+    assert _linked(sim, instance) == parent  # still a linked clone of the image
+    assert _file(sim, after["disks"][0]).parent == parent
+    assert after["disks"] == before["disks"] and after["host"] == before["host"]
+    assert after["record"] == {}
+    assert after["power"] == "poweredOff"  # as it was when finish_migration started
+    assert _vmdks(sim, instance) == before["disks"]  # no copy left behind
+    drv.power_on(ctx, instance, [])
+    assert drv.get_info(instance).state == power_state.RUNNING
+    assert disk_content(sim, _root(sim, instance).backing) == IMAGE_DATA
+
+
+def test_a_failure_after_the_promotion_keeps_the_disks_size_and_data(vsphere, ctx, nodes, image):
+    drv, server = vsphere
+    sim = server.simulator
+    node_a, _ = nodes
+    instance = make_instance(node_a, root_gb=1, image_ref=image.id)
+    _spawn_image(drv, ctx, instance, image)
+    before = _where(sim, instance)
+    migration, disk_info = _start(drv, ctx, instance, _flavor(4, 8192, 2), node_a)
+    # The first ReconfigVM records the VM's place; the second (after the promotion) resizes.
+    _fail_nth(drv, sim, "ReconfigVM_Task", 2, "InsufficientResourcesFault")
+    with pytest.raises(exception.ComputeResourcesUnavailable):
+        _finish(drv, ctx, instance, migration, disk_info)
+    after = _where(sim, instance)
+    assert (after["vcpus"], after["memory_mb"], after["disk_kb"]) == (2, 4096, [GB_KB])
+    assert after["disks"] == before["disks"] and after["record"] == {}
+    assert after["power"] == "poweredOff"
+    assert _vmdks(sim, instance) == before["disks"]  # no copy left behind
+    # vCenter does not link a disk again: it stays standalone, with the same contents.
+    root = _root(sim, instance)
+    assert root.backing.parent is None
+    assert disk_content(sim, root.backing) == IMAGE_DATA
+
+
+def test_a_resize_that_keeps_the_root_disks_size_keeps_the_linked_clone(
+        vsphere, ctx, nodes, image):
+    drv, server = vsphere
+    sim = server.simulator
+    node_a, _ = nodes
+    instance = make_instance(node_a, vcpus=2, memory_mb=4096, root_gb=1, image_ref=image.id)
+    _spawn_image(drv, ctx, instance, image)
+    before = _where(sim, instance)
+    parent = _linked(sim, instance)
+    promotions = sim.request_counts.get("PromoteDisks_Task", 0)
+
+    migration = _resize(drv, ctx, instance, _flavor(4, 8192, 1), node_a)
+    after = _where(sim, instance)
+    assert (after["vcpus"], after["memory_mb"], after["disk_kb"]) == (4, 8192, [GB_KB])
+    assert _linked(sim, instance) == parent and after["disks"] == before["disks"]
+    assert RECORD + "disk_backup" not in after["record"]  # no growth, no copy
+    assert sim.request_counts.get("PromoteDisks_Task", 0) == promotions
+    assert _vmdks(sim, instance) == before["disks"]
+    drv.confirm_migration(ctx, migration, instance, [])
+    assert _linked(sim, instance) == parent

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
+from nova_vsphere_driver.simulator import delta_disks
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
 from nova_vsphere_driver.simulator.disk_files import disk_source, flat_extent_owner
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject, invalid_argument
@@ -132,6 +133,12 @@ class VirtualDiskManager(ManagedObject):
             # A hosted sparse image becomes a VMFS disk of its virtual capacity
             # (preallocated unless destSpec says otherwise, as on vCenter).
             source = disk_source(sourceName, entry)
+            data = source.data
+            if entry.parent:
+                # A copy of a delta disk is one standalone disk holding what
+                # the chain reads as (simulator/delta_disks.py).
+                data = delta_disks.consolidated(
+                    self.sim, delta_disks.file_chain(self.sim, f"[{src_ds.name}] {src}"))
             capacity_kb = source.capacity_kb
             dst_ds.ensure_space(capacity_kb * 1024)
             thin = source.thin
@@ -140,7 +147,7 @@ class VirtualDiskManager(ManagedObject):
             copied = self.sim.files.write(dst_ds.name, dst, None, size=capacity_kb * 1024,
                                           disk_capacity_kb=capacity_kb, thin=thin,
                                           overwrite=bool(force), create_parents=False)
-            copied.extent = source.data or None
+            copied.extent = data or None
             self.sim.registry.touch()
 
         return self.sim.tasks.start(ctx, None, "CopyVirtualDisk_Task", work)

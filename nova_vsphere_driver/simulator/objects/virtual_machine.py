@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
+from nova_vsphere_driver.simulator import delta_disks
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
 from nova_vsphere_driver.simulator.objects import boot_options, consoles, serial_console
 from nova_vsphere_driver.simulator.objects.base import (
@@ -684,6 +685,15 @@ class VirtualMachine(ManagedEntity):
             self._require_power(POWERED_OFF)
             return start_export(self.sim, self, self.config.hardware.device).ref
 
+    # -- linked clones: unlinking delta disks (simulator/delta_disks.py) ------------------
+
+    def PromoteDisks_Task(self, ctx: CallContext, unlink: bool, disks=None):  # noqa: N802
+        """Consolidate delta disks with their parents (unlink=True: the VM's own copy)."""
+        def work():
+            delta_disks.promote(self, list(disks or []), bool(unlink))
+
+        return self.sim.tasks.start(ctx, self, "PromoteDisks_Task", work)
+
 
 # -- config specs ------------------------------------------------------------------
 
@@ -751,6 +761,7 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
                 raise invalid_argument("deviceChange.device.key",
                                        f"no device with key {device.key}")
             if isinstance(existing, Dev.VirtualDisk) and isinstance(device, Dev.VirtualDisk):
+                _keep_parent(existing, device)
                 new_kb = _edited_disk_kb(existing, device, changes.index(change))
                 grow = (new_kb - (existing.capacityInKB or 0)) * 1024
                 ds_name, rel = parse_datastore_path(existing.backing.fileName)
@@ -794,6 +805,18 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
             dev.device = [d.key for d in devices if d.controllerKey == dev.key]
 
 
+def _keep_parent(existing, disk) -> None:
+    """An edit neither links nor unlinks a disk: its parent is its file's, not the spec's.
+
+    (PromoteDisks_Task is how a delta disk loses its parent.)
+    """
+    old, new = existing.backing, disk.backing
+    if old is None or new is None or not hasattr(old, "parent") or not hasattr(new, "parent"):
+        return
+    if new.fileName in (None, old.fileName):
+        new.parent = copy.deepcopy(old.parent)
+
+
 def _edited_disk_kb(existing, disk, index: int) -> int:
     """The capacity (KB) an edit spec asks of ``existing``, as vCenter reads it.
 
@@ -813,6 +836,10 @@ def _edited_disk_kb(existing, disk, index: int) -> int:
             deviceIndex=index, property="capacityInKB", badOp="edit",
             msg=f"Invalid operation for device '{index}': a virtual disk cannot shrink "
             f"({old_kb} KB to {new_kb} KB)")
+    # A delta disk (linked clone) never outgrows its parent: clients unlink
+    # it first (VirtualMachine.PromoteDisks_Task, simulator/delta_disks.py).
+    if new_kb > old_kb and delta_disks.has_parent(existing):
+        raise delta_disks.growth_refused(existing, index, old_kb, new_kb)
     return new_kb
 
 
@@ -873,6 +900,8 @@ def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created, *,
         entry = sim.files.write(ds_name, rel, None, size=size, disk_capacity_kb=capacity_kb,
                                 thin=bool(getattr(backing, "thinProvisioned", False)),
                                 overwrite=False, create_parents=True)
+        if parent is not None and getattr(parent, "fileName", None):
+            entry.parent = parent.fileName  # the delta's descriptor names its parent
         created.append((ds_name, rel))
     else:
         entry = sim.files.get(ds_name, rel)  # FileNotFound when it is not there
