@@ -67,8 +67,9 @@ class ClusterRules:
     def _refs(self, morefs: Iterable[str]) -> list:
         return [vim_util.get_moref(m, "VirtualMachine") for m in sorted(set(morefs))]
 
-    def _rule_spec(self, operation: str, info=None, remove_key: int | None = None):
-        spec = self.session.factory("ClusterRuleSpec")
+    def _change(self, spec_type: str, operation: str, info=None, remove_key=None):
+        """One entry of ClusterConfigSpecEx.rulesSpec or .groupSpec (an ArrayUpdateSpec)."""
+        spec = self.session.factory(spec_type)
         spec.operation = operation
         if info is not None:
             spec.info = info
@@ -76,14 +77,11 @@ class ClusterRules:
             spec.removeKey = remove_key
         return spec
 
+    def _rule_spec(self, operation: str, info=None, remove_key: int | None = None):
+        return self._change("ClusterRuleSpec", operation, info, remove_key)
+
     def _group_spec(self, operation: str, info=None, remove_key: str | None = None):
-        spec = self.session.factory("ClusterGroupSpec")
-        spec.operation = operation
-        if info is not None:
-            spec.info = info
-        if remove_key is not None:
-            spec.removeKey = remove_key
-        return spec
+        return self._change("ClusterGroupSpec", operation, info, remove_key)
 
     def _apply(self, cluster: ClusterRef, rules_spec=(), group_spec=()) -> None:
         if not rules_spec and not group_spec:
