@@ -91,6 +91,22 @@ def matching_datastores(state: ClusterState, regex: str | None,
             and (pattern is None or pattern.search(d.name))]
 
 
+def datastores_with_room(state: ClusterState, regex: str | None,
+                         need_bytes: int) -> list[DatastoreState]:
+    """Usable datastores matching ``regex`` with ``need_bytes`` free.
+
+    Raises ComputeResourcesUnavailable (Nova may reschedule) when none has.
+    """
+    stores = [d for d in matching_datastores(state, regex) if d.free_bytes >= need_bytes]
+    if not stores:
+        from nova import exception
+
+        raise exception.ComputeResourcesUnavailable(
+            reason=f"cluster {state.ref.name}: no datastore matching [vsphere] "
+            f"datastore_regex has {need_bytes / GB:.1f} GiB free")
+    return stores
+
+
 def build_inventory(state: ClusterState, *, host_max_vcpus: int, host_max_memory_mb: int,
                     reserved_host_cpus: int, reserved_host_memory_mb: int,
                     reserved_disk_gb: int, datastore_regex: str | None) -> ClusterInventory:

@@ -25,7 +25,7 @@ from oslo_vmware import vim_util
 
 from nova_vsphere_driver import HYPERVISOR_TYPE, drs, extra_specs
 from nova_vsphere_driver import conf as vsphere_conf
-from nova_vsphere_driver.cluster import build_inventory, matching_datastores
+from nova_vsphere_driver.cluster import build_inventory, datastores_with_room, matching_datastores
 from nova_vsphere_driver.cluster_drs import ClusterDrs, DrsSettings, PassReport, PassSchedule
 from nova_vsphere_driver.ops import console as console_ops
 from nova_vsphere_driver.ops import guest as guest_ops
@@ -573,12 +573,7 @@ class VSphereDriver(driver.ComputeDriver):
         group = self._server_group(context, instance)
         state = self._state(instance.node)
         need_bytes = int(flavor.root_gb or 0) * units.Gi
-        stores = [d for d in matching_datastores(state, CONF.vsphere.datastore_regex)
-                  if d.free_bytes >= need_bytes]
-        if not stores:
-            raise exception.ComputeResourcesUnavailable(
-                reason=f"cluster {ref.name}: no datastore matching [vsphere] datastore_regex "
-                f"has {need_bytes // units.Gi} GiB free")
+        stores = datastores_with_room(state, CONF.vsphere.datastore_regex, need_bytes)
         # builtin: our DRS picks the host; vcenter: CreateVM_Task gets none and
         # vCenter's DRS decides.
         host = self._place(state, instance, group, stores, settings.host_group) \

@@ -48,7 +48,7 @@ from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
 from nova_vsphere_driver import driver as vdriver
-from nova_vsphere_driver.cluster import matching_datastores
+from nova_vsphere_driver.cluster import datastores_with_room
 from nova_vsphere_driver.ops import resize_vm
 from nova_vsphere_driver.ops.resize_vm import ResizeRecord, VmFacts
 from nova_vsphere_driver.vsphere import errors
@@ -393,13 +393,8 @@ class _Finish:
         else:
             current = None
         if current is None:
-            need = final_kb * units.Ki
-            stores = [d for d in matching_datastores(state, CONF.vsphere.datastore_regex)
-                      if d.free_bytes >= need]
-            if not stores:
-                raise exception.ComputeResourcesUnavailable(
-                    reason=f"cluster {state.ref.name}: no datastore matching [vsphere] "
-                    f"datastore_regex has {need / units.Gi:.1f} GiB free for the instance")
+            stores = datastores_with_room(state, CONF.vsphere.datastore_regex,
+                                          final_kb * units.Ki)
             if _builtin_drs():
                 host = choose_host(driver, state, instance, group, self.settings, facts.moref,
                                    stores)
