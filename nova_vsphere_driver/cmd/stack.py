@@ -8,10 +8,14 @@
   fixtures, on SQLite databases and the fake oslo.messaging bus;
 * one nova-compute service loading ``compute_driver = vsphere.VSphereDriver``
   through Nova's ordinary driver loading, configured in ``[vsphere]`` to
-  manage the simulator's clusters (each cluster one compute node);
+  manage the simulator's clusters (each cluster one compute node) -- or,
+  with ``computes=``, several nova-compute services, each with its own
+  ``cluster_names`` (live migration needs two);
 * Nova's fake Neutron and Glance.  Ports bind as OVS ports on ``br-int``,
-  which is one of the simulator's distributed port groups; Glance serves a
-  small VMDK image (:attr:`NovaStack.image_id`).
+  which is one of the simulator's distributed port groups (or on the port
+  group :meth:`NovaStack.create_port` names); Glance serves a small VMDK
+  image (:attr:`NovaStack.image_id`) and keeps what is uploaded to it
+  (instance snapshots), as Glance does.
 
 It is a ``fixtures.Fixture`` built from Nova's fixtures directly rather than
 on ``nova.test.TestCase``, so pytest (module-scoped), the demo and anything
@@ -78,6 +82,37 @@ class StackError(RuntimeError):
     """Something in the stack did not do what it should (message says what)."""
 
 
+class StoringGlanceFixture(nova_fixtures.GlanceFixture):
+    """Nova's fake Glance, keeping what is uploaded as Glance does.
+
+    Nova's fixture drops the data of ``update`` and makes every new image
+    ``active`` at once. Glance makes an image created without data
+    ``queued`` and only an upload makes it ``active`` with its size: an
+    instance snapshot (``createImage``) is then checked by what the driver
+    really uploaded. The images Nova's fixture creates for itself at set-up
+    are left as Nova makes them.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self._glance_like = True
+
+    def create(self, context, metadata, data=None):
+        if getattr(self, "_glance_like", False) and data is None \
+                and "status" not in metadata:
+            metadata = {**metadata, "status": "queued"}
+        return super().create(context, metadata, data=data)
+
+    def update(self, context, image_id, metadata, data=None, purge_props=False):
+        image = super().update(context, image_id, metadata, purge_props=purge_props)
+        if data is not None:
+            # Glance's client reads the upload in chunks (64 KiB by default).
+            received = b"".join(iter(lambda: data.read(64 * 1024), b""))
+            self._imagedata[image_id] = received
+            image.update(size=len(received), status="active")
+        return image
+
+
 def api_paste_ini() -> str:
     """Nova's api-paste.ini: pip installs it as data, under ``<prefix>/etc/nova/``."""
     import site
@@ -101,15 +136,33 @@ class NovaStack(fixtures.Fixture):
     * ``placement``: placement's REST client (``.get(url, version=...)``);
     * ``sim_server`` / ``sim``: the simulator server and its state;
     * ``compute``: the nova-compute service; ``driver``: its VSphereDriver;
-    * ``nodes``: cluster name -> Nova node name; ``image_id``, ``network_id``.
+    * ``nodes``: cluster name -> Nova node name; ``image_id``, ``network_id``;
+    * ``computes`` / ``drivers``: every nova-compute service / driver by host
+      name, and ``compute_of``: cluster name -> the host managing it.
+
+    ``computes`` (host name -> cluster names) starts one nova-compute per
+    entry in this process, each managing its clusters (as separate
+    nova-compute processes would, one ``[vsphere] cluster_names`` each);
+    ``compute`` and ``driver`` are then the first one's. Without it, one
+    nova-compute (``compute_host``) manages all of ``clusters``.
     """
 
     def __init__(self, *, clusters: Iterable[str] = ("cluster-a", "cluster-b"),
                  inventory: dict | None = None, compute_host: str = "compute1",
                  name: str = "nova-vsphere-stack", conf: dict | None = None,
                  vsphere: dict | None = None, drs: dict | None = None,
-                 sim_options: dict | None = None) -> None:
+                 sim_options: dict | None = None,
+                 computes: dict[str, Iterable[str]] | None = None) -> None:
         super().__init__()
+        if computes:
+            self.compute_clusters = {host: tuple(names) for host, names in computes.items()}
+            clusters = [c for names in self.compute_clusters.values() for c in names]
+            compute_host = next(iter(self.compute_clusters))
+            if len(set(clusters)) != len(clusters) or not all(self.compute_clusters.values()):
+                raise StackError(f"computes={computes!r}: each nova-compute needs clusters, "
+                                 "and a cluster can be managed by one nova-compute only")
+        else:
+            self.compute_clusters = {compute_host: tuple(clusters)}
         self.clusters = tuple(clusters)
         self.inventory = inventory
         self.compute_host = compute_host
@@ -272,7 +325,7 @@ class NovaStack(fixtures.Fixture):
         self.placement = placement.api
         self.neutron = self.useFixture(nova_fixtures.NeutronFixture(self))
         self.network_id = self.neutron.network_1["id"]
-        self.glance = self.useFixture(nova_fixtures.GlanceFixture(self))
+        self.glance = self.useFixture(StoringGlanceFixture(self))
         self.image_id = self.add_image(IMAGE_ID, "vmdk-image", IMAGE_DATA)
         self.useFixture(nova_fixtures.RealPolicyFixture())
 
@@ -290,16 +343,24 @@ class NovaStack(fixtures.Fixture):
         # nova-manage cell_v2 discover_hosts would leave it), so its start-up
         # can update the scheduler.
         self.ctxt = nova_context.get_admin_context()
-        objects.HostMapping(context=self.ctxt, host=self.compute_host,
-                            cell_mapping=self.cell1).create()
-        self.compute = self._start_service(
-            "compute", host=self.compute_host, cell=self.cell1,
-            topic_alt=compute_rpcapi.RPC_TOPIC_ALT)
-        self.driver = self.compute.manager.driver
-        with nova_context.target_cell(self.ctxt, self.cell1) as cctxt:
-            for node in objects.ComputeNodeList.get_all_by_host(cctxt, self.compute_host):
-                node.mapped = 1
-                node.save()
+        self.computes, self.drivers, self.compute_of = {}, {}, {}
+        for host, clusters in self.compute_clusters.items():
+            objects.HostMapping(context=self.ctxt, host=host,
+                                cell_mapping=self.cell1).create()
+            # The driver reads cluster_names once, in init_host (the
+            # service's start): each nova-compute keeps its own clusters.
+            self.flags(group="vsphere", cluster_names=list(clusters))
+            compute = self._start_service(
+                "compute", host=host, cell=self.cell1, topic_alt=compute_rpcapi.RPC_TOPIC_ALT)
+            self.computes[host] = compute
+            self.drivers[host] = compute.manager.driver
+            self.compute_of.update(dict.fromkeys(clusters, host))
+            with nova_context.target_cell(self.ctxt, self.cell1) as cctxt:
+                for node in objects.ComputeNodeList.get_all_by_host(cctxt, host):
+                    node.mapped = 1
+                    node.save()
+        self.compute = self.computes[self.compute_host]
+        self.driver = self.drivers[self.compute_host]
         api = self.useFixture(nova_fixtures.OSAPIFixture(api_version="v2.1"))
         self.api = api.admin_api
         self.api.microversion = "latest"
@@ -348,6 +409,27 @@ class NovaStack(fixtures.Fixture):
         }, data=io.BytesIO(data))
         return image_id
 
+    def image_data(self, image_id: str) -> bytes | None:
+        """The bytes Glance holds for an image (None: nothing was uploaded)."""
+        return self.glance._imagedata.get(image_id)
+
+    # -- Neutron -------------------------------------------------------------------------
+
+    def create_port(self, bridge: str | None = None) -> dict:
+        """A new port on the stack's network (as ``openstack port create`` makes one).
+
+        ``bridge``: the bridge Neutron's OVS binding names (``binding:vif_details``
+        ``bridge_name``), i.e. the port group the driver puts the NIC on;
+        without it, Nova's default (``br-int``).
+        """
+        port = self.neutron.create_port({"port": {"network_id": self.network_id}})["port"]
+        if bridge is not None:
+            # The fixture fills a new port from its template: set the binding
+            # details on the port it keeps.
+            self.neutron._ports[port["id"]]["binding:vif_details"] = {"bridge_name": bridge}
+            port = self.neutron.show_port(port["id"])["port"]
+        return port
+
     def create_flavor(self, name: str, vcpus: int, memory_mb: int, root_gb: int = 1,
                       extra_specs: dict | None = None) -> str:
         flavor = self.api.post_flavor({"flavor": {
@@ -360,12 +442,13 @@ class NovaStack(fixtures.Fixture):
 
     def server_body(self, name: str, flavor_id: str, *, image: bool = True,
                     networks: str | list | None = None, min_count: int | None = None,
-                    group: str | None = None, cluster: str | None = None) -> dict:
+                    group: str | None = None, cluster: str | None = None,
+                    image_ref: str | None = None) -> dict:
         server: dict = {"name": name, "flavorRef": flavor_id,
                         "networks": networks if networks is not None
                         else [{"uuid": self.network_id}]}
         if image:
-            server["imageRef"] = self.image_id
+            server["imageRef"] = image_ref or self.image_id
         if cluster:
             # Admin-only (microversion 2.74): ask the scheduler for this node.
             server["hypervisor_hostname"] = self.nodes[cluster]
@@ -400,7 +483,15 @@ class NovaStack(fixtures.Fixture):
             time.sleep(0.1)
 
     def wait_for_server(self, server_id: str, status: str | tuple[str, ...] = "ACTIVE",
-                        timeout: float = 60.0, task_state_none: bool = True) -> dict:
+                        timeout: float = 60.0, task_state_none: bool = True,
+                        request_id: str | None = None) -> dict:
+        """Wait for ``status`` (and no task); StackError when the server cannot get there.
+
+        ``request_id``: the API request of an action; when its instance
+        action records a failed step while the server is idle in another
+        status (e.g. a failed suspend leaves it ACTIVE), fail at once with
+        Nova's reason instead of waiting for the timeout.
+        """
         wanted = (status,) if isinstance(status, str) else tuple(status)
         deadline = time.monotonic() + timeout
         while True:
@@ -408,6 +499,11 @@ class NovaStack(fixtures.Fixture):
             task = server.get("OS-EXT-STS:task_state")
             if server["status"] in wanted and (not task_state_none or task is None):
                 return server
+            if request_id and task is None:
+                failure = self.action_failure(server_id, request_id)
+                if failure:
+                    raise StackError(f"server {server['name']} ({server_id}) is "
+                                     f"{server['status']}, not {'/'.join(wanted)}: {failure}")
             if server["status"] == "ERROR" and "ERROR" not in wanted:
                 fault = (server.get("fault") or {}).get("message", "no fault recorded")
                 raise StackError(f"server {server['name']} ({server_id}) went to ERROR: "
@@ -420,8 +516,27 @@ class NovaStack(fixtures.Fixture):
 
     def action(self, server_id: str, action: str, body=None, *, status: str = "ACTIVE",
                timeout: float = 60.0) -> dict:
-        self.api.post_server_action(server_id, {action: body})
-        return self.wait_for_server(server_id, status, timeout=timeout)
+        response = self.api.api_post(f"/servers/{server_id}/action", {action: body})
+        return self.wait_for_server(server_id, status, timeout=timeout,
+                                    request_id=response.headers.get("x-openstack-request-id"))
+
+    def action_failure(self, server_id: str, request_id: str) -> str | None:
+        """The failed steps of one instance action (Nova's events), or None."""
+        from nova.tests.functional.api import client
+
+        try:
+            action = self.api.get_instance_action_details(server_id, request_id)
+        except client.OpenStackApiNotFoundException:
+            return None  # not recorded (yet)
+        failed = []
+        for event in action.get("events") or []:
+            if event.get("result") != "Error":
+                continue
+            # "details" (microversion 2.84) is the exception's message.
+            trace = (event.get("traceback") or "").strip().splitlines()
+            why = event.get("details") or (trace[-1].strip() if trace else "no details")
+            failed.append(f"{event['event']} on {event.get('host') or '?'}: {why}")
+        return "; ".join(failed) or None
 
     def delete(self, server_id: str, timeout: float = 60.0) -> None:
         self.api.delete_server(server_id)
@@ -460,11 +575,13 @@ class NovaStack(fixtures.Fixture):
     def run_periodics(self) -> None:
         """nova-compute's resource update (and with it the driver's per-node hooks)."""
         with nova_context.target_cell(self.ctxt, self.cell1) as cctxt:
-            self.compute.manager.update_available_resource(cctxt)
+            for compute in self.computes.values():
+                compute.manager.update_available_resource(cctxt)
 
     def sync_power_states(self) -> None:
         with nova_context.target_cell(self.ctxt, self.cell1) as cctxt:
-            self.compute.manager._sync_power_states(cctxt)
+            for compute in self.computes.values():
+                compute.manager._sync_power_states(cctxt)
 
     # -- placement ------------------------------------------------------------------------
 
@@ -623,4 +740,4 @@ def quiet_logging(level: int = logging.WARNING, stream=None) -> Iterator[None]:
         root.setLevel(old_level)
 
 
-__all__ = ["FINAL_STATES", "NovaStack", "StackError", "quiet_logging"]
+__all__ = ["FINAL_STATES", "NovaStack", "StackError", "StoringGlanceFixture", "quiet_logging"]
