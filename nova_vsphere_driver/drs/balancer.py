@@ -138,12 +138,7 @@ def balance(snapshot: ClusterSnapshot, threshold: int = 3, max_moves: int | None
     if max_moves is not None and max_moves < 0:
         raise ValueError("max_moves must be >= 0")
     policy = resolve_policy(policy)
-    if claims is not None:
-        with claims.lock:
-            claims.sync(snapshot)
-            active = claims.active()
-    else:
-        active = ()
+    active = claims.active_for(snapshot) if claims is not None else ()
     state = State(snapshot, limits, active)
     planner = _Planner(state, policy, THRESHOLDS[threshold], max_moves, max_memory_mb)
     before = state.imbalance

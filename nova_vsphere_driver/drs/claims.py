@@ -127,6 +127,12 @@ class Claims:
         with self.lock:
             return tuple(self._claims.values())
 
+    def active_for(self, snapshot: ClusterSnapshot) -> tuple[Claim, ...]:
+        """The claims still in flight once synced with ``snapshot`` (one atomic step)."""
+        with self.lock:
+            self.sync(snapshot)
+            return self.active()
+
     def totals(self, host_id: str) -> tuple[int, int, int, int]:
         """(memory MB, vCPUs, CPU demand MHz, memory demand MB) claimed on a host."""
         with self.lock:

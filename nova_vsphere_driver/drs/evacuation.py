@@ -65,12 +65,7 @@ def evacuate(snapshot: ClusterSnapshot, hosts: str | Iterable[str],
         if h not in snapshot.host_by_id:
             raise ValueError(f"unknown host {h}")
     policy = resolve_policy(policy)
-    if claims is not None:
-        with claims.lock:
-            claims.sync(snapshot)
-            active = claims.active()
-    else:
-        active = ()
+    active = claims.active_for(snapshot) if claims is not None else ()
     state = State(snapshot, limits, active, unusable=hosts)
     before = state.imbalance
     moves: list[Move] = []

@@ -210,12 +210,7 @@ def max_unit(snapshot: ClusterSnapshot, policy: Policy | str | None = None,
     the flavor fits nowhere.
     """
     policy = resolve_policy(policy)
-    if claims is not None:
-        with claims.lock:
-            claims.sync(snapshot)
-            state = State(snapshot, limits, claims.active())
-    else:
-        state = State(snapshot, limits)
+    state = State(snapshot, limits, claims.active_for(snapshot) if claims is not None else ())
     best_mem = best_vcpus = base_mem = base_vcpus = 0
     mem_host = vcpus_host = None
     for h in state.usable_idx:

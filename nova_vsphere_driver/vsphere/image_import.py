@@ -66,6 +66,24 @@ def _bounded(conn: Any, timeout: float) -> None:
         sock.settimeout(timeout)
 
 
+def _finish_upload(url: str, written: int, size: int, conn: Any,
+                   close: Callable[[], None]) -> None:
+    """An upload's end: every byte sent, and the server's answer says "stored".
+
+    ``close`` runs however the answer goes (the connection is done with).
+    """
+    if written != size:
+        raise vexc.VimException(f"upload to {url}: {written} of {size} bytes were sent")
+    try:
+        response = conn.getresponse()
+    except Exception as exc:
+        raise vexc.VimConnectionException(f"upload to {url}: no answer: {exc}", exc) from exc
+    finally:
+        close()
+    if response.status not in STORED:
+        raise vexc.VimException(f"upload to {url}: HTTP {response.status}")
+
+
 class DatastoreUpload(rw_handles.FileWriteHandle):
     """oslo.vmware's datastore file upload (HTTP PUT), whose answer is checked."""
 
@@ -83,18 +101,8 @@ class DatastoreUpload(rw_handles.FileWriteHandle):
 
     def finish(self) -> None:
         """The whole file was sent: its upload must have been stored."""
-        if self.written != self.size:
-            raise vexc.VimException(f"upload to {self._url}: {self.written} of {self.size} "
-                                    "bytes were sent")
-        try:
-            response = self._conn.getresponse()
-        except Exception as exc:
-            raise vexc.VimConnectionException(f"upload to {self._url}: no answer: {exc}",
-                                              exc) from exc
-        finally:
-            rw_handles.FileHandle.close(self)
-        if response.status not in STORED:
-            raise vexc.VimException(f"upload to {self._url}: HTTP {response.status}")
+        _finish_upload(self._url, self.written, self.size, self._conn,
+                       lambda: rw_handles.FileHandle.close(self))
 
     def close(self) -> None:
         """Give the upload up (the connection is dropped; nothing is stored)."""
@@ -140,18 +148,7 @@ class NfcDiskUpload(rw_handles.VmdkHandle):
 
     def finish(self) -> None:
         """All bytes sent: the host must have taken the disk."""
-        if self.written != self.size:
-            raise vexc.VimException(f"upload to {self._url}: {self.written} of {self.size} "
-                                    "bytes were sent")
-        try:
-            response = self._file_handle.getresponse()
-        except Exception as exc:
-            raise vexc.VimConnectionException(f"upload to {self._url}: no answer: {exc}",
-                                              exc) from exc
-        finally:
-            self.close()
-        if response.status not in STORED:
-            raise vexc.VimException(f"upload to {self._url}: HTTP {response.status}")
+        _finish_upload(self._url, self.written, self.size, self._file_handle, self.close)
 
 
 class FirstSector:

@@ -6,7 +6,6 @@ asserted in the simulator (and in Nova's fake Glance and Neutron)."""
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from urllib.parse import parse_qs, urlparse
 
@@ -15,6 +14,7 @@ from pyVmomi import vim
 from nova_vsphere_driver.simulator.objects.network import DistributedVirtualPortgroup
 from nova_vsphere_driver.simulator.objects.nfc_lease import HttpNfcLease, disk_content
 from tests.unit.simulator import stream_vmdk
+from tests.unit.simulator.helpers import wait_until
 
 GIB = 1024
 MIB = 1024 * 1024
@@ -63,11 +63,7 @@ def _portgroup(stack, nic) -> str:
 
 
 def _wait(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"after {timeout:.0f} s: {what}")
-        time.sleep(0.05)
+    wait_until(predicate, timeout=timeout, interval=0.05, what=what)
 
 
 # -- snapshot -----------------------------------------------------------------------------

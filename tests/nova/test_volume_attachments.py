@@ -5,12 +5,11 @@ detaches, and deletes servers with volumes attached."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from pyVmomi import vim
 
 from tests.nova.vmdk_cinder import VmdkCinderFixture, create_volume
+from tests.unit.simulator.helpers import wait_until
 
 GIB = 1024
 Dev = vim.vm.device
@@ -39,11 +38,7 @@ def _backing_disks(stack, volume) -> list[str]:
 
 
 def _wait(predicate, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"after {timeout:.0f} s: {what}")
-        time.sleep(0.05)
+    wait_until(predicate, timeout=timeout, interval=0.05, what=what)
 
 
 def _attach(stack, cinder, sid: str, volume) -> dict:

@@ -34,11 +34,12 @@ def fault_of(task, timeout: float = 10.0) -> vmodl.MethodFault:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0,
-               interval: float = 0.01) -> None:
+               interval: float = 0.01, what: str = "condition not reached") -> None:
+    """Poll ``predicate`` until true; AssertionError saying ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
+            raise AssertionError(f"after {timeout:.0f} s: {what}")
         time.sleep(interval)
 
 
