@@ -14,7 +14,8 @@ import pytest
 from nova import exception
 from nova.compute import power_state
 
-from tests.driver.conftest import make_instance, new_tree
+from nova_vsphere_driver import driver as vsphere_driver
+from tests.driver.conftest import configure, make_instance, new_tree
 
 GB = 1024
 
@@ -186,6 +187,162 @@ def test_a_stuck_task_is_bounded_by_api_timeout(vsphere, ctx, conf_overrides):
     time.sleep(5)  # the slow task ends; the failed spawn removed the VM meanwhile
     assert instance.uuid not in _nova_vms(sim) or \
         drv.get_info(instance).state != power_state.RUNNING
+
+
+class Recorded:
+    """Wraps a callable; keeps (start, end, thread name) of every call."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+        self.calls: list[tuple[float, float, str]] = []
+        self.running: dict[int, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        start, thread = time.monotonic(), threading.current_thread()
+        with self._lock:
+            self.running[thread.ident] = (start, thread.name)
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            with self._lock:
+                del self.running[thread.ident]
+                self.calls.append((start, time.monotonic(), thread.name))
+
+    def between(self, start: float, end: float) -> list[tuple[float, float, str]]:
+        with self._lock:
+            return [c for c in self.calls if start <= c[0] < end]
+
+    def started(self) -> list[tuple[float, str]]:
+        """(start, thread name) of the calls under way."""
+        with self._lock:
+            return list(self.running.values())
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _overlapping(calls) -> list:
+    calls = sorted(calls)
+    return [(a, b) for a, b in zip(calls, calls[1:], strict=False) if b[0] < a[1]]
+
+
+@pytest.fixture
+def timed_drs(tls_sim, conf_overrides, nova_db):
+    """A driver whose DRS loop runs on its timers: a round every second, balancing due
+    every second (the smallest values the options take)."""
+    configure(conf_overrides, tls_sim, clusters=("cluster-a",))
+    conf_overrides("vsphere_drs", poll_interval=1, balance_interval=1)
+    drv = vsphere_driver.VSphereDriver(None)
+    # The loop calls self.run_drs_pass: the instance attribute is what it runs.
+    drv.run_drs_pass = rounds = Recorded(drv.run_drs_pass)
+    drv.init_host("compute-1")  # the loop's first round comes a poll_interval later
+    drv._drs.balance = passes = Recorded(drv._drs.balance)
+    # What a pass does under its cluster's lock: issue its vMotions.
+    drv._drs._execute = vmotions = Recorded(drv._drs._execute)
+    yield drv, tls_sim.simulator, rounds, passes, vmotions
+    drv.cleanup_host("compute-1")
+
+
+def test_a_slow_vcenter_piles_up_no_drs_rounds_and_holds_up_no_resource_update(timed_drs,
+                                                                               ctx):
+    drv, sim, rounds, passes, vmotions = timed_drs
+    node = _node(drv, "cluster-a")
+    # Every balancing pass has slow work to do under its lock: all VMs start on one
+    # host and each vMotion runs for a while, then fails (the VMs stay skewed).
+    vmotion_s = 1.5
+    sim.faults.fail_next("RelocateVM_Task", "InvalidState", count=10_000)
+    sim.faults.add_latency("RelocateVM_Task", vmotion_s)
+    others = [h for h in sim.cluster("cluster-a").hosts if h.name != "esx-a1"]
+    for host in others:
+        sim.disconnect_host(host.name)
+    for i in range(6):
+        _spawn(drv, ctx, make_instance(node, memory_mb=16 * GB, name=f"skew{i}"))
+    for host in others:
+        sim.reconnect_host(host.name)
+    latency = 0.8  # every property read: a DRS round now outlasts balance_interval
+    sim.faults.add_latency("RetrievePropertiesEx", latency)
+    slow_from = time.monotonic()
+    reads, manual = [], []
+    while time.monotonic() - slow_from < 7:
+        # An operator's `nova-vsphere-drs apply` and, once its vMotions run, Nova's
+        # periodic resource update, while the loop's rounds run in their thread.
+        report: list = []
+        operator = threading.Thread(
+            target=lambda out=report: out.append(drv.balance_cluster(node)), name="operator")
+        operator.start()
+        if not _wait_for(lambda: any(name == "operator" for _, name in vmotions.started()), 15):
+            raise AssertionError("the operator's pass issued no vMotion")
+        started = time.monotonic()
+        drv.get_available_resource(node)
+        reads.append((started, time.monotonic()))
+        operator.join(30)
+        manual.extend(report)
+    sim.faults.clear()
+    fast_from = time.monotonic()
+    time.sleep(3.2)
+    slow_rounds = rounds.between(slow_from, fast_from)
+    fast_rounds = rounds.between(fast_from + 2 * latency + vmotion_s, fast_from + 3.2)
+
+    # The loop ran, one round at a time, each waiting poll_interval after the last
+    # ended (a fixed delay, not a rate): a slow vCenter sees at most one DRS read in
+    # flight from it and an idle second between them.
+    assert len(slow_rounds) >= 2, rounds.calls
+    assert {c[2] for c in rounds.calls} == {"vsphere-drs"}
+    ordered = sorted(rounds.calls)
+    gaps = [b[0] - a[1] for a, b in zip(ordered, ordered[1:], strict=False)]
+    assert min(gaps) >= 0.95, gaps
+    assert all(end - start >= latency for start, end, _ in slow_rounds)
+    # Every pass tried vMotions (and took its time); no two passes, the loop's or
+    # the operator's, ran theirs at once: they queue on the cluster's pass lock
+    # instead of planning against each other.
+    assert manual and all(report.moves and report.failed for report in manual)
+    loop_passes = [c for c in passes.calls if c[2] == "vsphere-drs"]
+    assert loop_passes and len(passes.calls) == len(manual) + len(loop_passes)
+    # (those over before the faults were cleared: one may straddle it and be quick)
+    slow_vmotions = [c for c in vmotions.between(slow_from, fast_from) if c[1] < fast_from]
+    assert {c[2] for c in slow_vmotions} == {"vsphere-drs", "operator"}
+    assert all(end - start >= vmotion_s for start, end, _ in slow_vmotions), slow_vmotions
+    assert not _overlapping(vmotions.calls), vmotions.calls
+    # A resource update never waited behind a DRS pass: each one, made while the
+    # operator's vMotions ran, was over before they were.
+    operator_vmotions = sorted(c for c in slow_vmotions if c[2] == "operator")
+    for (start, end), (_, vmotions_end, _) in zip(reads, operator_vmotions, strict=True):
+        assert end < vmotions_end, (start, end, vmotions_end)
+    # Latency gone, no catch-up burst of the rounds it delayed: still one a second.
+    assert len(fast_rounds) <= 3, fast_rounds
+
+
+def test_a_read_slower_than_api_timeout_fails_in_bounded_time(tls_sim, conf_overrides,
+                                                               nova_db):
+    configure(conf_overrides, tls_sim, clusters=("cluster-a",), api_timeout=1.0)
+    conf_overrides("vsphere_drs", poll_interval=3600, balance_interval=0)
+    drv = vsphere_driver.VSphereDriver(None)
+    drv.init_host("compute-1")
+    try:
+        node = _node(drv, "cluster-a")
+        sim = tls_sim.simulator
+        sim.faults.add_latency("RetrievePropertiesEx", 4)
+        started = time.monotonic()
+        with pytest.raises(exception.NovaException) as failure:
+            drv.get_available_resource(node)
+        elapsed = time.monotonic() - started
+        sim.faults.clear()
+        # api_retry_count = 2: three attempts of at most api_timeout each, with
+        # pauses of 0.5 s and 1 s between them.
+        assert 3 * 1.0 < elapsed < 3 * 1.0 + 0.5 + 1.0 + 1.0, elapsed
+        assert "cluster-a" in str(failure.value) or "vCenter" in str(failure.value), \
+            failure.value
+        assert drv.get_available_resource(node)["memory_mb"] == \
+            sum(h.memory_mb for h in sim.cluster("cluster-a").hosts)
+    finally:
+        drv.cleanup_host("compute-1")
 
 
 def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog):
