@@ -527,6 +527,12 @@ class VSphereDriver(driver.ComputeDriver):
 
         return root_disk_ops.root_disk(self, context, instance, image_meta, ref, datastore)
 
+    def cache_image(self, context, image_id: str) -> bool:
+        """The image in the cache of every datastore a spawn may use (True: copies made)."""
+        from nova_vsphere_driver.ops import root_disk as root_disk_ops
+
+        return root_disk_ops.precache(self, context, image_id)
+
     def _guest_id(self, context, image_meta) -> str:
         """The guest OS type the image asks for (its vmware_ostype; ops/guest_os.py)."""
         from nova_vsphere_driver.ops import guest_os

@@ -497,3 +497,85 @@ def test_a_leftover_this_process_is_working_on_is_never_removed(vsphere, one_dat
     cache._working_on(folder, False)
     assert cache._leftovers.sweep(dc_ref, ds_ref, "shared-a") == [f"[shared-a] {folder}"]
     assert not sim.files.exists("shared-a", folder)
+
+
+# -- pre-caching (Nova's aggregate image cache API) ----------------------------------------
+
+
+def test_cache_image_fills_every_datastore_a_spawn_may_use_once(vsphere, ctx, node_a, glance,
+                                                                downloads):
+    drv, server = vsphere
+    sim = server.simulator
+    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    base = f"{CACHE}/{image.id}/{image.id}.vmdk"
+    # Both clusters' stores, shared-all (mounted by both) once.
+    stores = ["shared-a", "shared-all", "shared-b"]
+
+    assert drv.cache_image(ctx, image.id) is True
+
+    assert [ds for ds in sorted(sim.datastores) if _cache_disks(sim, ds) == [base]] == stores
+    assert downloads == [image.id] * len(stores)
+    for ds in stores:
+        cached = sim.files.get(ds, base)
+        assert cached.disk_capacity_kb == -(-len(DATA) // 1024) and cached.thin
+        assert _temp_folders(sim, ds) == []
+    # Again: nothing to do, nothing read from Glance, nothing made in vCenter (the
+    # clusters are read, the cache looked up over the datastores' HTTP interface).
+    before = dict(sim.request_counts)
+    assert drv.cache_image(ctx, image.id) is False
+    assert downloads == [image.id] * len(stores)
+    assert {m for m, n in sim.request_counts.items() if n != before.get(m, 0)} == \
+        {"RetrievePropertiesEx"}
+    # A spawn then takes the cached disk, whichever datastore it lands on.
+    instance = make_instance(node_a, image_ref=image.id, root_gb=0)
+    _spawn(drv, ctx, instance, image)
+    assert len(downloads) == len(stores)
+    root = _root(sim, instance)
+    assert _rel(root.backing.parent.fileName) == base
+    assert disk_content(sim, root.backing) == DATA
+
+
+def test_cache_image_refuses_an_image_vsphere_cannot_boot_and_copies_nothing(
+        vsphere, ctx, glance, downloads):
+    drv, server = vsphere
+    sim = server.simulator
+    image_id = str(uuid.uuid4())
+    glance.create(None, {"id": image_id, "name": "qcow", "status": "active",
+                         "disk_format": "qcow2", "container_format": "bare",
+                         "size": len(DATA), "properties": {}}, data=io.BytesIO(DATA))
+    with pytest.raises(exception.ImageUnacceptable, match="disk format 'qcow2'"):
+        drv.cache_image(ctx, image_id)
+    assert downloads == []
+    assert all(_cache_disks(sim, ds) == [] for ds in sim.datastores)
+
+
+def test_cache_image_of_a_missing_image_is_image_not_found(vsphere, ctx, glance):
+    drv, _ = vsphere
+    with pytest.raises(exception.ImageNotFound):
+        drv.cache_image(ctx, str(uuid.uuid4()))
+
+
+def test_precache_honours_the_datastore_regex_and_a_failure_keeps_the_copies_made(
+        vsphere, ctx, glance, downloads, conf_overrides):
+    drv, server = vsphere
+    sim = server.simulator
+    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    base = f"{CACHE}/{image.id}/{image.id}.vmdk"
+
+    def cached() -> list[str]:
+        return [ds for ds in sorted(sim.datastores) if _cache_disks(sim, ds) == [base]]
+
+    conf_overrides("vsphere", datastore_regex="^shared-a$")
+    assert drv.cache_image(ctx, image.id) is True
+    assert cached() == ["shared-a"]
+    # All datastores now; the next one's (shared-all's) rename fails.
+    conf_overrides("vsphere", datastore_regex=None)
+    sim.faults.fail_next("MoveDatastoreFile_Task", "NoDiskSpace")
+    with pytest.raises(exception.ComputeResourcesUnavailable, match="NoDiskSpace"):
+        drv.cache_image(ctx, image.id)
+    assert cached() == ["shared-a"]
+    assert all(_temp_folders(sim, ds) == [] for ds in sim.datastores)
+    # Asked again, it makes only what is missing.
+    assert drv.cache_image(ctx, image.id) is True
+    assert cached() == ["shared-a", "shared-all", "shared-b"]
+    assert len(downloads) == 1 + 1 + 2
