@@ -108,7 +108,8 @@ class VSphereDriver(driver.ComputeDriver):
 
     capabilities = dict(driver.ComputeDriver.capabilities)
     capabilities.update({
-        "has_imagecache": False,
+        # Cached images age out in Nova's image cache manager pass (ops/image_cache.py).
+        "has_imagecache": True,
         "supports_evacuate": False,
         "supports_migrate_to_same_host": True,
         "supports_image_type_vmdk": True,
@@ -222,7 +223,8 @@ class VSphereDriver(driver.ComputeDriver):
         self._vmops = VmOperations(self._session)
         verify: str | bool = opts.ca_file or (not opts.insecure)
         self._images = ImageCache(self._session, opts.image_cache_subdirectory_name,
-                                  scheme="https", verify=verify)
+                                  scheme="https", verify=verify,
+                                  page_size=opts.maximum_objects)
         self._vcenter_uuid = self._session.content.about.instanceUuid
         clusters = {c.name: c for c in self._reader.find_clusters()}
         missing = [n for n in opts.cluster_names if n not in clusters]
@@ -529,9 +531,15 @@ class VSphereDriver(driver.ComputeDriver):
 
     def cache_image(self, context, image_id: str) -> bool:
         """The image in the cache of every datastore a spawn may use (True: copies made)."""
-        from nova_vsphere_driver.ops import root_disk as root_disk_ops
+        from nova_vsphere_driver.ops import image_cache
 
-        return root_disk_ops.precache(self, context, image_id)
+        return image_cache.precache(self, context, image_id)
+
+    def manage_image_cache(self, context, all_instances) -> None:
+        """Age out cached images no VM and no instance of this host uses."""
+        from nova_vsphere_driver.ops import image_cache
+
+        image_cache.age_images(self, context, all_instances)
 
     def _guest_id(self, context, image_meta) -> str:
         """The guest OS type the image asks for (its vmware_ostype; ops/guest_os.py)."""

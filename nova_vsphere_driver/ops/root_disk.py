@@ -17,11 +17,10 @@ from __future__ import annotations
 import math
 
 import nova.conf
-from nova import exception, objects
+from nova import exception
 from oslo_utils import units
 from oslo_vmware import vim_util
 
-from nova_vsphere_driver.cluster import matching_datastores
 from nova_vsphere_driver.ops import guest_os
 from nova_vsphere_driver.vsphere import errors
 from nova_vsphere_driver.vsphere.images import (
@@ -185,32 +184,3 @@ def root_disk(drv, context, instance, image_meta, ref, datastore) -> RootDisk | 
     return RootDisk(capacity_kb=capacity_kb, existing_path=target,
                     adapter_type=image.adapter_type)
 
-
-def precache(drv, context, image_id: str) -> bool:
-    """Nova's image pre-caching (``POST /os-aggregates/{id}/images``, API 2.81).
-
-    Spawn puts a root disk on whichever matching datastore has most room
-    then, so the image goes into the cache of every datastore matching
-    ``[vsphere] datastore_regex`` that a usable host of a managed cluster
-    mounts (a datastore shared by clusters once): the next spawn anywhere
-    finds it there, as the cache's own fetch would have made it. True when
-    at least one copy was made, False when every datastore had it.
-    ImageUnacceptable for an image vSphere cannot boot, before any copy.
-    """
-    image_meta = objects.ImageMeta.from_dict(drv._image_api.get(context, image_id))
-    image = image_disk(image_meta)
-    made = False
-    seen: set[str] = set()
-    for nodename, ref in drv._nodes.items():
-        state = drv._state(nodename)
-        stores = [d for d in matching_datastores(state, CONF.vsphere.datastore_regex)
-                  if d.moref not in seen]
-        seen.update(d.moref for d in stores)
-        for datastore in stores:
-            with errors.translated():
-                found = drv._images.lookup(ref.datacenter_name, datastore.name, image_id)
-            if isinstance(found, CachedImage):
-                continue
-            cached_image(drv, context, None, image, ref, datastore.name, datastore.moref)
-            made = True
-    return made

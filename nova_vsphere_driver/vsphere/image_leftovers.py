@@ -32,11 +32,11 @@ from nova_vsphere_driver.vsphere.session import TaskTimeout, VSphereSession
 
 LOG = logging.getLogger(__name__)
 
-_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 #: A temporary cache folder: "<image id>.part-<8 hex>" (ImageCache's work folders).
-TEMP_FOLDER = re.compile(rf"^{_UUID}\.part-[0-9a-f]{{8}}$")
+TEMP_FOLDER = re.compile(rf"^{UUID_PATTERN}\.part-[0-9a-f]{{8}}$")
 #: An import VM's name, which is also its folder's.
-IMPORT_FOLDER = re.compile(rf"^{re.escape(IMPORT_VM_PREFIX)}{_UUID}-[0-9a-f]{{8}}$")
+IMPORT_FOLDER = re.compile(rf"^{re.escape(IMPORT_VM_PREFIX)}{UUID_PATTERN}-[0-9a-f]{{8}}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Leftover:
     vmx: tuple[str, ...] = ()
 
 
-def _utc(value: datetime.datetime) -> datetime.datetime:
+def utc(value: datetime.datetime) -> datetime.datetime:
     # suds gives the zone vCenter sent; a time without one is UTC (vCenter's own).
     if value.tzinfo is None:
         return value.replace(tzinfo=datetime.timezone.utc)
@@ -78,7 +78,7 @@ class LeftoverSweep:
                                    IMPORT_FOLDER)
         if not temp and not imports:
             return []
-        now = _utc(self.session.invoke("CurrentTime", vim_util.get_moref(
+        now = utc(self.session.invoke("CurrentTime", vim_util.get_moref(
             "ServiceInstance", "ServiceInstance")))
         removed = []
         for leftover, remove in [*((t, self._delete_temp) for t in temp),
@@ -125,7 +125,7 @@ class LeftoverSweep:
             path = f"{folder.rstrip()} {name}" if folder.endswith("]") else f"{folder}/{name}"
             inside = self._search(browser, path, None, folders=False)
             files = list(getattr(inside, "file", None) or [])
-            times = [_utc(t) for t in [info.modification, *(f.modification for f in files)]
+            times = [utc(t) for t in [info.modification, *(f.modification for f in files)]
                      if t is not None]
             if not times:
                 continue  # no times to judge its age by: leave it

@@ -30,7 +30,8 @@ per datastore, image and size the same way (:meth:`ImageCache.sized`).
 
 What a nova-compute that died mid-way left (temporary folders, import VMs)
 is removed on the first use of each datastore's cache
-(vsphere/image_leftovers.py).
+(vsphere/image_leftovers.py); images nothing uses any more are aged out by
+Nova's image cache manager pass (vsphere/image_aging.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -48,6 +50,7 @@ from oslo_utils import units
 from oslo_vmware import exceptions as vexc
 
 from nova_vsphere_driver.vsphere import vmdk
+from nova_vsphere_driver.vsphere.image_aging import AgingReport, ImageAging
 from nova_vsphere_driver.vsphere.image_import import (
     DatastoreUpload,
     FirstSector,
@@ -118,7 +121,7 @@ class ImageCache:
     """Glance images, one ready-to-use disk per image and datastore."""
 
     def __init__(self, session: VSphereSession, cache_dir: str, *, scheme: str,
-                 verify: str | bool) -> None:
+                 verify: str | bool, page_size: int = 100) -> None:
         self.session = session
         self.cache_dir = cache_dir.strip("/")
         self.scheme = scheme
@@ -132,6 +135,10 @@ class ImageCache:
         self._leftovers = LeftoverSweep(session, self.cache_dir,
                                         session.api_timeout * LEFTOVER_AGE_TIMEOUTS,
                                         self._busy_names)
+        #: (datastore, image id) -> when this process last took the cached disk.
+        self._taken: dict[tuple[str, str], float] = {}
+        self._ageing = ImageAging(session, self.cache_dir, page_size, self._taken_lately,
+                                  self._lock)
 
     def path(self, image_id: str) -> str:
         return f"{self.cache_dir}/{image_id}/{image_id}.vmdk"
@@ -146,6 +153,25 @@ class ImageCache:
     def _lock(self, ds_name: str, image_id: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault((ds_name, image_id), threading.Lock())
+
+    def _took(self, ds_name: str, image_id: str) -> None:
+        with self._guard:
+            self._taken[(ds_name, image_id)] = time.monotonic()
+
+    def _taken_lately(self, ds_name: str, image_id: str) -> bool:
+        """Taken by a spawn of this process that may not have made its VM yet.
+
+        Every step from taking the cached disk to creating the VM is
+        bounded by an api_timeout.
+        """
+        with self._guard:
+            taken = self._taken.get((ds_name, image_id))
+        return taken is not None and \
+            time.monotonic() - taken < self.session.api_timeout * LEFTOVER_AGE_TIMEOUTS
+
+    def age(self, dc_ref, ds_ref, ds_name: str, keep, min_age_seconds: float) -> AgingReport:
+        """Age the cached images of ``ds_name`` out (vsphere/image_aging.py)."""
+        return self._ageing.run(dc_ref, ds_ref, ds_name, keep, min_age_seconds)
 
     def _busy_names(self) -> list[str]:
         with self._guard:
@@ -227,6 +253,7 @@ class ImageCache:
         if ds_ref is not None:
             self._sweep_once(dc_ref, ds_ref, ds_name)
         with self._lock(ds_name, image.image_id):
+            self._took(ds_name, image.image_id)
             found = self.lookup(dc_name, ds_name, image.image_id)
             if isinstance(found, CachedImage):
                 return found
@@ -267,6 +294,7 @@ class ImageCache:
                              f"{capacity_gb} GiB")
         rel = self.sized_path(image.image_id, capacity_gb)
         with self._lock(ds_name, image.image_id):
+            self._took(ds_name, image.image_id)
             found = self._lookup(dc_name, ds_name, rel)
             if isinstance(found, CachedImage):
                 if found.capacity_kb != capacity_kb:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import io
 import threading
+import time
 import uuid
 
 import pytest
@@ -25,6 +26,7 @@ from nova import exception, objects
 from oslo_vmware import vim_util
 from pyVmomi import vim
 
+from nova_vsphere_driver.ops import image_cache
 from nova_vsphere_driver.simulator import vmdk_stream
 from nova_vsphere_driver.simulator.objects.nfc_lease import disk_content
 from nova_vsphere_driver.vsphere.image_import import IMPORT_ANNOTATION, IMPORT_VM_PREFIX
@@ -579,3 +581,104 @@ def test_precache_honours_the_datastore_regex_and_a_failure_keeps_the_copies_mad
     assert drv.cache_image(ctx, image.id) is True
     assert cached() == ["shared-a", "shared-all", "shared-b"]
     assert len(downloads) == 1 + 1 + 2
+
+
+# -- ageing (Nova's image cache manager pass) --------------------------------------------------
+
+
+def _markers(sim, ds: str, image_id: str) -> list[str]:
+    folder = f"{CACHE}/{image_id}"
+    if not sim.files.exists(ds, folder):
+        return []
+    return [e.path.rsplit("/", 1)[-1] for e in sim.files.listdir(ds, folder) if e.is_dir]
+
+
+def test_unused_cached_images_are_marked_then_removed_and_used_ones_kept(
+        vsphere, ctx, node_a, glance, one_datastore, conf_overrides):
+    drv, server = vsphere
+    sim = server.simulator
+    conf_overrides("image_cache", remove_unused_base_images=True,
+                   remove_unused_original_minimum_age_seconds=2)
+    linked, idle, kept = (_image(glance, ctx, DATA, vmware_disktype="thin") for _ in range(3))
+    # linked: the parent of a VM's root disk; idle: cached, used by nothing;
+    # kept: the image of an instance Nova holds here (a full copy, say).
+    clone = make_instance(node_a, image_ref=linked.id, root_gb=0)
+    _spawn(drv, ctx, clone, linked)
+    for image in (idle, kept):
+        drv.cache_image(ctx, image.id)
+    holder = make_instance(node_a, image_ref=kept.id)
+    folder = {i.id: f"[shared-a] {CACHE}/{i.id}" for i in (linked, idle, kept)}
+
+    def cached() -> set[str]:
+        return {i.id for i in (linked, idle, kept) if _cache_disks(sim, "shared-a") and
+                sim.files.exists("shared-a", f"{CACHE}/{i.id}/{i.id}.vmdk")}
+
+    # Right after a spawn took them, nothing is touched: a VM may be on its way.
+    assert drv.manage_image_cache(ctx, [holder]) is None
+    assert all(_markers(sim, "shared-a", i) == [] for i in folder)
+
+    drv._images._taken.clear()  # a later pass: no spawn of this process is in flight
+    done = image_cache.age_images(drv, ctx, [holder])
+    assert done["marked"] == [folder[idle.id]]
+    assert sorted(done["in_use"]) == sorted([folder[linked.id], folder[kept.id]])
+    [marker] = _markers(sim, "shared-a", idle.id)
+    assert marker.startswith("ts-")
+    # Marked, but not unused for long enough: kept.
+    done = image_cache.age_images(drv, ctx, [holder])
+    assert done["removed"] == [] and cached() == {linked.id, idle.id, kept.id}
+    assert _markers(sim, "shared-a", idle.id) == [marker]
+
+    time.sleep(2.2)
+    done = image_cache.age_images(drv, ctx, [holder])
+    assert done["removed"] == [folder[idle.id]]
+    assert cached() == {linked.id, kept.id}
+    assert not sim.files.exists("shared-a", f"{CACHE}/{idle.id}")
+    assert disk_content(sim, _root(sim, clone).backing) == DATA  # the clone is intact
+
+    # The clone goes: its image is marked; a new spawn of it before the
+    # minimum age has passed takes the marker away again.
+    drv.destroy(ctx, clone, [])
+    done = image_cache.age_images(drv, ctx, [holder])
+    assert done["marked"] == [folder[linked.id]]
+    again = make_instance(node_a, image_ref=linked.id, root_gb=0)
+    _spawn(drv, ctx, again, linked)
+    drv._images._taken.clear()
+    done = image_cache.age_images(drv, ctx, [holder])
+    assert done["unmarked"] == [folder[linked.id]]
+    assert _markers(sim, "shared-a", linked.id) == []
+    time.sleep(2.2)
+    assert image_cache.age_images(drv, ctx, [holder])["removed"] == []
+    assert cached() == {linked.id, kept.id}
+
+
+def test_no_ageing_unless_nova_says_remove_unused_base_images(vsphere, ctx, node_a, glance,
+                                                               one_datastore, conf_overrides):
+    drv, server = vsphere
+    sim = server.simulator
+    conf_overrides("image_cache", remove_unused_base_images=False,
+                   remove_unused_original_minimum_age_seconds=0)
+    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    drv.cache_image(ctx, image.id)
+    drv._images._taken.clear()
+    before = dict(sim.request_counts)
+    drv.manage_image_cache(ctx, [])
+    assert sim.request_counts == before  # not even looked at
+    assert _cache_disks(sim, "shared-a") == [f"{CACHE}/{image.id}/{image.id}.vmdk"]
+    assert drv.capabilities["has_imagecache"] is True
+
+
+def test_a_datastore_that_fails_its_pass_does_not_stop_the_others(vsphere, ctx, glance,
+                                                                    conf_overrides):
+    drv, server = vsphere
+    sim = server.simulator
+    conf_overrides("image_cache", remove_unused_base_images=True,
+                   remove_unused_original_minimum_age_seconds=3600)
+    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    drv.cache_image(ctx, image.id)  # shared-a, shared-all, shared-b
+    drv._images._taken.clear()
+    sim.faults.fail_next("SearchDatastoreSubFolders_Task", "InvalidState")
+    done = image_cache.age_images(drv, ctx, [])
+    # cluster-a's stores come first: shared-a failed, the others were marked.
+    assert done["failed"] == ["[shared-a]"]
+    assert done["marked"] == [f"[{ds}] {CACHE}/{image.id}" for ds in ("shared-all", "shared-b")]
+    assert _markers(sim, "shared-a", image.id) == []

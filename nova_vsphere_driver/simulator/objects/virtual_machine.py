@@ -969,8 +969,16 @@ def _networks_of(config, sim: Simulator, host: HostSystem) -> list:
 
 
 def _datastores_of(vm: VirtualMachine) -> list:
+    # As vCenter's VirtualMachine.datastore: every datastore holding a file of
+    # the VM, its disks' parents (a linked clone's base disk) included.
+    chains = []
+    for disk in vm.disks():
+        backing = disk.backing
+        while backing is not None and getattr(backing, "fileName", None):
+            chains.append(backing.fileName)
+            backing = getattr(backing, "parent", None)
     names = []
-    for path in [vm.config.files.vmPathName, *vm.disk_files()]:
+    for path in [vm.config.files.vmPathName, *chains]:
         ds_name, _ = parse_datastore_path(path)
         if ds_name not in names:
             names.append(ds_name)
