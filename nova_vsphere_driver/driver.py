@@ -662,12 +662,9 @@ class VSphereDriver(driver.ComputeDriver):
         if not CONF.vsphere.use_linked_clone:
             # A full copy of the image may have been made before CreateVM.
             try:
-                self._session.run_task(
-                    "DeleteDatastoreFile_Task", self._session.content.fileManager,
-                    name=f"[{datastore.name}] {instance.uuid}",
-                    datacenter=vim_util.get_moref(ref.datacenter, "Datacenter"))
-            except vexc.FileNotFoundException:
-                pass
+                self._session.delete_datastore_file(
+                    f"[{datastore.name}] {instance.uuid}",
+                    vim_util.get_moref(ref.datacenter, "Datacenter"))
             except Exception as exc:
                 LOG.warning("Could not remove [%s] %s: %s", datastore.name, instance.uuid, exc)
 

@@ -184,8 +184,5 @@ class ImageAging:
         return found
 
     def _delete(self, dc_ref, path: str) -> None:
-        try:
-            self.session.run_task("DeleteDatastoreFile_Task", self.session.content.fileManager,
-                                  name=path, datacenter=dc_ref)
-        except vexc.FileNotFoundException:
-            pass  # gone meanwhile (another nova-compute's pass)
+        # Gone meanwhile (another nova-compute's pass) is as good.
+        self.session.delete_datastore_file(path, dc_ref)

@@ -147,13 +147,8 @@ class LeftoverSweep:
 
     def _delete(self, dc_ref: Any, path: str) -> bool:
         LOG.info("Removing %s, left by an image caching that did not finish", path)
-        try:
-            self.session.run_task("DeleteDatastoreFile_Task",
-                                  self.session.content.fileManager, name=path,
-                                  datacenter=dc_ref)
-        except vexc.FileNotFoundException:
-            return False  # someone else removed it meanwhile
-        return True
+        # False: someone else removed it meanwhile.
+        return self.session.delete_datastore_file(path, dc_ref)
 
     def _remove_import(self, dc_ref: Any, leftover: Leftover) -> bool:
         """An import VM's folder: its VM destroyed if registered and ours, else the folder."""

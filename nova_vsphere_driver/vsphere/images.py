@@ -425,11 +425,8 @@ class ImageCache:
                               name=f"[{ds_name}] {work}/{image.image_id}.vmdk",
                               datacenter=dc_ref, spec=spec)
         extent = f"{work}/{image.image_id}-flat.vmdk"
-        try:
-            self.session.run_task("DeleteDatastoreFile_Task", self.session.content.fileManager,
-                                  name=f"[{ds_name}] {extent}", datacenter=dc_ref)
-        except vexc.FileNotFoundException:
-            pass  # no separate extent file on this datastore: the upload makes it
+        # (No separate extent file on some datastores: the upload makes it.)
+        self.session.delete_datastore_file(f"[{ds_name}] {extent}", dc_ref)
 
         def check(first_sector: bytes) -> None:
             header = vmdk.sparse_header(first_sector)
@@ -504,11 +501,7 @@ class ImageCache:
         return capacity_kb
 
     def _delete(self, dc_ref, ds_path: str) -> None:
-        try:
-            self.session.run_task("DeleteDatastoreFile_Task", self.session.content.fileManager,
-                                  name=ds_path, datacenter=dc_ref)
-        except vexc.FileNotFoundException:
-            pass
+        self.session.delete_datastore_file(ds_path, dc_ref)
 
     def _delete_quietly(self, dc_ref, ds_path: str) -> None:
         try:

@@ -212,6 +212,15 @@ class VSphereSession:
                                   f"{timeout if timeout is not None else self.api_timeout:.0f} s")
             time.sleep(self.task_poll_interval)
 
+    def delete_datastore_file(self, path: str, dc_ref: Any) -> bool:
+        """Delete a datastore file or folder (``[ds] path``); False if it was not there."""
+        try:
+            self.run_task("DeleteDatastoreFile_Task", self.content.fileManager, name=path,
+                          datacenter=dc_ref)
+        except vexc.FileNotFoundException:
+            return False
+        return True
+
     def run_task(self, method: str, moref: Any, timeout: float | None = None, **kwargs) -> Any:
         """Start a ``*_Task`` method and wait for it; returns the task result.
 
