@@ -15,7 +15,7 @@ import uuid
 
 from pyVmomi import vim
 
-from tests.unit.simulator.helpers import bind, run
+from tests.unit.simulator.helpers import bind, run, wait_until
 
 GIB = 1024
 RUNNING = 1
@@ -139,9 +139,12 @@ def test_live_migration_moves_the_running_vm_to_the_other_cluster(stack):
     assert vm.cluster is target
     assert all(ds in vm.host.datastores for ds in vm.datastores)
     assert [n.name for n in vm.networks] == ["br-int"]
-    # Placement follows: the allocation moved to cluster-b's provider.
+    # Placement follows: the allocation moved to cluster-b's provider. (The
+    # source drops the migration's allocation on cluster-a just after it marks
+    # the migration completed.)
     assert stack.usages("cluster-b")["MEMORY_MB"] == memory
-    assert stack.usages("cluster-a")["MEMORY_MB"] == 0
+    wait_until(lambda: stack.usages("cluster-a")["MEMORY_MB"] == 0, timeout=30,
+               interval=0.05, what="cluster-a still holds the migration's allocation")
     assert _claimed(stack, sid) == {"cluster-a": False, "cluster-b": False}
     # And compute-2 now runs it: a reboot goes through its driver, and the
     # console log (moved with the VM's files) has the boot before and the reset.
