@@ -59,6 +59,14 @@ vsphere_opts = [
                 "False makes a full copy of the image per instance."),
     cfg.FloatOpt("api_timeout", default=300.0, min=1.0,
                  help="Upper bound in seconds on any wait for a vCenter task."),
+    cfg.FloatOpt("cluster_read_max_age", default=10.0, min=0.0,
+                 help="Seconds a read of a cluster's state may be reused when Nova asks for "
+                 "its provider tree between periodic resource updates: Nova does at every "
+                 "instance and move claim, one claim at a time under its resource lock, "
+                 "so reading the cluster each time serialises a burst of builds behind "
+                 "vCenter. The periodic update (get_available_resource) always reads "
+                 "vCenter, and spawns in flight are counted through DRS claims whatever "
+                 "the read's age. 0 reads the cluster at every call."),
     # VNC consoles are served by each ESXi host, one TCP port per VM.
     cfg.PortOpt("vnc_port", default=5900,
                 help="First VNC port on the ESXi hosts. A VM's VNC console gets the lowest "

@@ -137,6 +137,9 @@ class VSphereDriver(driver.ComputeDriver):
         #: nodename -> (when, state) read by get_available_resource, for the
         #: update_provider_tree call that follows it.
         self._fresh_states: dict[str, tuple[float, ClusterState]] = {}
+        #: nodename -> (when the read started, state) of the newest cluster read.
+        self._recent_states: dict[str, tuple[float, ClusterState]] = {}
+        self._states_lock = threading.Lock()
         self._nodes: dict[str, ClusterRef] = {}
         self._vcenter_uuid: str | None = None
         self._vm_refs: dict[str, object] = {}
@@ -328,8 +331,26 @@ class VSphereDriver(driver.ComputeDriver):
                 message=f"node {nodename} is not managed by this nova-compute") from None
 
     def _state(self, nodename: str) -> ClusterState:
+        started = time.monotonic()
         with errors.translated():
-            return self._reader.cluster_state(self._node(nodename))
+            state = self._reader.cluster_state(self._node(nodename))
+        with self._states_lock:
+            newest = self._recent_states.get(nodename)
+            if newest is None or newest[0] < started:
+                self._recent_states[nodename] = (started, state)
+        return state
+
+    def _reusable_state(self, nodename: str) -> ClusterState:
+        """A cluster read update_provider_tree may use (see cluster_read_max_age)."""
+        now = time.monotonic()
+        paired = self._fresh_states.pop(nodename, None)
+        if paired is not None and now - paired[0] <= RESOURCE_STATE_REUSE_SECONDS:
+            return paired[1]
+        with self._states_lock:
+            recent = self._recent_states.get(nodename)
+        if recent is not None and now - recent[0] <= CONF.vsphere.cluster_read_max_age:
+            return recent[1]
+        return self._state(nodename)
 
     # -- nodes and resources ----------------------------------------------------------
 
@@ -358,10 +379,7 @@ class VSphereDriver(driver.ComputeDriver):
     def update_provider_tree(self, provider_tree, nodename: str, allocations=None) -> None:
         # Nova's resource tracker calls get_available_resource and then this,
         # back to back: one read of the cluster serves both.
-        state = self._fresh_states.pop(nodename, (0.0, None))
-        if state[1] is None or time.monotonic() - state[0] > RESOURCE_STATE_REUSE_SECONDS:
-            state = (0.0, self._state(nodename))
-        state = state[1]
+        state = self._reusable_state(nodename)
         ratios = self._get_allocation_ratios(provider_tree.data(nodename).inventory)
         inv = self._inventory(state, ratios)
         if not inv.schedulable:

@@ -106,7 +106,10 @@ def configure(override, server, clusters=("cluster-a", "cluster-b"), **extra):
     values = dict(host_ip="127.0.0.1", host_port=server.port, host_username=sim.username,
                   host_password=sim.password, ca_file=server.ca_file,
                   cluster_names=list(clusters), task_poll_interval=0.05,
-                  api_retry_count=2, wsdl_location=WSDL_LOCATION[-1])
+                  api_retry_count=2, wsdl_location=WSDL_LOCATION[-1],
+                  # Driver tests change the simulator and look at once: every
+                  # update_provider_tree reads (test_resources tests the reuse).
+                  cluster_read_max_age=0)
     values.update(extra)
     override("vsphere", **values)
 

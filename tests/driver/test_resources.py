@@ -590,3 +590,50 @@ def test_clusters_are_read_in_pages_of_maximum_objects(start):
         on = [vm for vm in vms if vm.powered_on]
         assert res["vcpus_used"] >= sum(vm.num_cpus for vm in on)
         assert res["memory_mb_used"] >= sum(vm.memory_mb for vm in on)
+
+
+def test_claims_between_periodic_updates_reuse_the_newest_cluster_read(
+        tls_sim, start, nova_db, conf_overrides):
+    from nova import context as nova_context
+
+    from tests.driver.conftest import make_instance
+
+    sim = tls_sim.simulator
+    calls = counting(sim)
+    drv = start(tls_sim, ["cluster-a"], drs={"make_room": False}, cluster_read_max_age=30)
+    node = node_of(drv, "cluster-a")
+    tree = new_tree(node)
+    hosts = sim.cluster("cluster-a").hosts
+    # Nova's periodic: one read serves get_available_resource and the provider tree.
+    assert calls(lambda: drv.get_available_resource(node)) == {"RetrievePropertiesEx": 1}
+    assert calls(lambda: drv.update_provider_tree(tree, node)) == {}
+    assert tree.data(node).inventory[orc.MEMORY_MB]["max_unit"] == \
+        max(h.memory_mb for h in hosts)
+
+    # A spawn reads the cluster to place its VM. The claim after it (Nova asks for
+    # the provider tree again) reuses that read, with the new VM counted through
+    # its DRS claim: the biggest host is no longer the one that takes most.
+    ctx = nova_context.get_admin_context()
+    big = max(hosts, key=lambda h: h.memory_mb)
+    instance = make_instance(node, memory_mb=200 * 1024, root_gb=0)
+    drv.spawn(ctx, instance, None, [], None, {}, network_info=[])
+    assert sim.vm(instance.uuid).host is big
+    assert calls(lambda: drv.update_provider_tree(tree, node)) == {}
+    expected = max(max(h.memory_mb for h in hosts if h is not big),
+                   big.memory_mb - 200 * 1024)
+    assert tree.data(node).inventory[orc.MEMORY_MB]["max_unit"] == expected
+    conf_overrides("vsphere", cluster_read_max_age=0)
+    assert calls(lambda: drv.update_provider_tree(tree, node)) == {"RetrievePropertiesEx": 1}
+    assert tree.data(node).inventory[orc.MEMORY_MB]["max_unit"] == expected  # the same
+
+    # What changes behind Nova's back shows at the next periodic update.
+    conf_overrides("vsphere", cluster_read_max_age=30)
+    total = tree.data(node).inventory[orc.MEMORY_MB]["total"]
+    lost = next(h for h in hosts if h is not big)
+    sim.disconnect_host(lost.name)
+    drv.update_provider_tree(tree, node)
+    assert tree.data(node).inventory[orc.MEMORY_MB]["total"] == total  # the reused read
+    drv.get_available_resource(node)
+    drv.update_provider_tree(tree, node)
+    assert tree.data(node).inventory[orc.MEMORY_MB]["total"] == total - lost.memory_mb
+    drv.destroy(ctx, instance, [])
