@@ -62,11 +62,31 @@ def nova_db():
 
 @pytest.fixture
 def glance():
-    """Nova's fake Glance, reached through Nova's real image API."""
+    """Nova's fake Glance, reached through Nova's real image API, keeping uploads."""
+    from nova_vsphere_driver.cmd.stack import UploadKeepingGlanceFixture
+
     host = FixtureHost()
-    fake = host.useFixture(nova_fixtures.GlanceFixture(host))
+    fake = host.useFixture(UploadKeepingGlanceFixture(host))
     yield fake
     host.cleanup()
+
+
+def vmdk_image(glance, ctx, data: bytes, **properties) -> objects.ImageMeta:
+    """A new active VMDK image in ``glance`` holding ``data``, as Nova's image meta."""
+    import io
+    import uuid
+
+    image_id = str(uuid.uuid4())
+    glance.create(None, {"id": image_id, "name": f"img-{image_id[:8]}", "status": "active",
+                         "disk_format": "vmdk", "container_format": "bare", "size": len(data),
+                         "properties": properties}, data=io.BytesIO(data))
+    return objects.ImageMeta.from_dict(glance.show(ctx, image_id))
+
+
+@pytest.fixture
+def downloads(glance) -> list[str]:
+    """Image ids in the order Glance's data was read."""
+    return glance.downloads
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from nova_vsphere_driver.ops import image_cache
 from nova_vsphere_driver.simulator import vmdk_stream
 from nova_vsphere_driver.simulator.objects.nfc_lease import disk_content
 from nova_vsphere_driver.vsphere.image_import import IMPORT_ANNOTATION, IMPORT_VM_PREFIX
-from tests.driver.conftest import make_instance
+from tests.driver.conftest import make_instance, vmdk_image
 from tests.driver.guest_support import disks, power
 from tests.fixtures import connect
 from tests.unit.simulator import sparse_vmdk
@@ -50,32 +50,10 @@ def node_a(vsphere):
 
 
 @pytest.fixture
-def downloads(glance, monkeypatch):
-    """Image ids in the order Glance's data was read."""
-    seen: list[str] = []
-    original = glance.download
-
-    def download(context, image_id, *args, **kwargs):
-        seen.append(image_id)
-        return original(context, image_id, *args, **kwargs)
-
-    monkeypatch.setattr(glance, "download", download)
-    return seen
-
-
-@pytest.fixture
 def one_datastore(conf_overrides):
     """Every spawn on cluster-a goes to shared-a."""
     conf_overrides("vsphere", datastore_regex="^shared-a$")
     return "shared-a"
-
-
-def _image(glance, ctx, data: bytes, **properties) -> objects.ImageMeta:
-    image_id = str(uuid.uuid4())
-    glance.create(None, {"id": image_id, "name": f"img-{image_id[:8]}", "status": "active",
-                         "disk_format": "vmdk", "container_format": "bare", "size": len(data),
-                         "properties": properties}, data=io.BytesIO(data))
-    return objects.ImageMeta.from_dict(glance.show(ctx, image_id))
 
 
 def _stream(capacity_mb: int) -> bytes:
@@ -119,7 +97,7 @@ def test_a_root_disk_of_the_images_size_is_a_clone_of_the_cached_disk_itself(
         vsphere, ctx, node_a, glance, one_datastore):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, _stream(1024), vmware_disktype="streamOptimized")
+    image = vmdk_image(glance, ctx, _stream(1024), vmware_disktype="streamOptimized")
     base = f"{CACHE}/{image.id}/{image.id}.vmdk"
     # A 1 GiB flavor for a 1 GiB image, and a flavor without a root disk size.
     for root_gb in (1, 0):
@@ -137,7 +115,7 @@ def test_bigger_root_disks_clone_a_copy_extended_once_per_size(vsphere, ctx, nod
                                                                one_datastore):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, sparse_vmdk.monolithic_sparse(32 * MB, DATA),
+    image = vmdk_image(glance, ctx, sparse_vmdk.monolithic_sparse(32 * MB, DATA),
                    vmware_disktype="sparse")
     folder = f"{CACHE}/{image.id}"
     booted = {}
@@ -169,7 +147,7 @@ def test_a_failed_extension_leaves_no_partial_copy_and_the_next_spawn_makes_it(
         vsphere, ctx, node_a, glance, one_datastore):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     sim.faults.fail_next("ExtendVirtualDisk_Task", "NoDiskSpace")
     with pytest.raises(exception.ComputeResourcesUnavailable):
@@ -189,7 +167,7 @@ def test_a_copy_another_nova_compute_made_meanwhile_is_used(vsphere, ctx, node_a
                                                             one_datastore):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     sized = f"{CACHE}/{image.id}/{image.id}.1.vmdk"
     sim.faults.add_latency("ExtendVirtualDisk_Task", 0.5)
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
@@ -219,7 +197,7 @@ def test_a_sized_copy_of_the_wrong_capacity_is_never_replaced(vsphere, ctx, node
                                                               one_datastore):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     _spawn(drv, ctx, make_instance(node_a, image_ref=image.id, root_gb=0), image)
     sized = f"{CACHE}/{image.id}/{image.id}.1.vmdk"
     # Not what this driver makes, but possibly the parent of linked clones: kept.
@@ -248,7 +226,7 @@ def test_the_images_vmware_ostype_is_the_guest_type(vsphere, ctx, node_a, glance
                                                    guest_id):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, DATA, **properties)
+    image = vmdk_image(glance, ctx, DATA, **properties)
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     _spawn(drv, ctx, instance, image)
     config = sim.vm(instance.uuid).config
@@ -263,7 +241,7 @@ def test_an_unknown_vmware_ostype_is_refused_before_anything_is_made(
         vsphere, ctx, node_a, glance, downloads, properties):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, DATA, **properties)
+    image = vmdk_image(glance, ctx, DATA, **properties)
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     before = dict(sim.request_counts)
     with pytest.raises(exception.ImageUnacceptable, match="ubuntu64Guest"):
@@ -276,23 +254,10 @@ def test_an_unknown_vmware_ostype_is_refused_before_anything_is_made(
     assert all(_cache_disks(sim, ds) == [] for ds in sim.datastores)
 
 
-def test_a_snapshot_boots_with_the_guest_type_of_its_source(vsphere, ctx, node_a, glance,
-                                                           monkeypatch):
+def test_a_snapshot_boots_with_the_guest_type_of_its_source(vsphere, ctx, node_a, glance):
     drv, server = vsphere
     sim = server.simulator
-    original = glance.update
-
-    def update(context, image_id, metadata, data=None, purge_props=False):
-        # Glance stores what it reads and sets size and status (the fixture drops data).
-        image = original(context, image_id, metadata, purge_props=purge_props)
-        if data is not None:
-            received = b"".join(iter(lambda: data.read(64 * 1024), b""))
-            glance._imagedata[image_id] = received
-            image.update(size=len(received), status="active")
-        return image
-
-    monkeypatch.setattr(glance, "update", update)
-    base = _image(glance, ctx, DATA, vmware_ostype="rhel9_64Guest")
+    base = vmdk_image(glance, ctx, DATA, vmware_ostype="rhel9_64Guest")
     source = make_instance(node_a, image_ref=base.id, root_gb=1)
     _spawn(drv, ctx, source, base)
     snap_id = str(uuid.uuid4())
@@ -319,13 +284,13 @@ def test_a_rescue_image_of_any_vmdk_type_is_cached_and_booted(
     conf_overrides("vsphere", use_linked_clone=linked_clone)
     drv, server = vsphere
     sim = server.simulator
-    base = _image(glance, ctx, b"\x07" * MB)
+    base = vmdk_image(glance, ctx, b"\x07" * MB)
     instance = make_instance(node_a, image_ref=base.id, root_gb=1)
     _spawn(drv, ctx, instance, base)
     [root] = disks(sim, instance)
     data = _stream(64) if disk_type == "streamOptimized" else \
         sparse_vmdk.monolithic_sparse(64 * MB, DATA)
-    rescue_image = _image(glance, ctx, data, vmware_disktype=disk_type)
+    rescue_image = vmdk_image(glance, ctx, data, vmware_disktype=disk_type)
     drv.power_off(instance)
     drv.rescue(ctx, instance, [], rescue_image, None, {})
 
@@ -356,10 +321,10 @@ def test_a_rescue_image_that_is_not_its_disk_type_leaves_the_instance_alone(
         vsphere, ctx, node_a, glance, one_datastore):
     drv, server = vsphere
     sim = server.simulator
-    base = _image(glance, ctx, b"\x07" * MB)
+    base = vmdk_image(glance, ctx, b"\x07" * MB)
     instance = make_instance(node_a, image_ref=base.id, root_gb=1)
     _spawn(drv, ctx, instance, base)
-    raw = _image(glance, ctx, DATA, vmware_disktype="streamOptimized")
+    raw = vmdk_image(glance, ctx, DATA, vmware_disktype="streamOptimized")
     with pytest.raises(exception.ImageUnacceptable):
         drv.rescue(ctx, instance, [], raw, None, {})
     assert power(sim, instance) == "poweredOn"
@@ -447,7 +412,7 @@ def test_leftovers_of_an_unfinished_caching_are_removed_on_the_datastores_first_
         sim.files.mkdir("shared-a", name, create_parents=True)
         _age(sim, "shared-a", name, HOUR)
 
-    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     _spawn(drv, ctx, instance, image)
 
@@ -476,7 +441,7 @@ def test_a_failing_leftover_search_never_fails_the_spawn(vsphere, ctx, node_a, g
     sim = server.simulator
     leftover = _temp_folder(sim, str(uuid.uuid4()), "0badcafe", HOUR)
     sim.faults.fail_next("SearchDatastore_Task", "HostCommunication")
-    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     _spawn(drv, ctx, instance, image)
     assert drv.instance_exists(instance)
@@ -508,7 +473,7 @@ def test_cache_image_fills_every_datastore_a_spawn_may_use_once(vsphere, ctx, no
                                                                 downloads):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     base = f"{CACHE}/{image.id}/{image.id}.vmdk"
     # Both clusters' stores, shared-all (mounted by both) once.
     stores = ["shared-a", "shared-all", "shared-b"]
@@ -561,7 +526,7 @@ def test_precache_honours_the_datastore_regex_and_a_failure_keeps_the_copies_mad
         vsphere, ctx, glance, downloads, conf_overrides):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     base = f"{CACHE}/{image.id}/{image.id}.vmdk"
 
     def cached() -> list[str]:
@@ -599,7 +564,7 @@ def test_unused_cached_images_are_marked_then_removed_and_used_ones_kept(
     sim = server.simulator
     conf_overrides("image_cache", remove_unused_base_images=True,
                    remove_unused_original_minimum_age_seconds=2)
-    linked, idle, kept = (_image(glance, ctx, DATA, vmware_disktype="thin") for _ in range(3))
+    linked, idle, kept = (vmdk_image(glance, ctx, DATA, vmware_disktype="thin") for _ in range(3))
     # linked: the parent of a VM's root disk; idle: cached, used by nothing;
     # kept: the image of an instance Nova holds here (a full copy, say).
     clone = make_instance(node_a, image_ref=linked.id, root_gb=0)
@@ -657,7 +622,7 @@ def test_no_ageing_unless_nova_says_remove_unused_base_images(vsphere, ctx, node
     sim = server.simulator
     conf_overrides("image_cache", remove_unused_base_images=False,
                    remove_unused_original_minimum_age_seconds=0)
-    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     drv.cache_image(ctx, image.id)
     drv._images._taken.clear()
     before = dict(sim.request_counts)
@@ -673,7 +638,7 @@ def test_a_datastore_that_fails_its_pass_does_not_stop_the_others(vsphere, ctx, 
     sim = server.simulator
     conf_overrides("image_cache", remove_unused_base_images=True,
                    remove_unused_original_minimum_age_seconds=3600)
-    image = _image(glance, ctx, DATA, vmware_disktype="thin")
+    image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     drv.cache_image(ctx, image.id)  # shared-a, shared-all, shared-b
     drv._images._taken.clear()
     sim.faults.fail_next("SearchDatastoreSubFolders_Task", "InvalidState")

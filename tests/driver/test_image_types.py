@@ -11,7 +11,6 @@ downloaded, and that failures leave no temporary VM, folder or cache entry.
 
 from __future__ import annotations
 
-import io
 import threading
 import uuid
 
@@ -22,7 +21,7 @@ from nova_vsphere_driver.simulator import vmdk_stream
 from nova_vsphere_driver.simulator.objects import vapp_import
 from nova_vsphere_driver.simulator.objects.nfc_lease import disk_content
 from nova_vsphere_driver.vsphere.image_import import IMPORT_VM_PREFIX
-from tests.driver.conftest import make_instance
+from tests.driver.conftest import make_instance, vmdk_image
 from tests.unit.simulator import sparse_vmdk
 
 MB = 1024 * 1024
@@ -39,28 +38,6 @@ def _node(drv, cluster: str) -> str:
 @pytest.fixture
 def node_a(vsphere):
     return _node(vsphere[0], "cluster-a")
-
-
-@pytest.fixture
-def downloads(glance, monkeypatch):
-    """Image ids in the order Glance's data was read."""
-    seen: list[str] = []
-    original = glance.download
-
-    def download(context, image_id, *args, **kwargs):
-        seen.append(image_id)
-        return original(context, image_id, *args, **kwargs)
-
-    monkeypatch.setattr(glance, "download", download)
-    return seen
-
-
-def _image(glance, ctx, data: bytes, **properties) -> objects.ImageMeta:
-    image_id = str(uuid.uuid4())
-    glance.create(None, {"id": image_id, "name": f"img-{image_id[:8]}", "status": "active",
-                         "disk_format": "vmdk", "container_format": "bare", "size": len(data),
-                         "properties": properties}, data=io.BytesIO(data))
-    return objects.ImageMeta.from_dict(glance.show(ctx, image_id))
 
 
 def _stream(capacity_mb: int, data: bytes) -> bytes:
@@ -116,7 +93,7 @@ def test_each_disk_type_boots_from_a_usable_cached_disk_made_once(
     drv, server = vsphere
     sim = server.simulator
     make_bytes, capacity_kb, thin = IMAGES[disk_type]
-    image = _image(glance, ctx, make_bytes(), vmware_disktype=disk_type)
+    image = vmdk_image(glance, ctx, make_bytes(), vmware_disktype=disk_type)
     first = make_instance(node_a, image_ref=image.id, root_gb=1)
     _spawn(drv, ctx, first, image)
 
@@ -162,7 +139,7 @@ def test_a_full_copy_is_thin_and_grown_to_the_flavor(vsphere, ctx, node_a, glanc
     drv, server = vsphere
     sim = server.simulator
     make_bytes, capacity_kb, _thin = IMAGES[disk_type]
-    image = _image(glance, ctx, make_bytes(), vmware_disktype=disk_type)
+    image = vmdk_image(glance, ctx, make_bytes(), vmware_disktype=disk_type)
     instance = make_instance(node_a, image_ref=image.id, root_gb=2)
     _spawn(drv, ctx, instance, image)
     root = _root(sim, instance)
@@ -185,7 +162,7 @@ def test_the_images_adapter_type_picks_the_root_disk_controller(vsphere, ctx, no
                                                                 adapter, controller):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, _stream(16, DATA), vmware_disktype="streamOptimized",
+    image = vmdk_image(glance, ctx, _stream(16, DATA), vmware_disktype="streamOptimized",
                    vmware_adaptertype=adapter)
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     _spawn(drv, ctx, instance, image)
@@ -205,7 +182,7 @@ def test_what_vsphere_cannot_boot_is_refused_before_anything_is_made(
         vsphere, ctx, node_a, glance, downloads, properties):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, DATA, **properties)
+    image = vmdk_image(glance, ctx, DATA, **properties)
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     before = dict(sim.request_counts)
     with pytest.raises(exception.ImageUnacceptable):
@@ -227,7 +204,7 @@ def test_data_that_is_not_its_disk_type_is_refused_and_leaves_nothing(
         vsphere, ctx, node_a, glance, data, disk_type):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, data, vmware_disktype=disk_type)
+    image = vmdk_image(glance, ctx, data, vmware_disktype=disk_type)
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     with pytest.raises(exception.ImageUnacceptable):
         _spawn(drv, ctx, instance, image)
@@ -241,7 +218,7 @@ def test_a_flavor_smaller_than_the_images_virtual_disk_is_refused(vsphere, ctx, 
     drv, server = vsphere
     sim = server.simulator
     # 2 GiB of virtual disk in a few MiB of stream: only the import tells.
-    image = _image(glance, ctx, _stream(2048, DATA), vmware_disktype="streamOptimized")
+    image = vmdk_image(glance, ctx, _stream(2048, DATA), vmware_disktype="streamOptimized")
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     with pytest.raises(exception.FlavorDiskSmallerThanImage):
         _spawn(drv, ctx, instance, image)
@@ -260,7 +237,7 @@ def test_a_failed_import_leaves_nothing_and_the_next_spawn_imports_cleanly(
         vsphere, ctx, node_a, glance, failure):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, _stream(16, DATA), vmware_disktype="streamOptimized")
+    image = vmdk_image(glance, ctx, _stream(16, DATA), vmware_disktype="streamOptimized")
     instance = make_instance(node_a, image_ref=image.id, root_gb=1)
     sim.faults.fail_next(failure, "HostCommunication")
     with pytest.raises(exception.NovaException):
@@ -283,7 +260,7 @@ def test_concurrent_spawns_of_one_image_import_it_once(vsphere, ctx, node_a, gla
     drv, server = vsphere
     sim = server.simulator
     sim.faults.add_latency("ImportVApp", 0.2)  # both spawns are in the cache at once
-    image = _image(glance, ctx, _stream(16, DATA), vmware_disktype="streamOptimized")
+    image = vmdk_image(glance, ctx, _stream(16, DATA), vmware_disktype="streamOptimized")
     instances = [make_instance(node_a, image_ref=image.id, root_gb=1) for _ in range(3)]
     errors = []
 
@@ -310,7 +287,7 @@ def test_concurrent_spawns_of_one_image_import_it_once(vsphere, ctx, node_a, gla
 def test_an_older_cache_entry_that_is_no_disk_is_replaced(vsphere, ctx, node_a, glance):
     drv, server = vsphere
     sim = server.simulator
-    image = _image(glance, ctx, DATA, vmware_disktype="preallocated")
+    image = vmdk_image(glance, ctx, DATA, vmware_disktype="preallocated")
     # What earlier versions of the driver left: the image bytes as the .vmdk.
     for ds in ("shared-a", "shared-b", "shared-all"):
         sim.files.write(ds, f"{CACHE}/{image.id}/{image.id}.vmdk", DATA)
@@ -322,22 +299,10 @@ def test_an_older_cache_entry_that_is_no_disk_is_replaced(vsphere, ctx, node_a, 
     assert cached.disk_capacity_kb == len(DATA) // 1024 + 1
 
 
-def test_our_own_snapshot_boots(vsphere, ctx, node_a, glance, monkeypatch):
+def test_our_own_snapshot_boots(vsphere, ctx, node_a, glance):
     drv, server = vsphere
     sim = server.simulator
-    original = glance.update
-
-    def update(context, image_id, metadata, data=None, purge_props=False):
-        # Glance stores what it reads and sets size and status (the fixture drops data).
-        image = original(context, image_id, metadata, purge_props=purge_props)
-        if data is not None:
-            received = b"".join(iter(lambda: data.read(64 * 1024), b""))
-            glance._imagedata[image_id] = received
-            image.update(size=len(received), status="active")
-        return image
-
-    monkeypatch.setattr(glance, "update", update)
-    base = _image(glance, ctx, DATA)
+    base = vmdk_image(glance, ctx, DATA)
     source = make_instance(node_a, image_ref=base.id, root_gb=1)
     _spawn(drv, ctx, source, base)
     snap_id = str(uuid.uuid4())

@@ -15,9 +15,8 @@ from nova.compute import power_state, task_states
 
 from nova_vsphere_driver import driver as vsphere_driver
 from nova_vsphere_driver.simulator.objects.nfc_lease import disk_content
-from tests.driver.conftest import make_instance
+from tests.driver.conftest import make_instance, vmdk_image
 from tests.driver.test_drs import _add_host_group, _group, _rules
-from tests.driver.test_image_types import _image
 from tests.fixtures import connect
 from tests.unit.simulator.helpers import create_vm
 
@@ -433,7 +432,7 @@ def test_failed_power_on_after_a_cross_cluster_resize_undoes_all_of_it(vsphere, 
 @pytest.fixture
 def image(vsphere, glance, ctx):
     """A Glance image (a thin VMDK) that spawn caches and links root disks to."""
-    return _image(glance, ctx, IMAGE_DATA, vmware_disktype="thin")
+    return vmdk_image(glance, ctx, IMAGE_DATA, vmware_disktype="thin")
 
 
 def _spawn_image(drv, ctx, instance, image_meta, power_on: bool = True) -> None:

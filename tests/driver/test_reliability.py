@@ -16,6 +16,7 @@ from nova.compute import power_state
 
 from nova_vsphere_driver import driver as vsphere_driver
 from tests.driver.conftest import configure, make_instance, new_tree
+from tests.unit.simulator.helpers import wait_until
 
 GB = 1024
 
@@ -219,15 +220,6 @@ class Recorded:
             return list(self.running.values())
 
 
-def _wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def _overlapping(calls) -> list:
     calls = sorted(calls)
     return [(a, b) for a, b in zip(calls, calls[1:], strict=False) if b[0] < a[1]]
@@ -277,8 +269,8 @@ def test_a_slow_vcenter_piles_up_no_drs_rounds_and_holds_up_no_resource_update(t
         operator = threading.Thread(
             target=lambda out=report: out.append(drv.balance_cluster(node)), name="operator")
         operator.start()
-        if not _wait_for(lambda: any(name == "operator" for _, name in vmotions.started()), 15):
-            raise AssertionError("the operator's pass issued no vMotion")
+        wait_until(lambda: any(name == "operator" for _, name in vmotions.started()), 15,
+                   what="the operator's pass issued no vMotion")
         started = time.monotonic()
         drv.get_available_resource(node)
         reads.append((started, time.monotonic()))

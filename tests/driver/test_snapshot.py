@@ -36,27 +36,6 @@ def node_a(vsphere):
     return _node(vsphere[0], "cluster-a")
 
 
-@pytest.fixture
-def uploads(glance, monkeypatch):
-    """Nova's fake Glance, storing uploaded bits as Glance does (the fixture drops them).
-
-    Glance's client reads the data 64 KiB at a time, and Glance sets the
-    image's size and status from what it received.
-    """
-    original = glance.update
-
-    def update(context, image_id, metadata, data=None, purge_props=False):
-        image = original(context, image_id, metadata, purge_props=purge_props)
-        if data is not None:
-            received = b"".join(iter(lambda: data.read(64 * 1024), b""))
-            glance._imagedata[image_id] = received
-            image.update(size=len(received), status="active")
-        return image
-
-    monkeypatch.setattr(glance, "update", update)
-    return glance
-
-
 class TaskStates:
     """Records update_task_state calls, as ComputeManager._snapshot_instance makes them."""
 
@@ -96,18 +75,18 @@ def _leases(sim) -> list[HttpNfcLease]:
     return list(sim.registry.find(HttpNfcLease))
 
 
-def test_snapshot_of_a_running_instance_uploads_its_root_disk(vsphere, ctx, node_a, uploads):
+def test_snapshot_of_a_running_instance_uploads_its_root_disk(vsphere, ctx, node_a, glance):
     drv, server = vsphere
     sim = server.simulator
-    instance = _boot_from_image(drv, ctx, uploads, node_a)
-    image_id = _snapshot_image(uploads, ctx, instance)
+    instance = _boot_from_image(drv, ctx, glance, node_a)
+    image_id = _snapshot_image(glance, ctx, instance)
     states = TaskStates()
 
     drv.snapshot(ctx, instance, image_id, states)
 
     assert states.calls == EXPECTED_STATES
-    data = uploads._imagedata[image_id]
-    image = uploads.show(ctx, image_id)
+    data = glance._imagedata[image_id]
+    image = glance.show(ctx, image_id)
     assert image["size"] == len(data) and image["status"] == "active"
     assert image["disk_format"] == "vmdk" and image["container_format"] == "bare"
     props = image["properties"]
@@ -133,18 +112,18 @@ def test_snapshot_of_a_running_instance_uploads_its_root_disk(vsphere, ctx, node
     assert vm.get_property("runtime.powerState") == "poweredOn"
 
 
-def test_snapshot_of_a_stopped_instance_exports_the_vm(vsphere, ctx, node_a, uploads):
+def test_snapshot_of_a_stopped_instance_exports_the_vm(vsphere, ctx, node_a, glance):
     drv, server = vsphere
     sim = server.simulator
-    instance = _boot_from_image(drv, ctx, uploads, node_a)
+    instance = _boot_from_image(drv, ctx, glance, node_a)
     drv.power_off(instance)
-    image_id = _snapshot_image(uploads, ctx, instance)
+    image_id = _snapshot_image(glance, ctx, instance)
     states = TaskStates()
 
     drv.snapshot(ctx, instance, image_id, states)
 
     assert states.calls == EXPECTED_STATES
-    disk = stream_vmdk.parse(uploads._imagedata[image_id])
+    disk = stream_vmdk.parse(glance._imagedata[image_id])
     assert disk.content(len(IMAGE_DATA)) == IMAGE_DATA
     # A stopped VM needs no VM snapshot: ExportVm on the VM itself.
     assert sim.request_counts.get("ExportVm") == 1
@@ -154,66 +133,66 @@ def test_snapshot_of_a_stopped_instance_exports_the_vm(vsphere, ctx, node_a, upl
 
 
 def test_a_failed_quiesce_falls_back_to_a_crash_consistent_snapshot(vsphere, ctx, node_a,
-                                                                    uploads):
+                                                                    glance):
     drv, server = vsphere
     sim = server.simulator
     instance = make_instance(node_a, root_gb=1)
     drv.spawn(ctx, instance, None, [], None, {}, network_info=[])
     sim.faults.fail_next("CreateSnapshot_Task", "ApplicationQuiesceFault")
-    image_id = _snapshot_image(uploads, ctx, instance)
+    image_id = _snapshot_image(glance, ctx, instance)
 
     drv.snapshot(ctx, instance, image_id, TaskStates())
 
     assert sim.request_counts["CreateSnapshot_Task"] == 2
     # An empty root disk: a valid VMDK without grains.
-    disk = stream_vmdk.parse(uploads._imagedata[image_id])
+    disk = stream_vmdk.parse(glance._imagedata[image_id])
     assert disk.grains == {} and disk.capacity_sectors == 2 * 1024 * 1024
     assert sim.vm(instance.uuid).snapshots == []
 
 
-def test_quiesce_required_by_the_image_but_no_tools(vsphere, ctx, node_a, uploads):
+def test_quiesce_required_by_the_image_but_no_tools(vsphere, ctx, node_a, glance):
     drv, server = vsphere
     sim = server.simulator
     instance = make_instance(node_a, root_gb=1,
                              system_metadata={"image_os_require_quiesce": "yes"})
     drv.spawn(ctx, instance, None, [], None, {}, network_info=[])
     sim.vm(instance.uuid).tools_installed = False
-    image_id = _snapshot_image(uploads, ctx, instance)
+    image_id = _snapshot_image(glance, ctx, instance)
     with pytest.raises(exception.InstanceQuiesceNotSupported):
         drv.snapshot(ctx, instance, image_id, TaskStates())
     assert sim.request_counts.get("CreateSnapshot_Task", 0) == 0
-    assert image_id not in uploads._imagedata
+    assert image_id not in glance._imagedata
 
 
-def test_failed_vm_snapshot_leaves_no_snapshot_and_no_upload(vsphere, ctx, node_a, uploads):
+def test_failed_vm_snapshot_leaves_no_snapshot_and_no_upload(vsphere, ctx, node_a, glance):
     drv, server = vsphere
     sim = server.simulator
     instance = make_instance(node_a, root_gb=1)
     drv.spawn(ctx, instance, None, [], None, {}, network_info=[])
     sim.faults.fail_next("CreateSnapshot_Task", "InvalidState")
-    image_id = _snapshot_image(uploads, ctx, instance)
+    image_id = _snapshot_image(glance, ctx, instance)
     states = TaskStates()
     with pytest.raises(exception.InstanceInvalidState):
         drv.snapshot(ctx, instance, image_id, states)
     assert states.calls == EXPECTED_STATES[:1]
     assert sim.vm(instance.uuid).snapshots == []
     assert _leases(sim) == []
-    assert image_id not in uploads._imagedata  # Nova deletes the queued image itself
+    assert image_id not in glance._imagedata  # Nova deletes the queued image itself
 
 
-def test_failed_export_removes_the_vm_snapshot(vsphere, ctx, node_a, uploads):
+def test_failed_export_removes_the_vm_snapshot(vsphere, ctx, node_a, glance):
     drv, server = vsphere
     sim = server.simulator
     instance = make_instance(node_a, root_gb=1)
     drv.spawn(ctx, instance, None, [], None, {}, network_info=[])
     sim.faults.fail_next("ExportSnapshot", "FileFault")
-    image_id = _snapshot_image(uploads, ctx, instance)
+    image_id = _snapshot_image(glance, ctx, instance)
     with pytest.raises(exception.NovaException):
         drv.snapshot(ctx, instance, image_id, TaskStates())
     assert sim.request_counts["RemoveSnapshot_Task"] == 1
     assert sim.vm(instance.uuid).snapshots == []
     assert _leases(sim) == []
-    assert image_id not in uploads._imagedata
+    assert image_id not in glance._imagedata
 
 
 def test_failed_upload_aborts_the_lease_and_removes_the_vm_snapshot(vsphere, ctx, node_a,
@@ -236,7 +215,7 @@ def test_failed_upload_aborts_the_lease_and_removes_the_vm_snapshot(vsphere, ctx
 
 
 def test_snapshot_removes_a_vm_snapshot_an_earlier_attempt_left(vsphere, ctx, node_a,
-                                                                uploads):
+                                                                glance):
     drv, server = vsphere
     sim = server.simulator
     instance = make_instance(node_a, root_gb=1)
@@ -245,16 +224,16 @@ def test_snapshot_removes_a_vm_snapshot_an_earlier_attempt_left(vsphere, ctx, no
     vm = bind(si, sim.vm(instance.uuid))
     run(vm.CreateSnapshot_Task(name="nova-snapshot-lost", memory=False, quiesce=False))
     run(vm.CreateSnapshot_Task(name="operator-backup", memory=False, quiesce=False))
-    image_id = _snapshot_image(uploads, ctx, instance)
+    image_id = _snapshot_image(glance, ctx, instance)
 
     drv.snapshot(ctx, instance, image_id, TaskStates())
 
     assert [s.name for s in sim.vm(instance.uuid).snapshots] == ["operator-backup"]
-    assert image_id in uploads._imagedata
+    assert image_id in glance._imagedata
 
 
 def test_snapshot_to_a_deleted_image_fails_before_touching_the_vm(vsphere, ctx, node_a,
-                                                                 uploads):
+                                                                 glance):
     drv, server = vsphere
     sim = server.simulator
     instance = make_instance(node_a, root_gb=1)
@@ -266,9 +245,9 @@ def test_snapshot_to_a_deleted_image_fails_before_touching_the_vm(vsphere, ctx, 
     assert sim.request_counts.get("CreateSnapshot_Task", 0) == 0
 
 
-def test_snapshot_of_an_instance_without_a_vm(vsphere, ctx, node_a, uploads):
+def test_snapshot_of_an_instance_without_a_vm(vsphere, ctx, node_a, glance):
     drv, _ = vsphere
     instance = make_instance(node_a)
-    image_id = _snapshot_image(uploads, ctx, instance)
+    image_id = _snapshot_image(glance, ctx, instance)
     with pytest.raises(exception.InstanceNotFound):
         drv.snapshot(ctx, instance, image_id, TaskStates())

@@ -290,33 +290,23 @@ def test_aggregate_image_precache_fills_every_datastore_and_boots_need_no_downlo
     cached = f"_nova_image_cache/{image_id}/{image_id}.vmdk"
     aggregate = stack.api.post_aggregate({"aggregate": {"name": "vsphere-precache"}})
     stack.api.add_host_to_aggregate(aggregate["id"], stack.compute_host)
-    downloads = []
-    original = stack.glance.download
+    with stack.microversion("2.81"):
+        response = stack.api.api_post(f"/os-aggregates/{aggregate['id']}/images",
+                                      {"cache": [{"id": image_id}]})
+    assert response.status == 202
+    # A cast through the conductor: wait for nova-compute's driver to finish.
+    wait_until(lambda: len(stack.sim_files(cached)) == 3, timeout=60, interval=0.1,
+               what=f"image {image_id} cached on every datastore")
+    assert stack.sim_files(cached) == [f"[{ds}] {cached}"
+                                       for ds in ("shared-a", "shared-all", "shared-b")]
+    assert [i for i in stack.glance.downloads if i == image_id] == [image_id] * 3
 
-    def download(context, image_id, *args, **kwargs):
-        downloads.append(image_id)
-        return original(context, image_id, *args, **kwargs)
-
-    stack.glance.download = download
-    try:
-        with stack.microversion("2.81"):
-            response = stack.api.api_post(f"/os-aggregates/{aggregate['id']}/images",
-                                          {"cache": [{"id": image_id}]})
-        assert response.status == 202
-        # A cast through the conductor: wait for nova-compute's driver to finish.
-        wait_until(lambda: len(stack.sim_files(cached)) == 3, timeout=60, interval=0.1,
-                   what=f"image {image_id} cached on every datastore")
-        assert stack.sim_files(cached) == [f"[{ds}] {cached}"
-                                           for ds in ("shared-a", "shared-all", "shared-b")]
-        assert downloads == [image_id] * 3
-
-        sid = stack.boot("precached-1", _flavor(stack, "pre"), image_ref=image_id)["id"]
-        root = _disks(stack.sim_vm(sid))[0]
-        # A linked clone of the cache's copy grown to the flavor's 1 GiB, made
-        # from the pre-cached disk on the datastore the boot landed on.
-        assert root.backing.parent.fileName.endswith(
-            f"] _nova_image_cache/{image_id}/{image_id}.1.vmdk")
-        assert disk_content(stack.sim, root.backing) == PATTERN
-        assert downloads == [image_id] * 3  # the boot read nothing from Glance
-    finally:
-        stack.glance.download = original
+    sid = stack.boot("precached-1", _flavor(stack, "pre"), image_ref=image_id)["id"]
+    root = _disks(stack.sim_vm(sid))[0]
+    # A linked clone of the cache's copy grown to the flavor's 1 GiB, made
+    # from the pre-cached disk on the datastore the boot landed on.
+    assert root.backing.parent.fileName.endswith(
+        f"] _nova_image_cache/{image_id}/{image_id}.1.vmdk")
+    assert disk_content(stack.sim, root.backing) == PATTERN
+    # The boot read nothing from Glance.
+    assert [i for i in stack.glance.downloads if i == image_id] == [image_id] * 3
