@@ -71,6 +71,16 @@ def glance():
     host.cleanup()
 
 
+def node_of(drv, cluster: str) -> str:
+    """The Nova node name of ``cluster`` in ``drv``."""
+    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
+
+
+@pytest.fixture
+def node_a(vsphere) -> str:
+    return node_of(vsphere[0], "cluster-a")
+
+
 def vmdk_image(glance, ctx, data: bytes, **properties) -> objects.ImageMeta:
     """A new active VMDK image in ``glance`` holding ``data``, as Nova's image meta."""
     import io

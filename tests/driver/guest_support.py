@@ -13,9 +13,6 @@ MB = 1024 * 1024
 Dev = vim.vm.device
 
 
-def node_of(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
-
 
 def vif(bridge: str, index: int) -> network_model.VIF:
     return network_model.VIF(

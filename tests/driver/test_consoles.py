@@ -14,15 +14,9 @@ from tests.driver.guest_support import (
     Dev,
     extra_config,
     move_to_host,
-    node_of,
     sim_vm,
     spawn,
 )
-
-
-@pytest.fixture
-def node_a(vsphere):
-    return node_of(vsphere[0], "cluster-a")
 
 
 def _vnc(sim, instance) -> tuple[str | None, str | None]:

@@ -9,8 +9,8 @@ import pytest
 from nova import exception, objects
 from nova.api.openstack.compute.views import server_diagnostics
 
-from tests.driver.conftest import make_instance
-from tests.driver.guest_support import node_of, sim_vm, spawn, vifs
+from tests.driver.conftest import make_instance, node_of
+from tests.driver.guest_support import sim_vm, spawn, vifs
 
 
 @pytest.fixture

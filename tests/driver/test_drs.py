@@ -12,14 +12,11 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim
 
 from nova_vsphere_driver import driver as vsphere_driver
-from tests.driver.conftest import configure, make_instance, new_tree
+from tests.driver.conftest import configure, make_instance, new_tree, node_of
 from tests.fixtures import connect, running_simulator
 
 GB = 1024
 
-
-def _node(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
 
 
 def _spawn(drv, ctx, instance):
@@ -45,7 +42,7 @@ def _rules(sim, cluster: str) -> dict:
 def test_anti_affinity_group_spreads_members_and_keeps_a_rule(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     members = [make_instance(node, memory_mb=2048, name=f"db-{i}") for i in range(3)]
     group = _group(ctx, "anti-affinity", members)
     rule_name = f"nova-sg-{group.uuid}"
@@ -70,7 +67,7 @@ def test_anti_affinity_group_spreads_members_and_keeps_a_rule(vsphere, ctx):
 
 def test_anti_affinity_refuses_a_member_when_every_host_has_one(vsphere, ctx):
     drv, _ = vsphere
-    node = _node(drv, "cluster-a")  # four hosts
+    node = node_of(drv, "cluster-a")  # four hosts
     members = [make_instance(node, memory_mb=1024, name=f"m-{i}") for i in range(5)]
     _group(ctx, "anti-affinity", members)
     for inst in members[:4]:
@@ -84,7 +81,7 @@ def test_anti_affinity_refuses_a_member_when_every_host_has_one(vsphere, ctx):
 def test_soft_anti_affinity_allows_sharing_when_hosts_run_out(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     members = [make_instance(node, memory_mb=1024, name=f"s-{i}") for i in range(5)]
     group = _group(ctx, "soft-anti-affinity", members)
     for inst in members:
@@ -98,7 +95,7 @@ def test_soft_anti_affinity_allows_sharing_when_hosts_run_out(vsphere, ctx):
 def test_affinity_group_keeps_members_together(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-b")
+    node = node_of(drv, "cluster-b")
     members = [make_instance(node, memory_mb=4096, name=f"app-{i}") for i in range(3)]
     group = _group(ctx, "affinity", members)
     for inst in members:
@@ -111,7 +108,7 @@ def test_affinity_group_keeps_members_together(vsphere, ctx):
 def test_failed_rule_update_removes_the_vm(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     members = [make_instance(node, memory_mb=1024, name=f"f-{i}") for i in range(2)]
     group = _group(ctx, "anti-affinity", members)
     _spawn(drv, ctx, members[0])
@@ -132,7 +129,7 @@ def _enter_maintenance(si, sim, host_name: str):
 def test_host_entering_maintenance_is_evacuated(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     instances = [make_instance(node, memory_mb=8 * GB, name=f"w-{i}") for i in range(8)]
     for inst in instances:
         _spawn(drv, ctx, inst)
@@ -294,7 +291,7 @@ def test_flavor_host_group_pins_the_vm_with_a_vm_host_rule(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
     _add_host_group(server, "cluster-a", "gpu-hosts", ["esx-a3"])
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     pinned = [make_instance(node, memory_mb=2048, name=f"gpu-{i}",
                             extra_specs={"vsphere:host_group": "gpu-hosts"}) for i in range(2)]
     for inst in pinned:
@@ -315,7 +312,7 @@ def test_flavor_host_group_pins_the_vm_with_a_vm_host_rule(vsphere, ctx):
 
 def test_unknown_host_group_is_refused_without_a_vm(vsphere, ctx):
     drv, server = vsphere
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     inst = make_instance(node, extra_specs={"vsphere:host_group": "no-such-group"})
     with pytest.raises(exception.ComputeResourcesUnavailable) as err:
         _spawn(drv, ctx, inst)

@@ -15,7 +15,6 @@ from tests.driver.guest_support import (
     disks,
     extra_config,
     nics,
-    node_of,
     power,
     sim_vm,
     spawn,
@@ -23,11 +22,6 @@ from tests.driver.guest_support import (
     vifs,
     vmdk_image,
 )
-
-
-@pytest.fixture
-def node_a(vsphere):
-    return node_of(vsphere[0], "cluster-a")
 
 
 def _slots(sim, instance) -> dict[str, str]:

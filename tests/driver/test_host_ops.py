@@ -11,13 +11,10 @@ import pytest
 from nova import exception, objects
 
 from nova_vsphere_driver.ops.host import MaintenanceModeFailed
-from tests.driver.conftest import make_instance
+from tests.driver.conftest import make_instance, node_of
 
 GB = 1024
 
-
-def _node(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
 
 
 def _spawn_many(drv, ctx, node, count, **kw):
@@ -32,7 +29,7 @@ def _spawn_many(drv, ctx, node, count, **kw):
 def test_maintenance_mode_evacuates_the_esxi_host_and_exits(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     instances = _spawn_many(drv, ctx, node, 8, memory_mb=8 * GB, root_gb=1)
     busy = max(sim.cluster("cluster-a").hosts,
                key=lambda h: sum(sim.vm(i.uuid).host is h for i in instances))
@@ -58,7 +55,7 @@ def test_maintenance_mode_evacuates_the_esxi_host_and_exits(vsphere, ctx):
 def test_maintenance_is_refused_when_a_vm_has_nowhere_to_go(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     members = [make_instance(node, memory_mb=2 * GB, name=f"db-{i}") for i in range(4)]
     objects.InstanceGroup(ctx, uuid=str(uuid.uuid4()), name="spread", policy="anti-affinity",
                           project_id="p1", user_id="u1",

@@ -44,12 +44,6 @@ DATA = bytes(range(1, 256)) * (2 * MB // 255)
 
 
 @pytest.fixture
-def node_a(vsphere):
-    drv = vsphere[0]
-    return next(n for n, ref in drv._nodes.items() if ref.name == "cluster-a")
-
-
-@pytest.fixture
 def one_datastore(conf_overrides):
     """Every spawn on cluster-a goes to shared-a."""
     conf_overrides("vsphere", datastore_regex="^shared-a$")

@@ -31,14 +31,6 @@ CACHE = "_nova_image_cache"
 DATA = bytes(range(1, 256)) * (3 * MB // 255)
 
 
-def _node(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
-
-
-@pytest.fixture
-def node_a(vsphere):
-    return _node(vsphere[0], "cluster-a")
-
 
 def _stream(capacity_mb: int, data: bytes) -> bytes:
     return b"".join(vmdk_stream.stream_optimized(capacity_mb * 1024, data))

@@ -17,9 +17,6 @@ from tests.driver.conftest import make_instance
 MB = 1024 * 1024
 
 
-def _node(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
-
 
 def _vm(sim, instance):
     """The simulator's VM object of an instance (VMs are named by instance UUID)."""
@@ -49,12 +46,6 @@ def _cached_images(sim) -> list[tuple[str, str]]:
 def _spawn(drv, ctx, instance, image_meta=None, network_info=None, power_on=True):
     drv.spawn(ctx, instance, image_meta, [], None, {}, network_info=network_info or [],
               power_on=power_on)
-
-
-@pytest.fixture
-def node_a(vsphere):
-    drv, _ = vsphere
-    return _node(drv, "cluster-a")
 
 
 def test_spawn_places_a_vm_sized_by_the_flavor(vsphere, ctx, node_a):

@@ -17,14 +17,11 @@ from pyVmomi import vim
 
 from nova_vsphere_driver import driver as vsphere_driver
 from nova_vsphere_driver import drs
-from tests.driver.conftest import configure, make_instance
+from tests.driver.conftest import configure, make_instance, node_of
 from tests.fixtures import connect
 
 GB = 1024
 
-
-def _node(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
 
 
 def _vifs(*bridges: str) -> network_model.NetworkInfo:
@@ -50,7 +47,7 @@ def two_computes(tls_sim, conf_overrides, nova_db):
 
 
 def _instance(src, ctx, network_info=None, **kw):
-    inst = make_instance(_node(src, "cluster-a"), **kw)
+    inst = make_instance(node_of(src, "cluster-a"), **kw)
     inst.info_cache = objects.InstanceInfoCache(
         network_info=network_info or network_model.NetworkInfo())
     src.spawn(ctx, inst, None, [], None, {}, network_info=network_info or [])
@@ -210,7 +207,7 @@ def _group(ctx, policy: str, members: list) -> objects.InstanceGroup:
 def test_anti_affinity_rule_follows_the_vm_to_the_target_cluster(two_computes, ctx):
     src, dst, sim = two_computes
     node_b = dst.get_available_nodes()[0]
-    members = [make_instance(_node(src, "cluster-a"), memory_mb=2 * GB, name=f"db-{i}")
+    members = [make_instance(node_of(src, "cluster-a"), memory_mb=2 * GB, name=f"db-{i}")
                for i in range(3)]
     members.append(make_instance(node_b, memory_mb=2 * GB, name="db-3"))
     group = _group(ctx, "anti-affinity", members)
@@ -291,7 +288,7 @@ def test_precheck_refuses_a_target_where_no_host_fits(two_computes, ctx):
 
 def test_precheck_refuses_the_instances_own_cluster_and_foreign_targets(vsphere, ctx):
     drv, sim_server = vsphere
-    node_a, node_b = _node(drv, "cluster-a"), _node(drv, "cluster-b")
+    node_a, node_b = node_of(drv, "cluster-a"), node_of(drv, "cluster-b")
     inst = make_instance(node_a, memory_mb=2 * GB)
     drv.spawn(ctx, inst, None, [], None, {}, network_info=[])
     own = obj_base.obj_to_primitive(objects.ComputeNode(host="compute-1",
@@ -367,7 +364,7 @@ def test_abort_during_the_vmotion_leaves_the_vm_on_the_source(two_computes, ctx)
 
 def test_failed_vmotion_rolls_back_and_leaves_no_trace_at_the_destination(two_computes, ctx):
     src, dst, sim = two_computes
-    members = [make_instance(_node(src, "cluster-a"), memory_mb=2 * GB, name=f"w-{i}")
+    members = [make_instance(node_of(src, "cluster-a"), memory_mb=2 * GB, name=f"w-{i}")
                for i in range(2)]
     group = _group(ctx, "anti-affinity", members)
     for inst in members:

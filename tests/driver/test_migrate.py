@@ -15,7 +15,7 @@ from nova.compute import power_state, task_states
 
 from nova_vsphere_driver import driver as vsphere_driver
 from nova_vsphere_driver.simulator.objects.nfc_lease import disk_content
-from tests.driver.conftest import make_instance, vmdk_image
+from tests.driver.conftest import make_instance, node_of, vmdk_image
 from tests.driver.test_drs import _add_host_group, _group, _rules
 from tests.fixtures import connect
 from tests.unit.simulator.helpers import create_vm
@@ -25,9 +25,6 @@ RECORD = "nova.resize."
 #: An image's data, without zero bytes: every byte is checked on the way through.
 IMAGE_DATA = bytes(range(1, 256)) * 4096
 
-
-def _node(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
 
 
 def _flavor(vcpus: int, memory_mb: int, root_gb: int, flavorid: str = "2",
@@ -139,7 +136,7 @@ def _fail_nth(drv, sim, method: str, n: int, fault: str) -> None:
 @pytest.fixture
 def nodes(vsphere):
     drv, _ = vsphere
-    return _node(drv, "cluster-a"), _node(drv, "cluster-b")
+    return node_of(drv, "cluster-a"), node_of(drv, "cluster-b")
 
 
 # -- within one cluster -----------------------------------------------------------------------

@@ -15,14 +15,11 @@ from nova import exception
 from nova.compute import power_state
 
 from nova_vsphere_driver import driver as vsphere_driver
-from tests.driver.conftest import configure, make_instance, new_tree
+from tests.driver.conftest import configure, make_instance, new_tree, node_of
 from tests.unit.simulator.helpers import wait_until
 
 GB = 1024
 
-
-def _node(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
 
 
 def _spawn(drv, ctx, instance):
@@ -43,7 +40,7 @@ def _nova_vms(sim) -> set[str]:
 def test_session_expiry_mid_spawn_is_survived(vsphere, ctx, method):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     instance = make_instance(node)
     logins = sim.request_counts.get("Login", 0)
     sim.faults.expire_sessions_before(method)
@@ -56,7 +53,7 @@ def test_session_expiry_mid_spawn_is_survived(vsphere, ctx, method):
 def test_session_expiry_mid_destroy_and_resource_update(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     instance = make_instance(node)
     _spawn(drv, ctx, instance)
     sim.faults.expire_sessions_before("Destroy_Task")
@@ -73,7 +70,7 @@ def test_session_expiry_mid_destroy_and_resource_update(vsphere, ctx):
 def test_simulator_restart_mid_spawn_completes_or_cleans_up(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     instance = make_instance(node)
     sim.faults.add_latency("CreateVM_Task", 0.5)
     outcome: dict[str, object] = {}
@@ -117,7 +114,7 @@ def test_task_faults_become_nova_exceptions_without_orphans(vsphere, ctx, method
                                                             expected):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     instance = make_instance(node)
     sim.faults.fail_next(method, fault)
     with pytest.raises(expected):
@@ -131,7 +128,7 @@ def test_task_faults_become_nova_exceptions_without_orphans(vsphere, ctx, method
 def test_failed_vmotion_in_a_balancing_pass_leaves_the_vm_in_place(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     # Everything on one host: pin by making the others unusable, then free them.
     others = [h for h in sim.cluster("cluster-a").hosts if h.name != "esx-a1"]
     for host in others:
@@ -154,7 +151,7 @@ def test_failed_vmotion_in_a_balancing_pass_leaves_the_vm_in_place(vsphere, ctx)
 def test_disconnected_host_leaves_inventory_and_is_never_a_target(vsphere, ctx):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     tree = new_tree(node)
     drv.update_provider_tree(tree, node)
     total = tree.data(node).inventory["MEMORY_MB"]["total"]
@@ -176,7 +173,7 @@ def test_disconnected_host_leaves_inventory_and_is_never_a_target(vsphere, ctx):
 def test_a_stuck_task_is_bounded_by_api_timeout(vsphere, ctx, conf_overrides):
     drv, server = vsphere
     sim = server.simulator
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     instance = make_instance(node)
     drv._session.api_timeout = 0.5  # what [vsphere] api_timeout sets at init_host
     sim.faults.add_latency("PowerOnVM_Task", 5)
@@ -245,7 +242,7 @@ def timed_drs(tls_sim, conf_overrides, nova_db):
 def test_a_slow_vcenter_piles_up_no_drs_rounds_and_holds_up_no_resource_update(timed_drs,
                                                                                ctx):
     drv, sim, rounds, passes, vmotions = timed_drs
-    node = _node(drv, "cluster-a")
+    node = node_of(drv, "cluster-a")
     # Every balancing pass has slow work to do under its lock: all VMs start on one
     # host and each vMotion runs for a while, then fails (the VMs stay skewed).
     vmotion_s = 1.5
@@ -318,7 +315,7 @@ def test_a_read_slower_than_api_timeout_fails_in_bounded_time(tls_sim, conf_over
     drv = vsphere_driver.VSphereDriver(None)
     drv.init_host("compute-1")
     try:
-        node = _node(drv, "cluster-a")
+        node = node_of(drv, "cluster-a")
         sim = tls_sim.simulator
         sim.faults.add_latency("RetrievePropertiesEx", 4)
         started = time.monotonic()
@@ -343,7 +340,7 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
     caplog.set_level(logging.ERROR)
     drv, server = vsphere
     sim = server.simulator
-    nodes = [_node(drv, "cluster-a"), _node(drv, "cluster-b")]
+    nodes = [node_of(drv, "cluster-a"), node_of(drv, "cluster-b")]
     rng = random.Random(20261124)
     alive: dict[str, object] = {}  # uuid -> instance Nova believes exists
     lock = threading.Lock()

@@ -21,7 +21,7 @@ from pyVmomi import vim
 
 from nova_vsphere_driver import driver as vsphere_driver
 from nova_vsphere_driver.simulator.inventory import default_inventory
-from tests.driver.conftest import configure, new_tree
+from tests.driver.conftest import configure, new_tree, node_of
 from tests.fixtures import Disconnect, connect, running_simulator
 
 GIB = 1024 ** 3
@@ -61,9 +61,6 @@ def pyvmomi(tls_sim):
     except Exception:
         pass
 
-
-def node_of(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
 
 
 def inventory(drv, nodename: str, tree=None) -> dict:

@@ -27,14 +27,6 @@ MB = 1024 * 1024
 IMAGE_DATA = bytes(range(1, 256)) * (MB // 255 + 1) * 2
 
 
-def _node(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
-
-
-@pytest.fixture
-def node_a(vsphere):
-    return _node(vsphere[0], "cluster-a")
-
 
 class TaskStates:
     """Records update_task_state calls, as ComputeManager._snapshot_instance makes them."""

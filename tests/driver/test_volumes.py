@@ -22,14 +22,6 @@ GB = 1024 ** 3
 KB_PER_GB = 1024 * 1024
 
 
-def _node(drv, cluster: str) -> str:
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
-
-
-@pytest.fixture
-def node_a(vsphere):
-    return _node(vsphere[0], "cluster-a")
-
 
 @pytest.fixture
 def si(vsphere):
