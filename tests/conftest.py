@@ -74,6 +74,23 @@ def wsdl_file(tmp_path_factory) -> str:
     return "file://" + wsdl.write_documents(str(tmp_path_factory.mktemp("wsdl")))
 
 
+@pytest.fixture(scope="session")
+def go_build(tmp_path_factory):
+    """Builds a Go program of ``tests/interop/go/`` once per session; returns its path.
+
+    Skips the test where Go or Debian's govmomi is missing (fails instead
+    where ``NOVA_VSPHERE_REQUIRE_GO`` is set, as in CI).
+    """
+    from tests.interop import golang
+
+    reason = golang.missing()
+    if reason is not None:
+        if golang.required():
+            pytest.fail(f"{golang.REQUIRE_ENV} is set, but {reason}")
+        pytest.skip(f"needs Go and govmomi: {reason}")
+    return golang.Builder(str(tmp_path_factory.mktemp("go-bin")))
+
+
 @pytest.fixture
 def sim_server():
     """A running simulator (default inventory, HTTP) for one test."""
