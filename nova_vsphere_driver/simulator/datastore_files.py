@@ -67,11 +67,6 @@ class DatastoreFiles:
             self._stores.setdefault(ds_name, {})
             self._used.setdefault(ds_name, 0)
 
-    def rename_datastore(self, old: str, new: str) -> None:
-        with self._lock:
-            self._stores[new] = self._stores.pop(old)
-            self._used[new] = self._used.pop(old)
-
     def _store(self, ds_name: str) -> dict[str, FileEntry]:
         try:
             return self._stores[ds_name]

@@ -25,7 +25,7 @@ from pyVmomi import vim, vmodl
 
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
 from nova_vsphere_driver.simulator.disk_files import disk_data
-from nova_vsphere_driver.simulator.objects.base import invalid_argument
+from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine

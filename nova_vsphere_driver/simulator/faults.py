@@ -6,7 +6,9 @@ import dataclasses
 import threading
 from typing import Any
 
-from pyVmomi import VmomiSupport, vim, vmodl
+from pyVmomi import VmomiSupport, vmodl
+
+from nova_vsphere_driver.simulator.vim_data import complete
 
 
 def make_fault(name: str, message: str | None = None, **fields: Any) -> vmodl.MethodFault:
@@ -25,19 +27,6 @@ def make_fault(name: str, message: str | None = None, **fields: Any) -> vmodl.Me
     return fault
 
 
-def with_fault_message(fault: vmodl.MethodFault) -> vmodl.MethodFault:
-    """``fault`` with a ``faultMessage`` entry, as vCenter sends in task errors.
-
-    suds turns an element with neither children nor text into plain text,
-    so a fault without fields inside a LocalizedMethodFault would reach
-    oslo.vmware as ``Text`` instead of its type; the message gives it content.
-    """
-    if not fault.faultMessage:
-        fault.faultMessage = [vmodl.LocalizableMessage(
-            key=type(fault).__name__, message=fault.msg or type(fault).__name__)]
-    return fault
-
-
 def complete_fault(fault: vmodl.MethodFault, target: Any = None) -> vmodl.MethodFault:
     """Fill the required fields an injected fault was built without.
 
@@ -46,8 +35,6 @@ def complete_fault(fault: vmodl.MethodFault, target: Any = None) -> vmodl.Method
     ``target`` (the object the call was made on) when its type fits, else a
     placeholder reference of the declared type.
     """
-    from nova_vsphere_driver.simulator.objects.base import complete
-
     for prop in type(fault)._GetPropertyList():
         if prop.flags & VmomiSupport.F_OPTIONAL or getattr(fault, prop.name, None) is not None:
             continue
@@ -170,4 +157,4 @@ class FaultInjector:
             return self._queue_latency.get(method, self._queue_latency.get("*", 0.0))
 
 
-__all__ = ["FaultInjector", "complete_fault", "make_fault", "vim", "with_fault_message"]
+__all__ = ["FaultInjector", "complete_fault", "make_fault"]

@@ -35,6 +35,9 @@ import yaml
 from pyVmomi import vim
 
 if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource
+    from nova_vsphere_driver.simulator.objects.datastore import Datastore
+    from nova_vsphere_driver.simulator.objects.host import HostSystem
     from nova_vsphere_driver.simulator.service import Simulator
 
 
@@ -108,64 +111,36 @@ def _require(mapping: dict, key: str, where: str) -> Any:
 
 def load(sim: Simulator, data: dict) -> None:
     """Build the inventory described by ``data`` into ``sim``."""
-    from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource
-    from nova_vsphere_driver.simulator.objects.datacenter import Datacenter
-    from nova_vsphere_driver.simulator.objects.datastore import Datastore
-    from nova_vsphere_driver.simulator.objects.host import HostSystem
-    from nova_vsphere_driver.simulator.objects.network import (
-        DistributedVirtualPortgroup,
-        DistributedVirtualSwitch,
-        Network,
-    )
-
     data = copy.deepcopy(data)
-    reg = sim.registry
-    with reg.lock:
+    make = sim.factory
+    with sim.registry.lock:
         for dc_i, dc_data in enumerate(data.get("datacenters") or []):
             where = f"datacenters[{dc_i}]"
-            dc = Datacenter(sim, _require(dc_data, "name", where), sim.root_folder)
-            sim.root_folder.add_child(dc)
-            reg.add(dc)
+            dc = make.datacenter(sim.root_folder, _require(dc_data, "name", where))
             datastores: dict[str, tuple[Datastore, list | None]] = {}
             for ds_data in dc_data.get("datastores") or []:
                 name = _require(ds_data, "name", f"{where}.datastores")
                 if name in datastores:
                     raise InventoryError(f"{where}: duplicate datastore {name!r}")
-                ds = Datastore(sim, name, dc.datastore_folder,
-                               capacity_gb=ds_data.get("capacity_gb", 1024),
-                               ds_type=ds_data.get("type", "VMFS"))
-                dc.datastore_folder.add_child(ds)
-                reg.add(ds)
+                ds = make.datastore(dc, name, capacity_gb=ds_data.get("capacity_gb", 1024),
+                                    ds_type=ds_data.get("type", "VMFS"))
                 datastores[name] = (ds, ds_data.get("hosts"))
-            networks = []
-            for net_name in dc_data.get("networks") or ["VM Network"]:
-                net = Network(sim, net_name, dc.network_folder)
-                dc.network_folder.add_child(net)
-                reg.add(net)
-                networks.append(net)
+            networks = [make.network(dc, net_name)
+                        for net_name in dc_data.get("networks") or ["VM Network"]]
             for dvs_data in dc_data.get("distributed_switches") or []:
-                dvs = DistributedVirtualSwitch(sim, _require(dvs_data, "name", where),
-                                               dc.network_folder)
-                dc.network_folder.add_child(dvs)
-                reg.add(dvs)
+                dvs = make.distributed_switch(dc, _require(dvs_data, "name", where))
                 for pg_data in dvs_data.get("portgroups") or []:
-                    pg = DistributedVirtualPortgroup(
-                        sim, _require(pg_data, "name", f"{where}.portgroups"),
-                        dc.network_folder, dvs, int(pg_data.get("vlan", 0)))
-                    dc.network_folder.add_child(pg)
-                    reg.add(pg)
-                    networks.append(pg)
+                    networks.append(make.portgroup(
+                        dc, dvs, _require(pg_data, "name", f"{where}.portgroups"),
+                        int(pg_data.get("vlan", 0))))
             all_hosts: dict[str, HostSystem] = {}
             clusters: dict[str, ClusterComputeResource] = {}
             for cl_i, cl_data in enumerate(dc_data.get("clusters") or []):
                 cwhere = f"{where}.clusters[{cl_i}]"
                 drs = cl_data.get("drs") or {}
-                cluster = ClusterComputeResource(
-                    sim, _require(cl_data, "name", cwhere), dc.host_folder,
-                    drs_enabled=bool(drs.get("enabled", False)),
-                    drs_behavior=drs.get("behavior", "fullyAutomated"))
-                dc.host_folder.add_child(cluster)
-                reg.add(cluster)
+                cluster = make.cluster(dc, _require(cl_data, "name", cwhere),
+                                       drs_enabled=bool(drs.get("enabled", False)),
+                                       drs_behavior=drs.get("behavior", "fullyAutomated"))
                 clusters[cluster.name] = cluster
                 for h_i, h in enumerate(cl_data.get("hosts") or []):
                     hwhere = f"{cwhere}.hosts[{h_i}]"
@@ -173,8 +148,8 @@ def load(sim: Simulator, data: dict) -> None:
                     if name in all_hosts:
                         raise InventoryError(f"{hwhere}: duplicate host {name!r}")
                     try:
-                        host = HostSystem(
-                            sim, name, cluster, cores=int(_require(h, "cores", hwhere)),
+                        host = make.host(
+                            cluster, name, cores=int(_require(h, "cores", hwhere)),
                             threads=h.get("threads"), mhz=int(h.get("mhz", 2400)),
                             memory_mb=int(_require(h, "memory_mb", hwhere)),
                             sockets=int(h.get("sockets", 2)),
@@ -185,8 +160,6 @@ def load(sim: Simulator, data: dict) -> None:
                     if h.get("connected") is False:
                         host.connection_state = vim.HostSystem.ConnectionState.disconnected
                     host.in_maintenance = bool(h.get("maintenance", False))
-                    cluster.hosts.append(host)
-                    reg.add(host)
                     all_hosts[name] = host
                     host.networks = list(networks)
                     for ds_name in h.get("datastores") or []:
@@ -213,12 +186,10 @@ def load(sim: Simulator, data: dict) -> None:
                     net.hosts.append(host)
             for vm_i, vm_data in enumerate(dc_data.get("vms") or []):
                 _create_vm(sim, dc, clusters, vm_data, f"{where}.vms[{vm_i}]")
-        reg.touch()
+        sim.registry.touch()
 
 
 def _create_vm(sim: Simulator, dc, clusters: dict, vm_data: dict, where: str) -> None:
-    from nova_vsphere_driver.simulator.objects import virtual_machine as vm_mod
-
     name = _require(vm_data, "name", where)
     cluster_name = _require(vm_data, "cluster", where)
     cluster = clusters.get(cluster_name)
@@ -259,7 +230,7 @@ def _create_vm(sim: Simulator, dc, clusters: dict, vm_data: dict, where: str) ->
     if len(changes) > 1 and isinstance(changes[1].device, dev.VirtualDisk):
         changes[1].device.controllerKey = 1000
     try:
-        vm = vm_mod.create_vm(sim, dc.vm_folder, spec, cluster.resource_pool, host)
+        vm = sim.factory.vm(dc.vm_folder, spec, cluster.resource_pool, host)
     except vim.fault.VimFault as exc:
         raise InventoryError(f"{where}: {exc.msg}") from exc
     except Exception as exc:
@@ -271,4 +242,4 @@ def _create_vm(sim: Simulator, dc, clusters: dict, vm_data: dict, where: str) ->
             host.check_admission(vm)
         except vim.fault.VimFault as exc:
             raise InventoryError(f"{where}: cannot power on: {exc.msg}") from exc
-        vm.set_power(vm_mod.POWERED_ON)
+        vm.set_power(vim.VirtualMachine.PowerState.poweredOn)

@@ -1,14 +1,22 @@
-"""The simulator's object registry: every managed object by moref id."""
+"""The simulator's object registry: every managed object by moref id and by kind.
+
+As govmomi's simulator ``Map``: objects find each other here, by reference
+(``get``, ``lookup``) or by their managed-object type (``all("HostSystem")``),
+never by importing each other's Python classes.
+"""
 
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from pyVmomi import VmomiSupport, vmodl
+
+from nova_vsphere_driver.simulator.vim_faults import object_not_found
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.base import ManagedObject
@@ -31,6 +39,9 @@ class Registry:
         self.changed = threading.Condition(self.lock)
         self.generation = 0
         self._objects: dict[str, ManagedObject] = {}
+        # kind (a vim25 type name) -> {moid: object}, for the object's type
+        # and each managed type it extends, in creation order.
+        self._by_kind: dict[str, dict[str, ManagedObject]] = collections.defaultdict(dict)
         self._counters: dict[str, itertools.count] = collections.defaultdict(
             lambda: itertools.count(1)
         )
@@ -49,12 +60,17 @@ class Registry:
             if obj.moid in self._objects:
                 raise ValueError(f"duplicate moref {obj.moid}")
             self._objects[obj.moid] = obj
+            for kind in _kinds(obj.vim_type):
+                self._by_kind[kind][obj.moid] = obj
             self.touch()
             return obj
 
     def remove(self, moid: str) -> None:
         with self.lock:
-            self._objects.pop(moid, None)
+            obj = self._objects.pop(moid, None)
+            if obj is not None:
+                for kind in _kinds(obj.vim_type):
+                    self._by_kind[kind].pop(moid, None)
             self.touch()
 
     def get(self, moid: str, ref=None) -> ManagedObject:
@@ -62,13 +78,7 @@ class Registry:
         try:
             return self._objects[moid]
         except KeyError:
-            # The fault's obj is required on the wire: without the caller's
-            # typed reference, name a generic managed object.
-            raise vmodl.fault.ManagedObjectNotFound(
-                obj=ref if ref is not None else VmomiSupport.ManagedObject(moid),
-                msg=f"The object '{moid}' has already been deleted or has not been "
-                "completely created"
-            ) from None
+            raise object_not_found(moid, ref) from None
 
     def lookup(self, ref) -> ManagedObject:
         """Resolve a pyVmomi managed object stub, checking its type too."""
@@ -79,9 +89,21 @@ class Registry:
             )
         return obj
 
-    def find(self, cls: type[T]) -> Iterator[T]:
+    def all(self, kind: str | type) -> list[ManagedObject]:
+        """Every object of managed type ``kind`` or a type extending it, oldest first.
+
+        ``kind`` is a vim25 type name (``"VirtualMachine"``, ``"ManagedEntity"``)
+        or a pyVmomi managed type (``vim.Network``: networks and distributed
+        port groups, as the type model says).
+        """
+        name = kind if isinstance(kind, str) else kind._wsdlName
         with self.lock:
-            return iter([o for o in self._objects.values() if isinstance(o, cls)])
+            found = self._by_kind.get(name)
+            return list(found.values()) if found else []
+
+    def find(self, cls: type[T]) -> Iterator[T]:
+        """Objects that are instances of the simulator class ``cls`` (tests, operators)."""
+        return iter([o for o in self.all(cls.vim_type) if isinstance(o, cls)])
 
     def __contains__(self, moid: str) -> bool:
         return moid in self._objects
@@ -94,3 +116,11 @@ class Registry:
         with self.lock:
             self.generation += 1
             self.changed.notify_all()
+
+
+@functools.cache
+def _kinds(vim_type: type) -> tuple[str, ...]:
+    """The vim25 names of ``vim_type`` and of every managed type it extends."""
+    return tuple(t._wsdlName for t in vim_type.__mro__
+                 if isinstance(t, type) and issubclass(t, VmomiSupport.ManagedObject)
+                 and getattr(t, "_wsdlName", None))

@@ -16,8 +16,10 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from nova_vsphere_driver.simulator import soap, tls
+from nova_vsphere_driver.simulator import soap, tls, vmdk_stream
 from nova_vsphere_driver.simulator.faults import make_fault
+from nova_vsphere_driver.simulator.objects.nfc_lease import LeaseGone, find_download
+from nova_vsphere_driver.simulator.objects.vapp_import import find_upload
 from nova_vsphere_driver.simulator.service import Simulator
 
 LOG = logging.getLogger(__name__)
@@ -240,8 +242,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _nfc_download(self, path: str) -> None:
         """Stream an export lease's disk; the URL's token is the ticket (no cookie needed)."""
-        from nova_vsphere_driver.simulator.objects.nfc_lease import find_download
-
         download = find_download(self.sim, path)
         if download is None:
             self._send(404, b"no such NFC transfer (unknown, or the lease ended)", "text/plain")
@@ -285,10 +285,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _nfc_upload(self, path: str) -> None:
         """Receive an import lease's disk; the URL's token is the ticket (no cookie needed)."""
-        from nova_vsphere_driver.simulator import vmdk_stream
-        from nova_vsphere_driver.simulator.objects.nfc_lease import LeaseGone
-        from nova_vsphere_driver.simulator.objects.vapp_import import find_upload
-
         found = find_upload(self.sim, path)
         if found is None:
             self.close_connection = True

@@ -7,22 +7,24 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
+from nova_vsphere_driver.simulator import inventory as inventory_mod
 from nova_vsphere_driver.simulator import soap
 from nova_vsphere_driver.simulator.datastore_files import DatastoreFiles
+from nova_vsphere_driver.simulator.factory import ObjectFactory
 from nova_vsphere_driver.simulator.faults import FaultInjector, complete_fault
-from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity
-from nova_vsphere_driver.simulator.objects.folder import Folder
-from nova_vsphere_driver.simulator.objects.managers import FileManager, VirtualDiskManager
-from nova_vsphere_driver.simulator.objects.property_collector import PropertyCollector, typed
-from nova_vsphere_driver.simulator.objects.search_index import SearchIndex
-from nova_vsphere_driver.simulator.objects.service_instance import ServiceInstance, SessionManager
-from nova_vsphere_driver.simulator.objects.task import TaskManager
-from nova_vsphere_driver.simulator.objects.view import ViewManager
+from nova_vsphere_driver.simulator.objects.base import CallContext
 from nova_vsphere_driver.simulator.registry import Registry
+from nova_vsphere_driver.simulator.vim_data import typed
+
+if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.objects.base import ManagedEntity
+    from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource
+    from nova_vsphere_driver.simulator.objects.host import HostSystem
+    from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
 
 LOG = logging.getLogger(__name__)
 
@@ -70,8 +72,6 @@ class Simulator:
                  password: str = DEFAULT_PASSWORD, session_idle_timeout: float = 1800.0,
                  memory_overcommit: float = 1.0,
                  maintenance_timeout: float = 600.0) -> None:
-        from nova_vsphere_driver.simulator import inventory as inventory_mod
-
         self.username = username
         self.password = password
         self.session_idle_timeout = session_idle_timeout
@@ -90,18 +90,19 @@ class Simulator:
         self.request_count = 0
         self.request_counts: dict[str, int] = {}
 
-        reg = self.registry
-        self.service_instance = reg.add(ServiceInstance(self))
-        self.session_manager = reg.add(SessionManager(self))
-        self.property_collector = reg.add(PropertyCollector(self, "propertyCollector"))
-        self.view_manager = reg.add(ViewManager(self))
-        self.search_index = reg.add(SearchIndex(self))
-        self.task_manager = reg.add(TaskManager(self))
+        self.factory = ObjectFactory(self)
+        make = self.factory.singleton
+        self.service_instance = make("ServiceInstance")
+        self.session_manager = make("SessionManager")
+        self.property_collector = self.factory.property_collector(moid="propertyCollector")
+        self.view_manager = make("ViewManager")
+        self.search_index = make("SearchIndex")
+        self.task_manager = make("TaskManager")
         self.tasks = self.task_manager
-        self.file_manager = reg.add(FileManager(self))
-        self.virtual_disk_manager = reg.add(VirtualDiskManager(self))
-        self.root_folder = reg.add(Folder(self, "Datacenters", None, moid="group-d1",
-                                          child_types=("Folder", "Datacenter")))
+        self.file_manager = make("FileManager")
+        self.virtual_disk_manager = make("VirtualDiskManager")
+        self.root_folder = self.factory.folder(None, "Datacenters", moid="group-d1",
+                                               child_types=("Folder", "Datacenter"))
         inventory_mod.load(self, inventory if inventory is not None
                            else inventory_mod.default_inventory())
 
@@ -117,7 +118,7 @@ class Simulator:
         with self.registry.lock:
             if self.sessions.pop(key, None) is None:
                 return
-            for pc in self.registry.find(PropertyCollector):
+            for pc in self.registry.all("PropertyCollector"):
                 pc.forget_session(key)
 
     def expire_sessions(self) -> None:
@@ -187,27 +188,22 @@ class Simulator:
 
     # -- operator helpers (tests, CLI, fault injection) ---------------------
 
-    def find_entity(self, name: str, cls: type | None = None) -> ManagedEntity:
+    def find_entity(self, name: str, kind: str = "ManagedEntity") -> ManagedEntity:
+        """The first entity of managed type ``kind`` (a vim25 type name) called ``name``."""
         with self.registry.lock:
-            for obj in self.registry.find(cls or ManagedEntity):
+            for obj in self.registry.all(kind):
                 if obj.name == name:
                     return obj
-        raise KeyError(f"no {cls.__name__ if cls else 'entity'} named {name!r}")
+        raise KeyError(f"no {kind if kind != 'ManagedEntity' else 'entity'} named {name!r}")
 
-    def host(self, name: str):
-        from nova_vsphere_driver.simulator.objects.host import HostSystem
+    def host(self, name: str) -> HostSystem:
+        return self.find_entity(name, "HostSystem")
 
-        return self.find_entity(name, HostSystem)
+    def vm(self, name: str) -> VirtualMachine:
+        return self.find_entity(name, "VirtualMachine")
 
-    def vm(self, name: str):
-        from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
-
-        return self.find_entity(name, VirtualMachine)
-
-    def cluster(self, name: str):
-        from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource
-
-        return self.find_entity(name, ClusterComputeResource)
+    def cluster(self, name: str) -> ClusterComputeResource:
+        return self.find_entity(name, "ClusterComputeResource")
 
     def datastore_by_name(self, name: str, dc_path: str | None = None):
         """The datastore called ``name`` (in datacenter ``dc_path`` if given)."""
@@ -216,15 +212,11 @@ class Simulator:
             return None
         return ds
 
-    def hosts(self) -> list:
-        from nova_vsphere_driver.simulator.objects.host import HostSystem
+    def hosts(self) -> list[HostSystem]:
+        return self.registry.all("HostSystem")
 
-        return list(self.registry.find(HostSystem))
-
-    def vms(self) -> list:
-        from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
-
-        return list(self.registry.find(VirtualMachine))
+    def vms(self) -> list[VirtualMachine]:
+        return self.registry.all("VirtualMachine")
 
     def disconnect_host(self, name: str) -> None:
         self.host(name).set_connection_state(vim.HostSystem.ConnectionState.disconnected)

@@ -2,70 +2,19 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pyVmomi import VmomiSupport, vim, vmodl
+from pyVmomi import VmomiSupport, vim
+
+from nova_vsphere_driver.simulator.objects import property_path
+from nova_vsphere_driver.simulator.vim_data import complete
+from nova_vsphere_driver.simulator.vim_faults import (
+    check_entity_name,
+    invalid_property,
+)
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Session, Simulator
-
-
-_REQUIRED: dict[type, list] = {}
-
-
-def _required_fields(cls: type) -> list:
-    fields = _REQUIRED.get(cls)
-    if fields is None:
-        fields = [p for p in cls._GetPropertyList() if not p.flags & VmomiSupport.F_OPTIONAL]
-        _REQUIRED[cls] = fields
-    return fields
-
-
-def _default_for(ptype: type) -> Any:
-    if issubclass(ptype, list):
-        return ptype()
-    if ptype is bool:
-        return False
-    if issubclass(ptype, VmomiSupport.Enum):
-        return ptype.values[0] if getattr(ptype, "values", None) else None
-    if issubclass(ptype, int):
-        return ptype(0)
-    if ptype is float:
-        return 0.0
-    if issubclass(ptype, str):
-        return ptype("")
-    if ptype is datetime.datetime:
-        return datetime.datetime.now(datetime.timezone.utc)
-    if issubclass(ptype, VmomiSupport.DataObject):
-        return complete(ptype())
-    return None
-
-
-def complete(obj: Any) -> Any:
-    """Fill unset required fields of a data object tree with neutral values.
-
-    vim25 declares many fields required that a simulator has no real value
-    for (e.g. ``recordReplayState``); pyVmomi refuses to serialize objects
-    missing them, and so would vCenter never send such an object.
-    """
-    if isinstance(obj, list):
-        for item in obj:
-            complete(item)
-        return obj
-    if not isinstance(obj, VmomiSupport.DataObject):
-        return obj
-    for prop in _required_fields(type(obj)):
-        value = getattr(obj, prop.name, None)
-        if value is None:
-            default = _default_for(prop.type)
-            if default is not None:
-                setattr(obj, prop.name, default)
-    for prop in type(obj)._GetPropertyList():
-        value = getattr(obj, prop.name, None)
-        if isinstance(value, (VmomiSupport.DataObject, list)):
-            complete(value)
-    return obj
 
 
 class CallContext:
@@ -76,28 +25,6 @@ class CallContext:
         self.session = session
         #: Set by Login: the HTTP layer hands its key to the client as a cookie.
         self.new_session = None
-
-
-def invalid_property(name: str) -> vmodl.query.InvalidProperty:
-    return vmodl.query.InvalidProperty(name=name, msg=f"Invalid property: {name}")
-
-
-def invalid_argument(prop: str, msg: str | None = None) -> vmodl.fault.InvalidArgument:
-    return vmodl.fault.InvalidArgument(
-        invalidProperty=prop, msg=msg or f"A specified parameter was not correct: {prop}")
-
-
-#: vCenter's limit on the length of an inventory entity's name.
-MAX_ENTITY_NAME = 80
-
-
-def check_entity_name(name: str | None) -> None:
-    """Raise InvalidName, as vCenter does, for an empty or too long entity name."""
-    if not name or len(name) > MAX_ENTITY_NAME:
-        raise vim.fault.InvalidName(
-            name=name or "",
-            msg=f"The name '{name or ''}' is invalid: an entity name has 1 to "
-            f"{MAX_ENTITY_NAME} characters")
 
 
 class ManagedObject:
@@ -118,6 +45,11 @@ class ManagedObject:
         self.sim = sim
         self.moid = moid or sim.registry.new_id(self.moid_prefix)
         self._cache: dict[str, tuple[int, Any]] = {}
+
+    @property
+    def kind(self) -> str:
+        """The vim25 name of this object's managed type (``Registry.all`` finds it by it)."""
+        return self.vim_type._wsdlName
 
     @property
     def ref(self):
@@ -159,8 +91,6 @@ class ManagedObject:
         Returns None for a path that is valid but unset.
         """
         if "[" in path:  # a key selector: config.extraConfig["key"]
-            from nova_vsphere_driver.simulator.objects import property_path
-
             return property_path.get_keyed(self, path)
         top, _, rest = path.partition(".")
         value = self.get_top(top)
@@ -243,10 +173,8 @@ class ManagedEntity(ManagedObject):
         return chain
 
     def datacenter(self):
-        from nova_vsphere_driver.simulator.objects.datacenter import Datacenter
-
         for node in [self, *self.ancestors()]:
-            if isinstance(node, Datacenter):
+            if node.vim_type is vim.Datacenter:
                 return node
         return None
 

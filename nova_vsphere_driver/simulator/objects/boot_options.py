@@ -13,7 +13,7 @@ import copy
 
 from pyVmomi import vim
 
-from nova_vsphere_driver.simulator.objects.base import invalid_argument
+from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
 BootOptions = vim.vm.BootOptions
 _KEYED = (BootOptions.BootableDiskDevice, BootOptions.BootableEthernetDevice)

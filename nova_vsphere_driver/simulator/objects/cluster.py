@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
-from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, invalid_argument
-from nova_vsphere_driver.simulator.objects.host import HostSystem
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity
+from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
 if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.objects.host import HostSystem
     from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
     from nova_vsphere_driver.simulator.service import Simulator
 
@@ -76,9 +77,7 @@ class ResourcePool(ManagedEntity):
 
     def ImportVApp(self, ctx: CallContext, spec, folder=None, host=None):  # noqa: N802
         """A new VM from ``spec`` and an HttpNfcLease to upload its disks through."""
-        from nova_vsphere_driver.simulator.objects.vapp_import import import_vapp
-
-        return import_vapp(self, ctx, spec, folder, host).ref
+        return self.sim.factory.import_vapp(self, spec, folder, host).ref
 
 
 class ClusterComputeResource(ManagedEntity):
@@ -89,8 +88,8 @@ class ClusterComputeResource(ManagedEntity):
                  drs_enabled: bool = False, drs_behavior: str = "fullyAutomated") -> None:
         super().__init__(sim, name, parent)
         self.hosts: list[HostSystem] = []
-        self.resource_pool = ResourcePool(sim, "Resources", self, self)
-        sim.registry.add(self.resource_pool)
+        #: The root pool, made with the cluster (factory.ObjectFactory.cluster).
+        self.resource_pool: ResourcePool
         self.drs_config = _default_drs_config(drs_enabled, drs_behavior)
         self.rules: list[vim.cluster.RuleInfo] = []
         self.num_vmotions = 0

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 from pyVmomi import vim
 
 from nova_vsphere_driver.simulator.objects.base import ManagedEntity
-from nova_vsphere_driver.simulator.objects.folder import Folder
 
 if TYPE_CHECKING:
+    from nova_vsphere_driver.simulator.objects.folder import Folder
     from nova_vsphere_driver.simulator.service import Simulator
 
 
@@ -17,20 +17,14 @@ class Datacenter(ManagedEntity):
     vim_type = vim.Datacenter
     moid_prefix = "datacenter"
 
+    # The four folders are made with the datacenter (factory.ObjectFactory.datacenter).
+    vm_folder: Folder
+    host_folder: Folder
+    datastore_folder: Folder
+    network_folder: Folder
+
     def __init__(self, sim: Simulator, name: str, parent: Folder) -> None:
         super().__init__(sim, name, parent)
-        reg = sim.registry
-        self.vm_folder = Folder(sim, "vm", self, moid=reg.new_id("group-v"),
-                                child_types=("Folder", "VirtualMachine", "VirtualApp"))
-        self.host_folder = Folder(sim, "host", self, moid=reg.new_id("group-h"),
-                                  child_types=("Folder", "ComputeResource"))
-        self.datastore_folder = Folder(sim, "datastore", self, moid=reg.new_id("group-s"),
-                                       child_types=("Folder", "Datastore", "StoragePod"))
-        self.network_folder = Folder(sim, "network", self, moid=reg.new_id("group-n"),
-                                     child_types=("Folder", "Network",
-                                                  "DistributedVirtualSwitch"))
-        for folder in self.folders():
-            reg.add(folder)
 
     def folders(self) -> list[Folder]:
         return [self.vm_folder, self.host_folder, self.datastore_folder, self.network_folder]
@@ -51,14 +45,10 @@ class Datacenter(ManagedEntity):
         return self.network_folder.ref
 
     def _get_datastore(self):
-        from nova_vsphere_driver.simulator.objects.datastore import Datastore
-
-        return [d.ref for d in self.sim.registry.find(Datastore) if d.datacenter() is self]
+        return [d.ref for d in self.sim.registry.all("Datastore") if d.datacenter() is self]
 
     def _get_network(self):
-        from nova_vsphere_driver.simulator.objects.network import Network
-
-        return [n.ref for n in self.sim.registry.find(Network) if n.datacenter() is self]
+        return [n.ref for n in self.sim.registry.all("Network") if n.datacenter() is self]
 
     def _get_configuration(self):
         return vim.Datacenter.ConfigInfo()

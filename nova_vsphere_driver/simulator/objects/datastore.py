@@ -32,10 +32,8 @@ class Datastore(ManagedEntity):
         self.uuid = uuid.uuid4().hex[:8] + "-" + uuid.uuid4().hex[:8]
         self.hosts: list[HostSystem] = []
         self.accessible = True
-        self.browser = HostDatastoreBrowser(sim, self)
-        sim.registry.add(self.browser)
-        sim.files.add_datastore(name)
-        sim.datastores[name] = self
+        #: Made with the datastore (factory.ObjectFactory.datastore).
+        self.browser: HostDatastoreBrowser
 
     @property
     def url(self) -> str:

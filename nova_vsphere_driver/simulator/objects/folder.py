@@ -6,11 +6,8 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim, vmodl
 
-from nova_vsphere_driver.simulator.objects.base import (
-    CallContext,
-    ManagedEntity,
-    check_entity_name,
-)
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity
+from nova_vsphere_driver.simulator.vim_faults import check_entity_name
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Simulator
@@ -69,10 +66,7 @@ class Folder(ManagedEntity):
             if "Folder" not in self.child_types:
                 raise vmodl.fault.NotSupported(msg=f"Folder {self.name} cannot contain folders")
             check_entity_name(name)
-            folder = Folder(self.sim, name, self, child_types=self.child_types)
-            self.add_child(folder)
-            self.sim.registry.add(folder)
-            return folder.ref
+            return self.sim.factory.folder(self, name, child_types=self.child_types).ref
 
     def destroy(self) -> None:
         if self.children:
@@ -83,8 +77,6 @@ class Folder(ManagedEntity):
         self.sim.registry.remove(self.moid)
 
     def CreateVM_Task(self, ctx: CallContext, config, pool, host=None):  # noqa: N802
-        from nova_vsphere_driver.simulator.objects.virtual_machine import create_vm
-
         if "VirtualMachine" not in self.child_types:
             # vCenter: NotSupported when the folder's childType lacks VirtualMachine.
             raise vmodl.fault.NotSupported(
@@ -95,6 +87,6 @@ class Folder(ManagedEntity):
             host_obj = registry.lookup(host) if host is not None else None
 
         def work():
-            return create_vm(self.sim, self, config, pool_obj, host_obj).ref
+            return self.sim.factory.vm(self, config, pool_obj, host_obj).ref
 
         return self.sim.tasks.start(ctx, self, "CreateVM_Task", work)

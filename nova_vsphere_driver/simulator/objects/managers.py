@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 from pyVmomi import vim
@@ -9,7 +10,8 @@ from pyVmomi import vim
 from nova_vsphere_driver.simulator import delta_disks
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
 from nova_vsphere_driver.simulator.disk_files import disk_source, flat_extent_owner
-from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject, invalid_argument
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
+from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.datastore import Datastore
@@ -191,9 +193,7 @@ class VirtualDiskManager(ManagedObject):
     def QueryVirtualDiskUuid(self, ctx: CallContext, name: str, datacenter=None) -> str:  # noqa: N802
         ds, rel = _datastore(self.sim, name)
         self.sim.files.get(ds.name, rel)
-        import uuid as uuid_mod
-
-        return str(uuid_mod.uuid5(uuid_mod.NAMESPACE_URL, name)).replace("-", " ")
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, name)).replace("-", " ")
 
     # -- moving a disk with its extent (image imports, simulator/disk_files.py) ---------
 

@@ -69,7 +69,6 @@ class DistributedVirtualPortgroup(Network):
         super().__init__(sim, name, parent)
         self.switch = switch
         self.vlan = vlan
-        switch.portgroups.append(self)
 
     @property
     def key(self) -> str:

@@ -32,8 +32,8 @@ from pyVmomi import vim, vmodl
 from nova_vsphere_driver.simulator import vmdk_stream
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
 from nova_vsphere_driver.simulator.disk_files import disk_data
-from nova_vsphere_driver.simulator.faults import with_fault_message
-from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject, invalid_argument
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
+from nova_vsphere_driver.simulator.vim_faults import invalid_argument, with_fault_message
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
@@ -158,7 +158,7 @@ class HttpNfcLease(ManagedObject):
                 self.sim.registry.touch()
 
     def start(self) -> HttpNfcLease:
-        self.sim.registry.add(self)
+        """Turn ready in a moment (call once the lease is registered)."""
         threading.Thread(target=self._initialize, name=f"sim-{self.moid}", daemon=True).start()
         return self
 
@@ -266,15 +266,6 @@ class HttpNfcLease(ManagedObject):
             disk.served = (size, digest.hexdigest())
 
 
-def start_export(sim: Simulator, vm: VirtualMachine, devices: list) -> HttpNfcLease:
-    """A new export lease over ``devices``; call with the registry lock held."""
-    for lease in sim.registry.find(HttpNfcLease):
-        if lease.entity is vm and lease.active:
-            raise vim.fault.InvalidState(
-                msg=f"{vm.name} is busy: an export lease ({lease.moid}) is in progress")
-    return HttpNfcLease(sim, vm, export_disks(sim, vm, devices)).start()
-
-
 def find_download(sim: Simulator, path: str) -> Callable[[], Iterator[bytes]] | None:
     """The download behind an NFC URL path (``/nfc/<token>/<disk>``), or None."""
     parts = path.strip("/").split("/")
@@ -282,7 +273,7 @@ def find_download(sim: Simulator, path: str) -> Callable[[], Iterator[bytes]] | 
         return None
     _, token, name = parts
     with sim.registry.lock:
-        for lease in sim.registry.find(HttpNfcLease):
+        for lease in sim.registry.all(vim.HttpNfcLease):
             if lease.token != token or lease.direction != "export" or not lease.active \
                     or lease.state != State.ready:
                 continue

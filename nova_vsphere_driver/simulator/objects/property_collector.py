@@ -9,62 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from pyVmomi import SoapAdapter, VmomiSupport, vim, vmodl
 
-from nova_vsphere_driver.simulator.objects.base import (
-    CallContext,
-    ManagedObject,
-    invalid_argument,
-)
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
+from nova_vsphere_driver.simulator.vim_data import declared_type, typed
+from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Simulator
 
 PC = vmodl.query.PropertyCollector
-_MO_ARRAY = VmomiSupport.GetVmodlType("vmodl.ManagedObject[]")
-_STR_ARRAY = VmomiSupport.GetVmodlType("string[]")
-_INT_ARRAY = VmomiSupport.GetVmodlType("int[]")
 _MAX_WAIT_FOREVER = 1800.0
-
-
-def declared_type(vim_type: type, path: str) -> type | None:
-    """The type a property path is declared with (None: unknown, e.g. a keyed path)."""
-    declared = vim_type
-    for name in path.split("."):
-        lookup = getattr(declared, "_GetPropertyInfo", None)
-        if lookup is None:
-            return None
-        try:
-            declared = lookup(name).type
-        except (AttributeError, KeyError):
-            return None
-    return declared
-
-
-def typed(value: Any, declared: type | None = None) -> Any:
-    """Give plain Python lists the array type the SOAP serializer needs.
-
-    An array of data objects goes out as its declared type, as from vCenter
-    (``config.hardware.device`` is an ``ArrayOfVirtualDevice`` whatever its
-    first device is; clients such as Nova's in-tree driver, through
-    ``vim_util.get_array_items``, find the items under that name).
-    """
-    if not isinstance(value, list) or hasattr(value, "Item"):
-        return value
-    item = getattr(declared, "Item", None)
-    if isinstance(item, type) and issubclass(item, VmomiSupport.DataObject) \
-            and all(isinstance(v, item) for v in value):
-        return declared(value)
-    if not value:
-        return _MO_ARRAY()
-    first = value[0]
-    if isinstance(first, VmomiSupport.ManagedObject):
-        return _MO_ARRAY(value)
-    if isinstance(first, str):
-        return _STR_ARRAY(value)
-    if isinstance(first, bool):
-        return VmomiSupport.GetVmodlType("boolean[]")(value)
-    if isinstance(first, int):
-        return _INT_ARRAY(value)
-    return type(first).Array(value)
 
 
 def _as_list(value: Any) -> list:
@@ -306,9 +259,7 @@ class PropertyCollector(ManagedObject):
 
     def CreatePropertyCollector(self, ctx: CallContext):  # noqa: N802
         owner = ctx.session.key if ctx.session else None
-        pc = PropertyCollector(self.sim, owner=owner)
-        self.sim.registry.add(pc)
-        return pc.ref
+        return self.sim.factory.property_collector(owner).ref
 
     def DestroyPropertyCollector(self, ctx: CallContext) -> None:  # noqa: N802
         if self.moid == "propertyCollector":
@@ -322,11 +273,8 @@ class PropertyCollector(ManagedObject):
         with self.sim.registry.lock:
             # Validate now, as vCenter does: bad objects or paths fault here.
             Retrieval(self.sim).contents([spec])
-            state = self._state(ctx)
-            flt = PropertyFilter(self.sim, self, state, spec, partialUpdates)
-            state.filters[flt.moid] = flt
-            self.sim.registry.add(flt)
-            return flt.ref
+            return self.sim.factory.property_filter(self, self._state(ctx), spec,
+                                                    partialUpdates).ref
 
     # -- updates ------------------------------------------------------------
 

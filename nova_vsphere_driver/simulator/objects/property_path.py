@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from nova_vsphere_driver.simulator.objects.base import invalid_property
+from nova_vsphere_driver.simulator.vim_faults import invalid_property
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.base import ManagedObject

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
+from nova_vsphere_driver.simulator.datastore_files import normalize, parse_datastore_path
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
 
 if TYPE_CHECKING:
@@ -39,8 +40,6 @@ class SearchIndex(ManagedObject):
             return child.ref if child is not None else None
 
     def _by_uuid(self, datacenter, uuid: str, vm_search: bool, instance_uuid: bool) -> list:
-        from nova_vsphere_driver.simulator.objects.host import HostSystem
-
         dc = self.sim.registry.lookup(datacenter) if datacenter is not None else None
         found = []
         if vm_search:
@@ -51,7 +50,7 @@ class SearchIndex(ManagedObject):
                 if key and key.lower() == uuid.lower():
                     found.append(vm.ref)
         else:
-            for host in self.sim.registry.find(HostSystem):
+            for host in self.sim.registry.all("HostSystem"):
                 if (dc is None or host.datacenter() is dc) and host.uuid.lower() == uuid.lower():
                     found.append(host.ref)
         return found
@@ -69,24 +68,19 @@ class SearchIndex(ManagedObject):
 
     def FindByDnsName(self, ctx: CallContext, datacenter=None, dnsName: str = "",  # noqa: N802,N803
                       vmSearch: bool = False):  # noqa: N803
-        from nova_vsphere_driver.simulator.objects.host import HostSystem
-        from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
-
-        cls = VirtualMachine if vmSearch else HostSystem
+        kind = "VirtualMachine" if vmSearch else "HostSystem"
         with self.sim.registry.lock:
-            for obj in self.sim.registry.find(cls):
+            for obj in self.sim.registry.all(kind):
                 if obj.name == dnsName and (vmSearch is False or obj.powered_on):
                     return obj.ref
         return None
 
     def FindByIp(self, ctx: CallContext, datacenter=None, ip: str = "",  # noqa: N802
                  vmSearch: bool = False):  # noqa: N803
-        from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
-
         if not vmSearch:
             return None
         with self.sim.registry.lock:
-            for vm in self.sim.registry.find(VirtualMachine):
+            for vm in self.sim.registry.all("VirtualMachine"):
                 if vm.ip_address == ip and vm.powered_on:
                     return vm.ref
         return None
@@ -99,11 +93,6 @@ class SearchIndex(ManagedObject):
         vCenter answers InvalidDatastore for a path on no datastore of the
         datacenter, and None when no registered VM has that .vmx.
         """
-        from nova_vsphere_driver.simulator.datastore_files import (
-            normalize,
-            parse_datastore_path,
-        )
-
         with self.sim.registry.lock:
             dc = self.sim.registry.lookup(datacenter)
             try:

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
-from nova_vsphere_driver.simulator.faults import complete_fault, with_fault_message
+from nova_vsphere_driver.simulator.faults import complete_fault
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
+from nova_vsphere_driver.simulator.vim_faults import with_fault_message
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Simulator
@@ -162,8 +163,7 @@ class TaskManager(ManagedObject):
         sim = self.sim
         user = ctx.session.user if ctx is not None and ctx.session is not None else None
         with sim.registry.lock:
-            task = Task(sim, entity, method, user)
-            sim.registry.add(task)
+            task = sim.factory.task(entity, method, user)
             self.recent.append(task)
             del self.recent[:-_RECENT_TASK_LIMIT]
             if isinstance(entity, ManagedEntity):

@@ -22,11 +22,11 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from pyVmomi import vim, vmodl
+from pyVmomi import vim
 
 from nova_vsphere_driver.simulator import vmdk_stream
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
-from nova_vsphere_driver.simulator.objects.base import CallContext, invalid_argument
+from nova_vsphere_driver.simulator.objects.base import CallContext
 from nova_vsphere_driver.simulator.objects.nfc_lease import (
     HttpNfcLease,
     LeaseGone,
@@ -35,7 +35,6 @@ from nova_vsphere_driver.simulator.objects.nfc_lease import (
 )
 
 if TYPE_CHECKING:
-    from nova_vsphere_driver.simulator.objects.cluster import ResourcePool
     from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
     from nova_vsphere_driver.simulator.service import Simulator
 
@@ -188,27 +187,6 @@ class ImportLease(HttpNfcLease):
         self.sim.registry.touch()
 
 
-def import_vapp(pool: ResourcePool, ctx: CallContext, spec, folder=None,
-                host=None) -> ImportLease:
-    """ResourcePool.ImportVApp for a single VM (VirtualMachineImportSpec)."""
-    from nova_vsphere_driver.simulator.objects.virtual_machine import create_vm
-
-    sim = pool.sim
-    if isinstance(spec, vim.vApp.VAppImportSpec):
-        raise vmodl.fault.NotSupported(
-            msg="The simulator imports single virtual machines (VirtualMachineImportSpec), "
-            "not vApps")
-    if not isinstance(spec, vim.vm.VmImportSpec) or spec.configSpec is None:
-        raise invalid_argument("spec", "a VirtualMachineImportSpec with a configSpec is "
-                               "required")
-    with sim.registry.lock:
-        target = sim.registry.lookup(folder) if folder is not None else \
-            pool.owner.datacenter().vm_folder
-        host_obj = sim.registry.lookup(host) if host is not None else None
-        vm = create_vm(sim, target, spec.configSpec, pool, host_obj)
-        return ImportLease(sim, vm, import_disks(vm)).start()
-
-
 def find_upload(sim: Simulator, path: str) -> tuple[ImportLease, ImportDisk] | None:
     """The import lease and disk behind an NFC URL path (``/nfc/<token>/<disk>``), or None."""
     parts = path.strip("/").split("/")
@@ -216,8 +194,9 @@ def find_upload(sim: Simulator, path: str) -> tuple[ImportLease, ImportDisk] | N
         return None
     _, token, name = parts
     with sim.registry.lock:
-        for lease in sim.registry.find(ImportLease):
-            if lease.token != token or not lease.active or lease.state != State.ready:
+        for lease in sim.registry.all(vim.HttpNfcLease):
+            if lease.direction != "import" or lease.token != token or not lease.active \
+                    or lease.state != State.ready:
                 continue
             for disk in lease.import_disks:
                 if disk.target_id == name:
@@ -225,4 +204,4 @@ def find_upload(sim: Simulator, path: str) -> tuple[ImportLease, ImportDisk] | N
     return None
 
 
-__all__ = ["UPLOAD_FAULT_KEY", "ImportLease", "find_upload", "import_vapp"]
+__all__ = ["UPLOAD_FAULT_KEY", "ImportLease", "find_upload", "import_disks"]

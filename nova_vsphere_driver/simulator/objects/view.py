@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from pyVmomi import vim, vmodl
+from pyVmomi import VmomiSupport, vim, vmodl
 
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
 
@@ -48,8 +48,6 @@ class ContainerView(ManagedObject):
         return self.container.ref
 
     def _get_type(self):
-        from pyVmomi import VmomiSupport
-
         return VmomiSupport.GetVmodlType("vmodl.TypeName[]")(
             [t._wsdlName for t in self.types])
 
@@ -67,7 +65,7 @@ class ViewManager(ManagedObject):
         super().__init__(sim, "ViewManager")
 
     def _get_viewList(self):  # noqa: N802
-        return [v.ref for v in self.sim.registry.find(ContainerView)]
+        return [v.ref for v in self.sim.registry.all("ContainerView")]
 
     def CreateContainerView(self, ctx: CallContext, container, type=None,  # noqa: A002,N802
                             recursive: bool = False):
@@ -80,6 +78,4 @@ class ViewManager(ManagedObject):
                     invalidProperty="container",
                     msg=f"A {target.vim_type.__name__} cannot be a view's container")
             owner = ctx.session.key if ctx.session else None
-            view = ContainerView(self.sim, target, type or [], recursive, owner)
-            self.sim.registry.add(view)
-            return view.ref
+            return self.sim.factory.container_view(target, type or [], recursive, owner).ref

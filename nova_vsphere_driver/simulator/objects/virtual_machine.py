@@ -10,6 +10,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pyVmomi import vim
@@ -17,13 +18,8 @@ from pyVmomi import vim
 from nova_vsphere_driver.simulator import delta_disks
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
 from nova_vsphere_driver.simulator.objects import boot_options, consoles, serial_console
-from nova_vsphere_driver.simulator.objects.base import (
-    CallContext,
-    ManagedEntity,
-    ManagedObject,
-    check_entity_name,
-    invalid_argument,
-)
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
+from nova_vsphere_driver.simulator.vim_faults import check_entity_name, invalid_argument
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.cluster import ResourcePool
@@ -147,11 +143,9 @@ class VirtualMachineSnapshot(ManagedObject):
 
     def ExportSnapshot(self, ctx: CallContext):  # noqa: N802
         """An export lease on the disks as of this snapshot (any power state: API 5.5)."""
-        from nova_vsphere_driver.simulator.objects.nfc_lease import start_export
-
         with self.sim.registry.lock:
             self.vm._require_connected()
-            return start_export(self.sim, self.vm, self.config.hardware.device).ref
+            return self.sim.factory.export_lease(self.vm, self.config.hardware.device).ref
 
 
 class VirtualMachine(ManagedEntity):
@@ -159,7 +153,8 @@ class VirtualMachine(ManagedEntity):
     moid_prefix = "vm"
 
     def __init__(self, sim: Simulator, name: str, folder: Folder, pool: ResourcePool,
-                 host: HostSystem, config: vim.vm.ConfigInfo) -> None:
+                 host: HostSystem, config: vim.vm.ConfigInfo,
+                 keys: Iterator[int] | None = None) -> None:
         super().__init__(sim, name, folder)
         self.pool = pool
         self.host = host
@@ -167,8 +162,6 @@ class VirtualMachine(ManagedEntity):
         self.power_state = POWERED_OFF
         self.boot_time: datetime.datetime | None = None
         self._boot_monotonic: float | None = None
-        self.datastores: list[Datastore] = []
-        self.networks: list = []
         self.tools_installed = True
         #: CPU demand as a fraction of the VM's vCPUs at the host's core speed.
         self.cpu_demand_fraction = 0.5
@@ -177,7 +170,10 @@ class VirtualMachine(ManagedEntity):
         self.snapshots: list[VirtualMachineSnapshot] = []
         self.current_snapshot: VirtualMachineSnapshot | None = None
         self.ip_address: str | None = None
-        self._keys = itertools.count(1)
+        #: Keys for devices added later (vCenter never reuses one).
+        self._keys = keys if keys is not None else itertools.count(1)
+        self.datastores = _datastores_of(self)
+        self.networks = _networks_of(config, sim, host)
 
     # -- derived state ----------------------------------------------------------
 
@@ -574,7 +570,14 @@ class VirtualMachine(ManagedEntity):
             folder_obj = registry.lookup(folder)
 
         def work():
-            return clone_vm(self, folder_obj, name, spec).ref
+            pool, host, config = clone_plan(self, name, spec)
+            vm = self.sim.factory.vm(folder_obj, config, pool, host)
+            if spec.template:
+                vm.config.template = True
+            if spec.powerOn:
+                host.check_admission(vm)
+                vm.set_power(POWERED_ON)
+            return vm.ref
 
         return self.sim.tasks.start(ctx, self, "CloneVM_Task", work)
 
@@ -616,14 +619,7 @@ class VirtualMachine(ManagedEntity):
         def work():
             if quiesce and self.powered_on:
                 self._require_tools()
-            snap = VirtualMachineSnapshot(self.sim, self, name, description or "",
-                                          self.current_snapshot)
-            if self.current_snapshot is not None:
-                self.current_snapshot.children.append(snap)
-            self.snapshots.append(snap)
-            self.current_snapshot = snap
-            self.sim.registry.add(snap)
-            return snap.ref
+            return self.sim.factory.snapshot(self, name, description or "").ref
 
         return self.sim.tasks.start(ctx, self, "CreateSnapshot_Task", work)
 
@@ -678,12 +674,10 @@ class VirtualMachine(ManagedEntity):
 
     def ExportVm(self, ctx: CallContext):  # noqa: N802
         """An export lease on the VM's disks; vCenter refuses it for a running VM."""
-        from nova_vsphere_driver.simulator.objects.nfc_lease import start_export
-
         with self.sim.registry.lock:
             self._require_connected()
             self._require_power(POWERED_OFF)
-            return start_export(self.sim, self, self.config.hardware.device).ref
+            return self.sim.factory.export_lease(self, self.config.hardware.device).ref
 
     # -- linked clones: unlinking delta disks (simulator/delta_disks.py) ------------------
 
@@ -920,20 +914,22 @@ def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created, *,
     backing.uuid = entry.disk_uuid
 
 
-def _check_nic(nic, sim: Simulator, host: HostSystem) -> None:
-    from nova_vsphere_driver.simulator.objects.network import DistributedVirtualPortgroup, Network
+def _is_portgroup(network: ManagedEntity) -> bool:
+    return issubclass(network.vim_type, vim.dvs.DistributedVirtualPortgroup)
 
+
+def _check_nic(nic, sim: Simulator, host: HostSystem) -> None:
     backing = nic.backing
     if isinstance(backing, Dev.VirtualEthernetCard.NetworkBackingInfo):
         matches = [n for n in host.networks if n.name == backing.deviceName
-                   and not isinstance(n, DistributedVirtualPortgroup)]
+                   and not _is_portgroup(n)]
         if not matches:
             raise vim.fault.NotFound(msg=f"Network '{backing.deviceName}' is not available on "
                                      f"host {host.name}")
         backing.network = matches[0].ref
     elif isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
         port = backing.port
-        pgs = [n for n in host.networks if isinstance(n, DistributedVirtualPortgroup)
+        pgs = [n for n in host.networks if _is_portgroup(n)
                and n.key == port.portgroupKey and n.switch.uuid == port.switchUuid]
         if not pgs:
             raise vim.fault.NotFound(msg=f"Distributed port group '{port.portgroupKey}' on switch "
@@ -946,12 +942,9 @@ def _check_nic(nic, sim: Simulator, host: HostSystem) -> None:
         octets = [_MAC_RANDOM.randrange(256) for _ in range(3)]
         nic.macAddress = "00:50:56:" + ":".join(f"{o:02x}" for o in octets)
         nic.addressType = "assigned" if nic.addressType == "assigned" else "generated"
-    _ = Network
 
 
 def _networks_of(config, sim: Simulator, host: HostSystem) -> list:
-    from nova_vsphere_driver.simulator.objects.network import DistributedVirtualPortgroup
-
     nets = []
     for dev in config.hardware.device:
         if not isinstance(dev, Dev.VirtualEthernetCard):
@@ -962,7 +955,7 @@ def _networks_of(config, sim: Simulator, host: HostSystem) -> list:
                     and n.name == backing.deviceName and n not in nets:
                 nets.append(n)
             elif isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo) \
-                    and isinstance(n, DistributedVirtualPortgroup) \
+                    and _is_portgroup(n) \
                     and n.key == backing.port.portgroupKey and n not in nets:
                 nets.append(n)
     return nets
@@ -1018,17 +1011,15 @@ def _new_config(spec, name: str, vmx_path: str) -> vim.vm.ConfigInfo:
     )
 
 
-def create_vm(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
-              host: HostSystem | None) -> VirtualMachine:
-    """CreateVM_Task: validate everything, then create files and register.
+def new_vm_config(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
+                  host: HostSystem | None, created: list[tuple[str, str]],
+                  ) -> tuple[HostSystem, vim.vm.ConfigInfo, Iterator[int]]:
+    """CreateVM_Task's checks and files: (host, config, device keys) of the new VM.
 
-    Runs under the registry lock; on any failure the files it created are
-    removed again, so a failed CreateVM leaves nothing behind (as vCenter).
+    Runs under the registry lock. Files it creates on datastores are
+    appended to ``created``: the caller (factory.ObjectFactory.vm) removes
+    them again when this or registering the VM fails.
     """
-    from nova_vsphere_driver.simulator.objects.cluster import ResourcePool as PoolType
-
-    if not isinstance(pool, PoolType):
-        raise invalid_argument("pool", "pool must be a resource pool")
     cluster = pool.owner
     name = spec.name
     if name is None:
@@ -1076,34 +1067,18 @@ def create_vm(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
         rel = f"{directory}/{name}.vmx"
     directory = posixpath.dirname(rel)
     vmx_path = f"[{ds_name}] {rel}"
-    created: list[tuple[str, str]] = []
-    try:
-        if directory and not sim.files.exists(ds_name, directory):
-            sim.files.mkdir(ds_name, directory, create_parents=True)
-            created.append((ds_name, directory))
-        if sim.files.exists(ds_name, rel):
-            raise vim.fault.FileAlreadyExists(file=vmx_path,
-                                              msg=f"File {vmx_path} already exists")
-        sim.files.write(ds_name, rel, f'displayName = "{name}"\n'.encode(), overwrite=False)
-        created.append((ds_name, rel))
-        config = _new_config(spec, name, vmx_path)
-        keys = itertools.count(2000)
-        _apply_devices(name, (ds_name, directory), config, spec.deviceChange, sim, host, keys,
-                       created)
-        vm = VirtualMachine(sim, name, folder, pool, host, config)
-        vm._keys = keys
-        vm.datastores = _datastores_of(vm)
-        vm.networks = _networks_of(config, sim, host)
-    except Exception:
-        for ds_n, path in reversed(created):
-            if sim.files.exists(ds_n, path):
-                sim.files.delete(ds_n, path)
-        raise
-    folder.add_child(vm)
-    pool.vms.append(vm)
-    host.vms.append(vm)
-    sim.registry.add(vm)
-    return vm
+    if directory and not sim.files.exists(ds_name, directory):
+        sim.files.mkdir(ds_name, directory, create_parents=True)
+        created.append((ds_name, directory))
+    if sim.files.exists(ds_name, rel):
+        raise vim.fault.FileAlreadyExists(file=vmx_path, msg=f"File {vmx_path} already exists")
+    sim.files.write(ds_name, rel, f'displayName = "{name}"\n'.encode(), overwrite=False)
+    created.append((ds_name, rel))
+    config = _new_config(spec, name, vmx_path)
+    keys = itertools.count(2000)
+    _apply_devices(name, (ds_name, directory), config, spec.deviceChange, sim, host, keys,
+                   created)
+    return host, config, keys
 
 
 def reconfigure(vm: VirtualMachine, spec) -> None:
@@ -1221,7 +1196,9 @@ def move_storage(vm: VirtualMachine, target: Datastore) -> None:
     vm.datastores = [target]
 
 
-def clone_vm(source: VirtualMachine, folder: Folder, name: str, spec) -> VirtualMachine:
+def clone_plan(source: VirtualMachine, name: str,
+               spec) -> tuple[ResourcePool, HostSystem, vim.vm.ConfigSpec]:
+    """Where CloneVM_Task puts the clone (pool, host) and the ConfigSpec it is made from."""
     sim = source.sim
     location = spec.location
     pool = sim.registry.lookup(location.pool) if location and location.pool else source.pool
@@ -1261,13 +1238,7 @@ def clone_vm(source: VirtualMachine, folder: Folder, name: str, spec) -> Virtual
             value = getattr(spec.config, field, None)
             if value is not None:
                 setattr(config, field, value)
-    vm = create_vm(sim, folder, config, pool, host)
-    if spec.template:
-        vm.config.template = True
-    if spec.powerOn:
-        host.check_admission(vm)
-        vm.set_power(POWERED_ON)
-    return vm
+    return pool, host, config
 
 
 # -- relocation of network adapters (RelocateSpec.deviceChange) ---------------------
@@ -1275,15 +1246,13 @@ def clone_vm(source: VirtualMachine, folder: Folder, name: str, spec) -> Virtual
 
 def _nic_reachable(nic, host: HostSystem) -> bool:
     """Whether the network ``nic`` is backed by is present on ``host``."""
-    from nova_vsphere_driver.simulator.objects.network import DistributedVirtualPortgroup
-
     backing = nic.backing
     if isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
         port = backing.port
-        return any(isinstance(n, DistributedVirtualPortgroup) and n.key == port.portgroupKey
+        return any(_is_portgroup(n) and n.key == port.portgroupKey
                    and n.switch.uuid == port.switchUuid for n in host.networks)
     if isinstance(backing, Dev.VirtualEthernetCard.NetworkBackingInfo):
-        return any(n.name == backing.deviceName and not isinstance(n, DistributedVirtualPortgroup)
+        return any(n.name == backing.deviceName and not _is_portgroup(n)
                    for n in host.networks)
     return True  # opaque (NSX) networks: not modelled
 
