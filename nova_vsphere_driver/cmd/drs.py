@@ -140,8 +140,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from oslo_vmware import exceptions as vexc
 
     from nova_vsphere_driver import drs
-    from nova_vsphere_driver.cluster_drs import ClusterDrs, DrsSettings
-    from nova_vsphere_driver.vsphere.inventory import InventoryReader
+    from nova_vsphere_driver.drs_runtime.controller import ClusterDrs, DrsSettings
+    from nova_vsphere_driver.vsphere.cluster_state import ClusterStateReader
     from nova_vsphere_driver.vsphere.session import VSphereSession
 
     try:
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
               f"{settings['user']}: {exc}", file=sys.stderr)
         return 1
     try:
-        reader = InventoryReader(session)
+        reader = ClusterStateReader(session)
         clusters = {c.name: c for c in reader.find_clusters()}
         if args.cluster not in clusters:
             print(f"error: --cluster {args.cluster!r}: no such cluster; clusters: "
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         limits = drs.Limits(memory_ratio=args.memory_ratio, cpu_ratio=args.cpu_ratio)
         state = reader.cluster_state(clusters[args.cluster])
         if args.command == "status":
-            print_status(controller.snapshot(state), limits, out)
+            print_status(controller.cluster_snapshot(state), limits, out)
             return 0
         apply = args.command == "apply"
         ok = True

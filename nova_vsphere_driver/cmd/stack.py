@@ -622,10 +622,10 @@ class NovaStack(fixtures.Fixture):
 
     def cluster_snapshot(self, cluster: str):
         """The driver's DRS view of a cluster, read from vCenter now."""
-        from nova_vsphere_driver.vsphere.snapshot import to_snapshot
+        from nova_vsphere_driver.drs_runtime.cluster_snapshot import to_cluster_snapshot
 
         opts = CONF.vsphere
-        return to_snapshot(self.driver._state(self.nodes[cluster]),
+        return to_cluster_snapshot(self.driver.services.states.read(self.nodes[cluster]),
                            reserved_host_cpus=opts.reserved_host_cpus,
                            reserved_host_memory_mb=opts.reserved_host_memory_mb)
 

@@ -21,7 +21,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nova.conf
 import requests
@@ -34,11 +34,9 @@ from oslo_utils import units
 from oslo_vmware import vim_util
 
 from nova_vsphere_driver.ops import vm_devices
+from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
-from nova_vsphere_driver.vsphere.inventory import retrieve
-
-if TYPE_CHECKING:
-    from nova_vsphere_driver.driver import VSphereDriver
+from nova_vsphere_driver.vsphere.cluster_state import retrieve
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
@@ -74,12 +72,15 @@ def _option_value(option: Any) -> str | None:
 
 
 class Consoles:
-    """Console operations of one driver (constructed per call; holds no state)."""
+    """Console operations of one driver (built once; holds no state)."""
 
-    def __init__(self, driver: VSphereDriver) -> None:
-        self._driver = driver
-        self._session = driver._session
-        self._vmops = driver._vmops
+    def __init__(self, services: Services) -> None:
+        self._session = services.session
+        self._vmops = services.vmops
+        self._vm_refs = services.vm_refs
+        self._states = services.states
+        self._nodes = services.nodes
+        self._images = services.images
 
     # -- VNC ------------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ class Consoles:
              vim_util.build_property_spec(factory, "VirtualMachine", VNC_PROPS)],
             [vim_util.build_object_spec(factory, host_ref, [to_vms])])
         name, version, ports = "", "", {}
-        for obj in retrieve(self._session, spec, self._driver._reader.page_size):
+        for obj in retrieve(self._session, spec, self._states.page_size):
             values = {p.name: p.val for p in getattr(obj, "propSet", None) or []}
             if vim_util.get_moref_type(obj.obj) == "HostSystem":
                 name = values.get("name", "")
@@ -128,7 +129,7 @@ class Consoles:
         # Two reads: where the VM runs, then that host's VMs. A vMotion in
         # between shows as the VM missing from the host's list: read again.
         for _attempt in range(3):
-            vm_ref, host_ref = self._driver._with_vm(instance, lambda ref: (
+            vm_ref, host_ref = self._vm_refs.with_vm(instance, lambda ref: (
                 ref, self._session.call("get_object_property", ref, "runtime.host")))
             vm_moref = vim_util.get_moref_value(vm_ref)
             host_moref = vim_util.get_moref_value(host_ref)
@@ -163,7 +164,7 @@ class Consoles:
 
     def mks(self, context, instance) -> ctype.ConsoleMKS:
         try:
-            ticket = self._driver._with_vm(instance, lambda ref: self._session.invoke(
+            ticket = self._vm_refs.with_vm(instance, lambda ref: self._session.invoke(
                 "AcquireTicket", ref, ticketType="webmks"))
         except exception.InstanceInvalidState:
             # Not running (or its host is not connected): no console to hand out yet.
@@ -171,7 +172,7 @@ class Consoles:
         host = getattr(ticket, "host", None)
         if not host:
             # vCenter may leave the host out: it is the VM's host.
-            host = self._driver._with_vm(instance, lambda ref: self._session.call(
+            host = self._vm_refs.with_vm(instance, lambda ref: self._session.call(
                 "get_object_property", self._session.call(
                     "get_object_property", ref, "runtime.host"), "name"))
         auth = {"ticket": ticket.ticket, "cfgFile": getattr(ticket, "cfgFile", None),
@@ -187,7 +188,7 @@ class Consoles:
 
     def _log_path(self, instance) -> tuple[str, str]:
         """(datastore, path) of the file the VM's serial port writes to."""
-        props = self._driver._with_vm(instance, lambda ref: self._vmops.properties(
+        props = self._vm_refs.with_vm(instance, lambda ref: self._vmops.properties(
             ref, ["config.hardware.device"]))
         for device in vm_devices.items(props.get("config.hardware.device")):
             backing = getattr(device, "backing", None)
@@ -200,7 +201,7 @@ class Consoles:
         raise exception.ConsoleNotAvailable()
 
     def _get(self, url: str) -> requests.Response:
-        images = self._driver._images
+        images = self._images
         resp = requests.get(url, headers={"Cookie": self._session.cookie_header},
                             verify=images.verify, timeout=60)
         if resp.status_code == 401:
@@ -213,9 +214,9 @@ class Consoles:
 
     def output(self, context, instance) -> bytes:
         """The tail of the serial console log (bytes, as libvirt's driver returns it)."""
-        ref = self._driver._node(instance.node)
+        ref = self._nodes.cluster(instance.node)
         ds_name, path = self._log_path(instance)
-        url = self._driver._images._url(ref.datacenter_name, ds_name, path)
+        url = self._images._url(ref.datacenter_name, ds_name, path)
         try:
             resp = self._get(url)
         except requests.RequestException as exc:

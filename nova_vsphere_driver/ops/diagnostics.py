@@ -10,16 +10,15 @@ and NICs and disks are listed without traffic counters.
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nova import objects
 from nova.compute import power_state
 from oslo_vmware import vim_util
 
 from nova_vsphere_driver.ops import vm_devices
-
-if TYPE_CHECKING:
-    from nova_vsphere_driver.driver import VSphereDriver
+from nova_vsphere_driver.ops.power import POWER_STATES
+from nova_vsphere_driver.services import Services
 
 PROPS = ["summary.config", "summary.quickStats", "summary.runtime", "config.hardware.device"]
 #: The summaries whose plain fields make up the legacy diagnostics.
@@ -49,14 +48,14 @@ def _fields(obj: Any) -> dict[str, Any]:
 
 
 class Diagnostics:
-    """Diagnostics of one driver's instances (constructed per call; holds no state)."""
+    """Diagnostics of one driver's instances (built once; holds no state)."""
 
-    def __init__(self, driver: VSphereDriver) -> None:
-        self._driver = driver
+    def __init__(self, services: Services) -> None:
+        self._vm_refs = services.vm_refs
+        self._vmops = services.vmops
 
     def _read(self, instance) -> dict[str, Any]:
-        return self._driver._with_vm(instance, lambda ref: self._driver._vmops.properties(
-            ref, PROPS))
+        return self._vm_refs.with_vm(instance, lambda ref: self._vmops.properties(ref, PROPS))
 
     def legacy(self, instance) -> dict[str, Any]:
         """The plain fields of the VM's config, quick-stats and runtime summaries.
@@ -70,8 +69,6 @@ class Diagnostics:
         return {f"vmware:{key}": value for key, value in sorted(data.items())}
 
     def instance(self, instance) -> objects.Diagnostics:
-        from nova_vsphere_driver.driver import POWER_STATES
-
         props = self._read(instance)
         config = props.get("summary.config")
         stats = props.get("summary.quickStats")

@@ -12,7 +12,7 @@ import contextlib
 import posixpath
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nova.conf
 from nova import exception
@@ -23,9 +23,12 @@ from oslo_vmware import vim_util
 
 from nova_vsphere_driver.ops import root_disk as root_disk_ops
 from nova_vsphere_driver.ops import vm_devices
+from nova_vsphere_driver.ops.nics import NicResolver
+from nova_vsphere_driver.ops.root_disk import RootDisks
+from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
+from nova_vsphere_driver.vsphere.cluster_state import ClusterRef
 from nova_vsphere_driver.vsphere.images import CachedImage, ImageDisk, vdm_adapter_type
-from nova_vsphere_driver.vsphere.inventory import ClusterRef
 from nova_vsphere_driver.vsphere.vm import (
     POWERED_OFF,
     POWERED_ON,
@@ -34,9 +37,6 @@ from nova_vsphere_driver.vsphere.vm import (
     _nic_device,
     _option,
 )
-
-if TYPE_CHECKING:
-    from nova_vsphere_driver.driver import VSphereDriver
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
@@ -61,12 +61,16 @@ def _hotplug_lock(instance_uuid: str) -> Iterator[None]:
 
 
 class GuestOps:
-    """Guest-level operations of one driver (constructed per call; holds no state)."""
+    """Guest-level operations of one driver (built once; holds no state)."""
 
-    def __init__(self, driver: VSphereDriver) -> None:
-        self._driver = driver
-        self._session = driver._session
-        self._vmops = driver._vmops
+    def __init__(self, services: Services, nics: NicResolver, root_disks: RootDisks) -> None:
+        self._session = services.session
+        self._vmops = services.vmops
+        self._vm_refs = services.vm_refs
+        self._states = services.states
+        self._nodes = services.nodes
+        self._nics = nics
+        self._root_disks = root_disks
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -80,7 +84,7 @@ class GuestOps:
 
     def _read(self, instance, names: list[str]) -> tuple[Any, dict[str, Any]]:
         """The VM's reference and properties (a stale cached reference is looked up again)."""
-        return self._driver._with_vm(
+        return self._vm_refs.with_vm(
             instance, lambda vm_ref: (vm_ref, self._vmops.properties(vm_ref, names)))
 
     # -- network adapters -------------------------------------------------------------
@@ -89,10 +93,9 @@ class GuestOps:
         """Hot-add a vmxnet3 adapter on the VIF's port group and record its port id."""
         with _hotplug_lock(instance.uuid):
             # (_with_vm: a stale cached VM reference is looked up again.)
-            self._driver._with_vm(instance, lambda vm_ref: self._attach(instance, vif, vm_ref))
+            self._vm_refs.with_vm(instance, lambda vm_ref: self._attach(instance, vif, vm_ref))
 
     def _attach(self, instance, vif, vm_ref) -> None:
-        driver = self._driver
         props = self._props(instance, vm_ref, ["runtime.host", "config.extraConfig",
                                                "config.hardware.device"])
         devices = vm_devices.items(props.get("config.hardware.device"))
@@ -106,10 +109,10 @@ class GuestOps:
         if existing is None:
             # The port group as the VM's host sees it: a host without the
             # network cannot back the adapter.
-            state = driver._state(instance.node)
+            state = self._states.read(instance.node)
             host_ref = props.get("runtime.host")
             host = state.host(vim_util.get_moref_value(host_ref)) if host_ref else None
-            nic = driver._nics(state, host, [vif])[0]
+            nic = self._nics.nics(state, host, [vif])[0]
             network = nic.network.name
             spec.deviceChange = [_device_add(self._session,
                                              _nic_device(self._session, nic, -1))]
@@ -130,7 +133,7 @@ class GuestOps:
     def detach_interface(self, context, instance, vif) -> None:
         """Hot-remove the VIF's adapter and free its port-id slot."""
         with _hotplug_lock(instance.uuid):
-            self._driver._with_vm(instance, lambda vm_ref: self._detach(instance, vif, vm_ref))
+            self._vm_refs.with_vm(instance, lambda vm_ref: self._detach(instance, vif, vm_ref))
 
     def _detach(self, instance, vif, vm_ref) -> None:
         port_id = vif.get("id")
@@ -178,7 +181,7 @@ class GuestOps:
                     "can be suspended")
             self._session.run_task("SuspendVM_Task", vm_ref)
 
-        self._driver._with_vm(instance, do)
+        self._vm_refs.with_vm(instance, do)
 
     def resume(self, context, instance, network_info, block_device_info=None,
                share_info=None) -> None:
@@ -194,7 +197,7 @@ class GuestOps:
             # Powering on a suspended VM restores its memory: a resume, not a boot.
             self._vmops.power_on(vm_ref)
 
-        self._driver._with_vm(instance, do)
+        self._vm_refs.with_vm(instance, do)
 
     # -- rescue -----------------------------------------------------------------------
 
@@ -292,8 +295,8 @@ class GuestOps:
             raise exception.InstanceNotRescuable(instance_id=instance.uuid,
                                                  reason="no rescue image was given")
         image = root_disk_ops.image_disk(image_meta)
-        datastore = root_disk_ops.datastore_named(self._driver._state(instance.node), ds_name)
-        cached = root_disk_ops.cached_image(self._driver, context, instance, image, ref,
+        datastore = root_disk_ops.datastore_named(self._states.read(instance.node), ds_name)
+        cached = self._root_disks.cached_image(context, instance, image, ref,
                                             ds_name, datastore.moref)
         return cached, image
 
@@ -307,7 +310,7 @@ class GuestOps:
         password cannot be injected: vSphere has no way into a guest without
         its credentials.
         """
-        ref = self._driver._node(instance.node)
+        ref = self._nodes.cluster(instance.node)
         vm_ref, props = self._read(instance, ["config.hardware.device",
                                               "config.files.vmPathName", "runtime.powerState"])
         devices = vm_devices.items(props.get("config.hardware.device"))

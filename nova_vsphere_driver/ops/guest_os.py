@@ -37,18 +37,6 @@ def _os_distro(image_meta) -> str | None:
     return image_meta.properties.get("os_distro", None)
 
 
-def _glance_ostype(drv, context, image_id: str | None) -> str | None:
-    """The image's own vmware_ostype in Glance (None: not set, or no such image)."""
-    if not image_id:
-        return None
-    try:
-        image = drv._image_api.get(context, image_id)
-    except (exception.ImageNotFound, exception.ImageNotAuthorized):
-        return None
-    value = (image.get("properties") or {}).get(OSTYPE_PROPERTY)
-    return str(value) if value else None
-
-
 def _unknown(image_id: str | None, value: str) -> exception.ImageUnacceptable:
     close = difflib.get_close_matches(value, sorted(GUEST_IDS), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -57,23 +45,40 @@ def _unknown(image_id: str | None, value: str) -> exception.ImageUnacceptable:
         reason=f"vmware_ostype {value!r} is not a vSphere guest OS identifier{hint}")
 
 
-def guest_id(drv, context, image_meta) -> str:
-    """The guestId the image asks for; ImageUnacceptable when vSphere does not know it."""
-    distro = _os_distro(image_meta)
-    if distro is None:
-        return DEFAULT_GUEST_ID
-    if distro in GUEST_IDS:
-        return distro
-    image_id = getattr(image_meta, "id", None) if image_meta.obj_attr_is_set("id") else None
-    ostype = _glance_ostype(drv, context, image_id)
-    if ostype is None:
-        # A distro name ("ubuntu"), or -- with no image to ask (a volume's
-        # image metadata without its id) -- possibly a wrong vmware_ostype,
-        # which cannot be told apart from a distro name: no guest type.
-        LOG.warning("Image %s: os_distro %r is no vSphere guest OS identifier and no "
-                    "vmware_ostype says one; the guest type is %s", image_id, distro,
-                    DEFAULT_GUEST_ID)
-        return DEFAULT_GUEST_ID
-    if ostype not in GUEST_IDS:
-        raise _unknown(image_id, ostype)
-    return ostype
+class GuestTypes:
+    """The guest type of new VMs, from their images (built once; holds no state)."""
+
+    def __init__(self, image_api) -> None:
+        self._image_api = image_api
+
+    def _glance_ostype(self, context, image_id: str | None) -> str | None:
+        """The image's own vmware_ostype in Glance (None: not set, or no such image)."""
+        if not image_id:
+            return None
+        try:
+            image = self._image_api.get(context, image_id)
+        except (exception.ImageNotFound, exception.ImageNotAuthorized):
+            return None
+        value = (image.get("properties") or {}).get(OSTYPE_PROPERTY)
+        return str(value) if value else None
+
+    def guest_id(self, context, image_meta) -> str:
+        """The guestId the image asks for; ImageUnacceptable when vSphere does not know it."""
+        distro = _os_distro(image_meta)
+        if distro is None:
+            return DEFAULT_GUEST_ID
+        if distro in GUEST_IDS:
+            return distro
+        image_id = getattr(image_meta, "id", None) if image_meta.obj_attr_is_set("id") else None
+        ostype = self._glance_ostype(context, image_id)
+        if ostype is None:
+            # A distro name ("ubuntu"), or -- with no image to ask (a volume's
+            # image metadata without its id) -- possibly a wrong vmware_ostype,
+            # which cannot be told apart from a distro name: no guest type.
+            LOG.warning("Image %s: os_distro %r is no vSphere guest OS identifier and no "
+                        "vmware_ostype says one; the guest type is %s", image_id, distro,
+                        DEFAULT_GUEST_ID)
+            return DEFAULT_GUEST_ID
+        if ostype not in GUEST_IDS:
+            raise _unknown(image_id, ostype)
+        return ostype

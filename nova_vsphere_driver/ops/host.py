@@ -22,11 +22,12 @@ from oslo_log import log as logging
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
+from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
-from nova_vsphere_driver.vsphere.inventory import (
+from nova_vsphere_driver.vsphere.cluster_state import (
     ENTER_MAINTENANCE,
     ClusterRef,
-    HostState,
+    EsxiHostState,
     moref_value,
     retrieve,
 )
@@ -56,18 +57,21 @@ def format_uptime(seconds: int) -> str:
 
 
 class HostOperations:
-    """Maintenance mode and uptime of the ESXi hosts of one driver's clusters."""
+    """Maintenance mode and uptime of the ESXi hosts of one driver's clusters (built once)."""
 
-    def __init__(self, driver) -> None:
-        self.driver = driver
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._session = services.session
+        self._states = services.states
+        self._nodes = services.nodes
+        self._drs = services.drs
 
     # -- finding an ESXi host --------------------------------------------------------
 
-    def _find(self, name: str) -> tuple[str, HostState]:
+    def _find(self, name: str) -> tuple[str, EsxiHostState]:
         """(nodename, host) of the ESXi host called (or with moref) ``name``."""
-        drv = self.driver
-        found = [(nodename, h) for nodename in drv._nodes for h in drv._state(nodename).hosts
-                 if name in (h.name, h.moref)]
+        found = [(nodename, h) for nodename in self._nodes
+                 for h in self._states.read(nodename).hosts if name in (h.name, h.moref)]
         if len(found) > 1:
             raise exception.NovaException(
                 message=f"{len(found)} ESXi hosts are called {name}: name one by its moref "
@@ -75,10 +79,10 @@ class HostOperations:
         if found:
             return found[0]
         if name == CONF.host:
-            hosts = sum(len(drv._state(n).hosts) for n in drv._nodes)
+            hosts = sum(len(self._states.read(n).hosts) for n in self._nodes)
             raise NotImplementedError(
                 f"nova-compute {name} manages the clusters "
-                f"{', '.join(r.name for r in drv._nodes.values())} ({hosts} ESXi hosts): "
+                f"{', '.join(r.name for r in self._nodes.values())} ({hosts} ESXi hosts): "
                 "maintenance of all of them leaves the instances nowhere to go. Name one "
                 "ESXi host to put it in maintenance (our DRS evacuates it), or disable the "
                 "service and live-migrate its instances to another nova-compute.")
@@ -95,7 +99,7 @@ class HostOperations:
             return ON_MAINTENANCE
         if state.in_maintenance:
             LOG.info("ESXi host %s leaves maintenance mode", state.name)
-            session = self.driver._session
+            session = self._session
             with errors.translated():
                 # timeout=0: vCenter's own bound (none); ours is the wait below.
                 task = session.invoke("ExitMaintenanceMode_Task", self._ref(state), timeout=0)
@@ -106,10 +110,10 @@ class HostOperations:
         return OFF_MAINTENANCE
 
     @staticmethod
-    def _ref(state: HostState):
+    def _ref(state: EsxiHostState):
         return vim_util.get_moref(state.moref, "HostSystem")
 
-    def _enter(self, nodename: str, state: HostState) -> None:
+    def _enter(self, nodename: str, state: EsxiHostState) -> None:
         """EnterMaintenanceMode_Task; in builtin mode our DRS empties the host meanwhile.
 
         vCenter keeps the task running until no VM is registered on the host
@@ -118,8 +122,7 @@ class HostOperations:
         itself; otherwise our DRS plans and runs the vMotions. A VM that
         cannot go anywhere cancels the task: the host stays in service.
         """
-        drv = self.driver
-        session = drv._session
+        session = self._session
         ref = self._ref(state)
         LOG.info("ESXi host %s enters maintenance mode", state.name)
         with errors.translated():
@@ -145,14 +148,13 @@ class HostOperations:
                     f"{CONF.vsphere.api_timeout:.0f} s; entering was cancelled")
             time.sleep(session.task_poll_interval)
 
-    def _evacuate(self, nodename: str, host: HostState, task) -> None:
-        drv = self.driver
-        state = drv._state(nodename)
+    def _evacuate(self, nodename: str, host: EsxiHostState, task) -> None:
+        state = self._states.read(nodename)
         current = state.host(host.moref)
         if current is None or not current.entering_maintenance:
             return  # the task is still queued
-        limits = drv._drs.limits(drv._get_allocation_ratios({}))
-        report = drv._drs.evacuate(state, limits)
+        limits = self._services.limits()
+        report = self._drs.evacuate(state, limits)
         if report is None:
             return
         problems = list(report.unresolved) + [
@@ -163,7 +165,7 @@ class HostOperations:
 
     def _cancel(self, task) -> None:
         """Cancel entering maintenance and wait until vCenter has stopped it."""
-        session = self.driver._session
+        session = self._session
         try:
             session.invoke("CancelTask", task)
             session.wait_for_task(task, timeout=CONF.vsphere.api_timeout)
@@ -172,8 +174,8 @@ class HostOperations:
             if "RequestCanceled" not in errors.fault_names(exc):
                 LOG.warning("Cancelling entering maintenance mode: %s", exc)
 
-    def _cancel_entering(self, state: HostState) -> None:
-        session = self.driver._session
+    def _cancel_entering(self, state: EsxiHostState) -> None:
+        session = self._session
         with errors.translated():
             tasks = session.call("get_object_property", self._ref(state), "recentTask")
         for task in list(getattr(tasks, "ManagedObjectReference", None) or tasks or []):
@@ -188,11 +190,10 @@ class HostOperations:
 
     def uptime(self) -> str:
         """One line per ESXi host: "<cluster>/<host> up 3 days, 4:05" (sorted)."""
-        drv = self.driver
-        clusters = {ref.moref: ref for ref in drv._nodes.values()}
+        clusters = {ref.moref: ref for ref in self._nodes.values()}
         lines = []
         with errors.translated():
-            objects = list(retrieve(drv._session, self._uptime_spec(list(clusters.values())),
+            objects = list(retrieve(self._session, self._uptime_spec(list(clusters.values())),
                                     CONF.vsphere.maximum_objects))
         now = datetime.datetime.now(datetime.timezone.utc)
         by_host = {moref_value(o.obj): {p.name: p.val for p in (o.propSet or [])}
@@ -220,7 +221,7 @@ class HostOperations:
         return "\n".join(sorted(lines))
 
     def _uptime_spec(self, clusters: list[ClusterRef]):
-        factory = self.driver._session.vim.client.factory
+        factory = self._session.vim.client.factory
         to_hosts = vim_util.build_traversal_spec(factory, "clusterHosts",
                                                  "ClusterComputeResource", "host", False, [])
         return vim_util.build_property_filter_spec(
@@ -230,10 +231,10 @@ class HostOperations:
             [vim_util.build_object_spec(factory, ref.ref(), [to_hosts]) for ref in clusters])
 
 
-def set_host_enabled_unsupported(enabled: bool) -> str:
-    """Nova already does what "disable" can mean for this driver; say so."""
-    raise NotImplementedError(
-        "nova 34's compute manager itself adds (or removes) the COMPUTE_STATUS_DISABLED "
-        "trait on every compute node of this service -- every managed cluster -- and the "
-        "scheduler filters on it; vCenter has no switch of its own to add for a whole "
-        "nova-compute. Use ESXi host maintenance mode to take single hosts out of service.")
+#: Why set_host_enabled raises NotImplementedError: Nova already does what
+#: "disable" can mean for this driver.
+SET_HOST_ENABLED_UNSUPPORTED = (
+    "nova 34's compute manager itself adds (or removes) the COMPUTE_STATUS_DISABLED "
+    "trait on every compute node of this service -- every managed cluster -- and the "
+    "scheduler filters on it; vCenter has no switch of its own to add for a whole "
+    "nova-compute. Use ESXi host maintenance mode to take single hosts out of service.")

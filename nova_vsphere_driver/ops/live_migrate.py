@@ -57,12 +57,13 @@ from oslo_utils import units
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
-from nova_vsphere_driver import driver as vsphere_driver
-from nova_vsphere_driver import drs
-from nova_vsphere_driver.cluster import matching_datastores
+from nova_vsphere_driver import drs, policy
+from nova_vsphere_driver.datastore_selection import matching_datastores
+from nova_vsphere_driver.ops.instance_rules import InstanceRules, server_group
+from nova_vsphere_driver.ops.nics import NicResolver
+from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
-from nova_vsphere_driver.vsphere.inventory import ClusterRef, ClusterState, HostState
-from nova_vsphere_driver.vsphere.rules import server_group_rule_name
+from nova_vsphere_driver.vsphere.cluster_state import ClusterRef, ClusterState, EsxiHostState
 from nova_vsphere_driver.vsphere.session import TaskTimeout
 
 LOG = logging.getLogger(__name__)
@@ -135,10 +136,18 @@ class _Outcome:
 
 
 class LiveMigrations:
-    """Live migration for one driver; thread-safe (one instance per driver)."""
+    """Live migration for one driver; thread-safe (built once per driver)."""
 
-    def __init__(self, driver) -> None:
-        self.driver = driver
+    def __init__(self, services: Services, rules: InstanceRules, nics: NicResolver) -> None:
+        self._services = services
+        self._session = services.session
+        self._vmops = services.vmops
+        self._vm_refs = services.vm_refs
+        self._states = services.states
+        self._nodes = services.nodes
+        self._drs = services.drs
+        self._rules = rules
+        self._nics = nics
         self._lock = threading.Lock()
         self._inflight: dict[str, _InFlight] = {}
         #: id(dest_check_data) -> (the data, cluster moref, instance uuid): the
@@ -150,20 +159,19 @@ class LiveMigrations:
 
     def _cluster(self, nodename: str) -> ClusterRef:
         """The target cluster of ``nodename``: one of ours, or another of this vCenter."""
-        drv = self.driver
         moref, vcenter = split_nodename(nodename)
-        if vcenter != drv._vcenter_uuid:
+        if vcenter != self._nodes.vcenter_uuid:
             raise exception.MigrationPreCheckError(
                 reason=f"the target node {nodename} is in another vCenter (this one is "
-                f"{drv._vcenter_uuid}); vMotion across vCenters is not supported")
-        if nodename in drv._nodes:
-            return drv._nodes[nodename]
+                f"{self._nodes.vcenter_uuid}); vMotion across vCenters is not supported")
+        if nodename in self._nodes:
+            return self._nodes[nodename]
         with self._lock:
             cached = self._clusters.get(moref)
         if cached is not None:
             return cached
         with errors.translated():
-            found = {c.moref: c for c in drv._reader.find_clusters()}
+            found = {c.moref: c for c in self._states.find_clusters()}
         with self._lock:
             self._clusters.update(found)
         if moref not in found:
@@ -171,33 +179,19 @@ class LiveMigrations:
                 reason=f"vCenter has no cluster {moref} (target node {nodename})")
         return found[moref]
 
-    def _limits(self) -> drs.Limits:
-        return self.driver._drs.limits(self.driver._get_allocation_ratios({}))
-
     def _request(self, context, instance, plan: StoragePlan) -> drs.PlacementRequest:
         """What the target cluster's DRS must place: size, group rules, host-group pin."""
-        drv = self.driver
-        flavor = instance.flavor
-        settings = vsphere_driver.flavor_settings(flavor)
-        rules = ()
-        group = drv._server_group(context, instance)
-        if group is not None and group.policy in vsphere_driver.GROUP_POLICIES:
-            affinity, mandatory = vsphere_driver.GROUP_POLICIES[group.policy]
-            others = frozenset(set(group.members or ()) - {instance.uuid})
-            rules = (drs.RequestRule(others, affinity, mandatory,
-                                     name=server_group_rule_name(group.uuid)),)
-        return drs.PlacementRequest(
-            instance_id=instance.uuid, vcpus=int(flavor.vcpus), memory_mb=int(flavor.memory_mb),
-            rules=rules, host_group=settings.host_group,
-            name=instance.display_name or instance.uuid, **plan.request_fields())
+        settings = policy.flavor_settings(instance.flavor)
+        return policy.placement_request(instance, server_group(context, instance),
+                                        settings.host_group, **plan.request_fields())
 
     def _vm_storage(self, instance) -> tuple[Any, set[str], int]:
         """(VM reference, its datastores, bytes its files take)."""
-        drv = self.driver
-        props = drv._with_vm(instance, lambda ref: drv._vmops.properties(
+        props = self._vm_refs.with_vm(instance, lambda ref: self._vmops.properties(
             ref, ["datastore", "summary.storage.committed"]))
         stores = {vim_util.get_moref_value(d) for d in _refs(props.get("datastore"))}
-        return drv._vm_ref(instance), stores, int(props.get("summary.storage.committed") or 0)
+        committed = int(props.get("summary.storage.committed") or 0)
+        return self._vm_refs.find(instance), stores, committed
 
     def _plan_placement(self, context, instance, state: ClusterState, regex: str | None,
                         try_place) -> tuple[StoragePlan, drs.PlacementResult]:
@@ -222,34 +216,33 @@ class LiveMigrations:
     # -- destination checks (run on the destination nova-compute) ----------------------
 
     def check_destination(self, context, instance, src_compute_info, dst_compute_info):
-        drv = self.driver
         nodename = (dst_compute_info or {}).get("hypervisor_hostname")
-        if not nodename and len(drv._nodes) == 1:
-            nodename = next(iter(drv._nodes))
-        if nodename not in drv._nodes:
+        if not nodename and len(self._nodes) == 1:
+            nodename = next(iter(self._nodes))
+        if nodename not in self._nodes:
             raise exception.MigrationPreCheckError(
                 reason=f"target node {nodename!r} is not managed by this nova-compute")
-        ref = drv._nodes[nodename]
+        ref = self._nodes[nodename]
         if instance.node == nodename:
             raise exception.MigrationPreCheckError(
                 reason=f"the instance already runs in cluster {ref.name}: inside a cluster "
                 "this driver's DRS moves VMs between ESXi hosts; live migration moves "
                 "instances between clusters")
-        if split_nodename(instance.node)[1] != drv._vcenter_uuid:
+        if split_nodename(instance.node)[1] != self._nodes.vcenter_uuid:
             raise exception.MigrationPreCheckError(
                 reason=f"the instance runs in another vCenter ({instance.node}); vMotion "
                 "across vCenters is not supported")
-        state = drv._state(nodename)
-        claims = drv._drs.claims(ref.moref)
-        settings = drv._drs.settings
-        snapshot = drv._drs.snapshot(state)
-        limits = self._limits()
+        state = self._states.read(nodename)
+        claims = self._drs.claims(ref.moref)
+        settings = self._drs.settings
+        snapshot = self._drs.cluster_snapshot(state)
+        limits = self._services.limits()
 
         def hold(request):
             # Against in-flight spawns, and claimed until the cleanup Nova
             # calls right after the source's check; prerequisite moves are
             # not run by a check, so their claims go at once.
-            result = drs.place(snapshot, request, drv._drs.policy, claims, limits,
+            result = drs.place(snapshot, request, self._drs.policy, claims, limits,
                                allow_migrations=settings.make_room,
                                max_moves=settings.max_room_moves)
             for move in result.moves:
@@ -274,13 +267,12 @@ class LiveMigrations:
         if entry is None or entry[0] is not dest_check_data:
             return
         _, moref, instance_uuid = entry
-        self.driver._drs.release(moref, instance_uuid)
+        self._drs.release(moref, instance_uuid)
 
     def check_at_dest(self, instance, migrate_data, allocs):
         """Refuse a target node other than the one Nova will record for the instance."""
-        drv = self.driver
         target = getattr(migrate_data, "cluster_name", None)
-        ours = drv.get_nodenames_by_uuid()
+        ours = self._nodes.by_uuid()
         allocated = {ours[rp] for rp in (allocs or {}) if rp in ours}
         if allocated and target not in allocated:
             raise exception.MigrationPreCheckError(
@@ -292,26 +284,25 @@ class LiveMigrations:
 
     def pre_live_migration(self, context, instance, network_info, migrate_data):
         """The target cluster has the instance's networks and room for it now."""
-        drv = self.driver
         nodename = migrate_data.cluster_name
-        if nodename not in drv._nodes:
+        if nodename not in self._nodes:
             raise exception.MigrationPreCheckError(
                 reason=f"target node {nodename!r} is not managed by this nova-compute")
-        state = drv._state(nodename)
+        state = self._states.read(nodename)
         try:
-            drv._nics(state, None, network_info)
+            self._nics.nics(state, None, network_info)
         except exception.NetworkNotFoundForBridge as exc:
             raise exception.MigrationPreCheckError(
                 reason=f"cluster {state.ref.name}: {exc.format_message()}") from None
-        claims = drv._drs.claims(state.ref.moref)
-        snapshot = drv._drs.snapshot(state)
-        limits = self._limits()
+        claims = self._drs.claims(state.ref.moref)
+        snapshot = self._drs.cluster_snapshot(state)
+        limits = self._services.limits()
 
         def check(request):
             with claims.lock:
-                result = drs.place(snapshot, request, drv._drs.policy, claims, limits,
-                                   allow_migrations=drv._drs.settings.make_room,
-                                   max_moves=drv._drs.settings.max_room_moves)
+                result = drs.place(snapshot, request, self._drs.policy, claims, limits,
+                                   allow_migrations=self._drs.settings.make_room,
+                                   max_moves=self._drs.settings.max_room_moves)
                 for move in result.moves:
                     claims.release(move.vm)
                 claims.release(instance.uuid)
@@ -323,20 +314,19 @@ class LiveMigrations:
     # -- the vMotion (runs on the source nova-compute) ---------------------------------
 
     def check_source(self, instance, dest_check_data, block_device_info):
-        drv = self.driver
         target = self._cluster(dest_check_data.cluster_name)
-        source = drv._node(instance.node)
+        source = self._nodes.cluster(instance.node)
         if target.datacenter != source.datacenter:
             raise exception.MigrationPreCheckError(
                 reason=f"cluster {target.name} is in datacenter {target.datacenter_name}, "
                 f"the instance in {source.datacenter_name}: vMotion across datacenters "
                 "(which needs a VM folder there) is not supported")
-        drv._vm_ref(instance)  # InstanceNotFound when the VM is gone
+        self._vm_refs.find(instance)  # InstanceNotFound when the VM is gone
         volumes = (block_device_info or {}).get("block_device_mapping") or []
         if volumes:
             _, stores, _ = self._vm_storage(instance)
             with errors.translated(instance):
-                state = drv._reader.cluster_state(target)
+                state = self._states.read_cluster(target)
             plans = storage_plans(state, stores, 0, dest_check_data.datastore_regex)
             if not (plans and plans[0].keep):
                 raise exception.MigrationPreCheckError(
@@ -347,7 +337,6 @@ class LiveMigrations:
 
     def live_migration(self, context, instance, dest, post_method, recover_method,
                        block_migration, migrate_data) -> None:
-        drv = self.driver
         entry = _InFlight(instance.uuid)
         with self._lock:
             if instance.uuid in self._inflight:
@@ -371,7 +360,7 @@ class LiveMigrations:
             with self._lock:
                 self._inflight.pop(instance.uuid, None)
             if target is not None:
-                drv._drs.release(target.moref, instance.uuid)
+                self._drs.release(target.moref, instance.uuid)
         if outcome == _Outcome.DONE:
             post_method(context, instance, dest, block_migration, migrate_data)
         elif outcome == _Outcome.CANCELLED:
@@ -386,14 +375,13 @@ class LiveMigrations:
         ``[vsphere_drs] mode = vcenter``: as at spawn, no host is named and
         vCenter's DRS places the VM inside the target cluster.
         """
-        drv = self.driver
         with errors.translated(instance):
-            state = drv._reader.cluster_state(target)
+            state = self._states.read_cluster(target)
         if CONF.vsphere_drs.mode == "builtin":
-            limits = self._limits()
+            limits = self._services.limits()
             plan, result = self._plan_placement(
                 context, instance, state, regex,
-                lambda request: drv._drs.place(state, request, limits))
+                lambda request: self._drs.place(state, request, limits))
             host = state.host(result.host_id)
             self._check_networks(state, host, self._network_info(instance))
             mounted = set(host.datastores)
@@ -408,7 +396,7 @@ class LiveMigrations:
             plan, host = plans[0], None
             mounted = {d.moref for d in state.datastores}
             where = f"cluster {target.name} (vCenter's DRS picks the host)"
-        spec = drv._session.factory("VirtualMachineRelocateSpec")
+        spec = self._session.factory("VirtualMachineRelocateSpec")
         spec.pool = vim_util.get_moref(target.resource_pool, "ResourcePool")
         if host is not None:
             spec.host = vim_util.get_moref(host.moref, "HostSystem")
@@ -419,7 +407,7 @@ class LiveMigrations:
             spec.datastore = vim_util.get_moref(store.moref, "Datastore")
             where += f", storage vMotion to datastore {store.name}"
         LOG.info("vMotion to %s", where, instance=instance)
-        return drv._vm_ref(instance), spec, where
+        return self._vm_refs.find(instance), spec, where
 
     @staticmethod
     def _network_info(instance):
@@ -427,7 +415,7 @@ class LiveMigrations:
             return []
         return instance.get_network_info()
 
-    def _check_networks(self, state: ClusterState, host: HostState, network_info) -> None:
+    def _check_networks(self, state: ClusterState, host: EsxiHostState, network_info) -> None:
         """The chosen host has every network of the instance (same port group objects).
 
         Port group names are unique inside a datacenter and cross-datacenter
@@ -436,7 +424,7 @@ class LiveMigrations:
         vMotion with CannotAccessNetwork; asking first keeps that off the VM.
         """
         try:
-            self.driver._nics(state, host, network_info)
+            self._nics.nics(state, host, network_info)
         except exception.NetworkNotFoundForBridge as exc:
             raise exception.MigrationPreCheckError(
                 reason=f"ESXi host {host.name}: {exc.format_message()}") from None
@@ -444,12 +432,11 @@ class LiveMigrations:
     def _vmotion(self, instance, entry: _InFlight, vm_ref, spec, where: str,
                  target: ClusterRef) -> str:
         """Run RelocateVM_Task (cancelable); where the VM ended up decides the outcome."""
-        drv = self.driver
-        session = drv._session
+        session = self._session
         if entry.cancel.is_set():
             LOG.info("Live migration aborted before the vMotion started", instance=instance)
             return _Outcome.CANCELLED
-        source = drv._node(instance.node)
+        source = self._nodes.cluster(instance.node)
         try:
             with errors.translated(instance):
                 task = session.invoke("RelocateVM_Task", vm_ref, spec=spec)
@@ -479,13 +466,12 @@ class LiveMigrations:
 
     def _running(self, task, instance) -> bool:
         with errors.translated(instance):
-            info = self.driver._session.call("get_object_property", task, "info")
+            info = self._session.call("get_object_property", task, "info")
         return str(info.state) in ("queued", "running")
 
     def _settle(self, instance, entry: _InFlight, vm_ref, source: ClusterRef,
                 target: ClusterRef, exc: Exception) -> str:
         """After a vMotion error: where is the VM? The source: failed (cancelled if aborted)."""
-        drv = self.driver
         if self._running(entry.task, instance):
             # It may yet complete: saying "failed" now could leave Nova's
             # records behind the VM. Unknown is an error (Nova: ERROR state).
@@ -495,7 +481,7 @@ class LiveMigrations:
         # Cancelled by live_migration_abort; a cancel after a timeout is a failure.
         cancelled = entry.cancel.is_set() and "RequestCanceled" in errors.fault_names(exc)
         with errors.translated(instance):
-            pool = drv._vmops.properties(vm_ref, ["resourcePool"]).get("resourcePool")
+            pool = self._vmops.properties(vm_ref, ["resourcePool"]).get("resourcePool")
         where = vim_util.get_moref_value(pool) if pool is not None else None
         if where == source.resource_pool:
             LOG.warning("vMotion %s; the VM stays in cluster %s: %s",
@@ -515,7 +501,7 @@ class LiveMigrations:
     # -- abort and force-complete (source) ---------------------------------------------
 
     def _cancel(self, task, instance, quiet: bool = False) -> None:
-        session = self.driver._session
+        session = self._session
         with errors.translated(instance):
             info = session.call("get_object_property", task, "info")
         if str(info.state) in ("success", "error"):
@@ -559,67 +545,59 @@ class LiveMigrations:
 
     def post_at_source_cleanup(self, instance, migrate_data) -> None:
         """The source's bookkeeping for the instance ends: claims and cached reference."""
-        drv = self.driver
-        source = drv._nodes.get(instance.node)
+        source = self._nodes.get(instance.node)
         if source is not None:
-            drv._drs.release(source.moref, instance.uuid)
+            self._drs.release(source.moref, instance.uuid)
         target = (getattr(migrate_data, "cluster_name", None) or "").partition(".")[0]
         if target:
-            drv._drs.release(target, instance.uuid)
-        drv._vm_refs.pop(instance.uuid, None)
+            self._drs.release(target, instance.uuid)
+        self._vm_refs.forget(instance.uuid)
 
     def prune_source_rules(self, instance) -> None:
         """The VM left its source cluster: drop it from our DRS rules and groups there."""
-        drv = self.driver
-        source = drv._nodes.get(instance.node)
-        vm_ref = drv._vm_ref(instance, required=False)
+        source = self._nodes.get(instance.node)
+        vm_ref = self._vm_refs.find(instance, required=False)
         if source is None or vm_ref is None:
             return
-        drv._prune_rules(source, vim_util.get_moref_value(vm_ref))
+        self._rules.prune(source, vim_util.get_moref_value(vm_ref))
 
     def _cluster_of_vm(self, instance) -> tuple[str, ClusterRef, Any] | None:
         """(nodename, cluster, VM ref) of ours that the VM is in now, or None."""
-        drv = self.driver
-        drv._vm_refs.pop(instance.uuid, None)
-        vm_ref = drv._vm_ref(instance, required=False)
+        self._vm_refs.forget(instance.uuid)
+        vm_ref = self._vm_refs.find(instance, required=False)
         if vm_ref is None:
             return None
         with errors.translated(instance):
-            pool = drv._vmops.properties(vm_ref, ["resourcePool"]).get("resourcePool")
+            pool = self._vmops.properties(vm_ref, ["resourcePool"]).get("resourcePool")
         pool_id = vim_util.get_moref_value(pool) if pool is not None else None
-        for nodename, ref in drv._nodes.items():
+        for nodename, ref in self._nodes.items():
             if ref.resource_pool == pool_id:
                 return nodename, ref, vm_ref
         return None
 
     def post_at_destination(self, context, instance) -> None:
         """Server-group rule and host-group pin follow the VM into its new cluster."""
-        drv = self.driver
         found = self._cluster_of_vm(instance)
         if found is None:
             raise exception.InstanceNotFound(instance_id=instance.uuid)
         nodename, ref, vm_ref = found
-        drv._drs.release(ref.moref, instance.uuid)
+        self._drs.release(ref.moref, instance.uuid)
         LOG.info("Instance arrived in cluster %s (%s)", ref.name, nodename, instance=instance)
-        group = drv._server_group(context, instance)
-        if group is not None and group.policy in vsphere_driver.GROUP_POLICIES:
-            affinity, mandatory = vsphere_driver.GROUP_POLICIES[group.policy]
-            try:
-                with errors.translated(instance):
-                    drv._rules.sync_server_group(
-                        ref, group.uuid, set(group.members or ()) | {instance.uuid},
-                        affinity, mandatory, drv._reader.cluster_state)
-            except exception.NovaException as exc:
-                # The VM runs; failing now would only put a healthy instance
-                # in ERROR. DRS placed it by the policy, and the rule is
-                # rewritten with the next change of the group's members.
-                LOG.error("Server group %s: DRS rule not updated in cluster %s: %s",
-                          group.uuid, ref.name, exc, instance=instance)
-        settings = vsphere_driver.flavor_settings(instance.flavor)
+        group = server_group(context, instance)
+        try:
+            with errors.translated(instance):
+                self._rules.sync_group(ref, instance, group)
+        except exception.NovaException as exc:
+            # The VM runs; failing now would only put a healthy instance
+            # in ERROR. DRS placed it by the policy, and the rule is
+            # rewritten with the next change of the group's members.
+            LOG.error("Server group %s: DRS rule not updated in cluster %s: %s",
+                      group.uuid, ref.name, exc, instance=instance)
+        settings = policy.flavor_settings(instance.flavor)
         if settings.host_group:
             try:
                 with errors.translated(instance):
-                    drv._pin(ref, settings, vm_ref)
+                    self._rules.pin(ref, settings, vm_ref)
             except exception.NovaException as exc:
                 LOG.error("Host group %s: VM-Host rule not updated in cluster %s: %s",
                           settings.host_group, ref.name, exc, instance=instance)
@@ -631,29 +609,28 @@ class LiveMigrations:
         destination copy" (as the in-tree driver does here) would delete the
         instance. A VM found in the target cluster is left alone and logged.
         """
-        drv = self.driver
         nodename = getattr(migrate_data, "cluster_name", None)
-        targets = [drv._nodes[nodename]] if nodename in drv._nodes else list(drv._nodes.values())
+        targets = [self._nodes[nodename]] if nodename in self._nodes else list(self._nodes.values())
         for ref in targets:
-            drv._drs.release(ref.moref, instance.uuid)
+            self._drs.release(ref.moref, instance.uuid)
         found = self._cluster_of_vm(instance)
-        vm_ref = drv._vm_ref(instance, required=False)
+        vm_ref = self._vm_refs.find(instance, required=False)
         for ref in targets:
             if found is not None and found[1] == ref:
                 LOG.warning("Rolling back a live migration, yet the VM is in cluster %s; "
                             "leaving it there (it is the instance)", ref.name,
                             instance=instance)
             elif vm_ref is not None:
-                drv._prune_rules(ref, vim_util.get_moref_value(vm_ref))
+                self._rules.prune(ref, vim_util.get_moref_value(vm_ref))
 
 
-def force_complete_unsupported(instance) -> None:
-    """vMotion switches over on its own; vSphere offers no call to force it."""
-    raise NotImplementedError(
-        "vSphere has no way to force a vMotion to complete: vCenter pre-copies memory and "
-        "switches over by itself (slowing the guest down when it cannot converge); there "
-        "is no post-copy or pause to request. Use live_migration_abort to stop it instead.")
+#: Why live_migration_force_complete raises NotImplementedError: vMotion
+#: switches over on its own; vSphere offers no call to force it.
+FORCE_COMPLETE_UNSUPPORTED = (
+    "vSphere has no way to force a vMotion to complete: vCenter pre-copies memory and "
+    "switches over by itself (slowing the guest down when it cannot converge); there "
+    "is no post-copy or pause to request. Use live_migration_abort to stop it instead.")
 
 
 __all__ = ["CANCEL_GRACE_SECONDS", "LiveMigrations", "StoragePlan",
-           "force_complete_unsupported", "split_nodename", "storage_plans"]
+           "FORCE_COMPLETE_UNSUPPORTED", "split_nodename", "storage_plans"]

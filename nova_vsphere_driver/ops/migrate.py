@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
-from typing import TYPE_CHECKING
 
 import nova.conf
 from nova import exception
@@ -47,18 +46,18 @@ from oslo_utils import excutils, units
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
-from nova_vsphere_driver import driver as vdriver
-from nova_vsphere_driver.cluster import datastores_with_room
+from nova_vsphere_driver import policy
+from nova_vsphere_driver.datastore_selection import datastores_with_room, pick_datastore
 from nova_vsphere_driver.ops import resize_vm
+from nova_vsphere_driver.ops.host_selection import HostSelection
+from nova_vsphere_driver.ops.instance_rules import InstanceRules, server_group
+from nova_vsphere_driver.ops.power import PowerOps
 from nova_vsphere_driver.ops.resize_vm import ResizeRecord, VmFacts
+from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
-from nova_vsphere_driver.vsphere.inventory import ClusterRef, ClusterState, HostState
-from nova_vsphere_driver.vsphere.rules import HOST_GROUP_PREFIX, host_group_rule_name
+from nova_vsphere_driver.vsphere.cluster_state import ClusterRef, ClusterState, EsxiHostState
 from nova_vsphere_driver.vsphere.vm import POWERED_OFF, POWERED_ON
 from nova_vsphere_driver.vsphere.vmotion import vmotion
-
-if TYPE_CHECKING:  # pragma: no cover
-    from nova_vsphere_driver.driver import VSphereDriver
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
@@ -80,12 +79,6 @@ def _refuse(reason: str) -> exception.InstanceFaultRollback:
     return exception.InstanceFaultRollback(inner_exception=exception.ResizeError(reason=reason))
 
 
-def _annotation(instance, flavor) -> str:
-    # The same notes spawn writes, with the flavor the VM now has.
-    return (f"name:{instance.display_name}\nuuid:{instance.uuid}\n"
-            f"project:{instance.project_id}\nflavor:{flavor.name}")
-
-
 def _grown_kb(flavor, facts: VmFacts) -> int | None:
     """The root disk's new capacity when ``flavor`` makes it grow, else None."""
     disk = facts.root_disk
@@ -95,106 +88,14 @@ def _grown_kb(flavor, facts: VmFacts) -> int | None:
     return new_kb
 
 
-def _cluster_ref(driver: VSphereDriver, moref: str) -> ClusterRef | None:
-    """The cluster ``moref``: a node of this driver, or found in vCenter."""
-    managed = _managed(driver, moref)
-    if managed is not None:
-        return managed
-    return next((c for c in driver._reader.find_clusters() if c.moref == moref), None)
-
-
-def _managed(driver: VSphereDriver, moref: str) -> ClusterRef | None:
-    return next((c for c in driver._nodes.values() if c.moref == moref), None)
-
 
 def _datacenter(ref: ClusterRef):
     return vim_util.get_moref(ref.datacenter, "Datacenter")
 
 
-def _pins(driver: VSphereDriver, ref: ClusterRef, vm_moref: str) -> set[str]:
-    """Our host-group VM groups in ``ref`` that hold the VM."""
-    _, groups = driver._rules.read(ref)
-    return {g.name for g in groups if g.kind == "vm" and g.name.startswith(HOST_GROUP_PREFIX)
-            and vm_moref in g.members}
-
-
-def _wanted_pins(settings) -> set[str]:
-    return {host_group_rule_name(settings.host_group)} if settings.host_group else set()
-
-
-def _sync_group(driver: VSphereDriver, ref: ClusterRef, instance, group) -> None:
-    """Make the server group's DRS rule in ``ref`` hold the members there (idempotent)."""
-    if group is None or group.policy not in vdriver.GROUP_POLICIES:
-        return
-    affinity, mandatory = vdriver.GROUP_POLICIES[group.policy]
-    driver._rules.sync_server_group(ref, group.uuid, set(group.members or ()) | {instance.uuid},
-                                    affinity, mandatory, driver._reader.cluster_state)
-
-
-def _join_rules(driver: VSphereDriver, ref: ClusterRef, instance, vm_ref, settings,
-                group) -> None:
-    """The VM arrives in ``ref`` (or changed pin there): add it as spawn does."""
-    _sync_group(driver, ref, instance, group)
-    if settings.host_group:
-        driver._pin(ref, settings, vm_ref)
-
-
-def _prune_managed(driver: VSphereDriver, cluster_moref: str, vm_moref: str) -> None:
-    """The VM left ``cluster_moref``: drop it from our rules there, if we manage it.
-
-    vCenter already removed it from the cluster's groups and rules; pruning
-    removes a server-group rule left with one member and an empty pin. A
-    cluster of another nova-compute is left to vCenter and that service
-    (editing it from here would race its own edits).
-    """
-    ref = _managed(driver, cluster_moref)
-    if ref is not None:
-        driver._prune_rules(ref, vm_moref)
-
-
 def _builtin_drs() -> bool:
     return CONF.vsphere_drs.mode == "builtin"
 
-
-def choose_host(driver: VSphereDriver, state: ClusterState, instance, group, settings,
-                vm_moref: str, stores: list, keep: str | None = None) -> HostState:
-    """A host of ``state`` for the instance at its flavor's size (claimed by our DRS).
-
-    The VM's own footprint is taken out of the cluster first: a VM that is
-    already there must not compete with itself for room. ``keep`` (the host
-    it is on) wins whenever it still fits, so a resize moves nothing it
-    need not; otherwise our DRS picks the host as for a new instance.
-    """
-    without = dataclasses.replace(state, vms=tuple(v for v in state.vms if v.moref != vm_moref))
-    current = without.host(keep) if keep is not None else None
-    if current is not None and current.usable:
-        # The same placement, with every other host out of the question.
-        only_here = dataclasses.replace(without, hosts=tuple(
-            h if h.moref == keep else dataclasses.replace(h, in_maintenance=True)
-            for h in without.hosts))
-        try:
-            return driver._place(only_here, instance, group, stores, settings.host_group)
-        except exception.ComputeResourcesUnavailable as exc:
-            LOG.info("Host %s no longer fits the instance (%s); asking DRS for another",
-                     current.name, exc, instance=instance)
-    return driver._place(without, instance, group, stores, settings.host_group)
-
-
-def _relocate(driver: VSphereDriver, vm_ref, host: str | None, pool: str | None = None,
-              datastore: str | None = None) -> None:
-    session = driver._session
-    session.run_task("RelocateVM_Task", vm_ref,
-                     spec=resize_vm.relocate_spec(session, host, pool, datastore))
-
-
-def _delete_disk(driver: VSphereDriver, path: str, ref: ClusterRef) -> None:
-    """Delete a virtual disk file; one that is already gone is fine."""
-    try:
-        driver._session.run_task("DeleteVirtualDisk_Task",
-                                 driver._session.content.virtualDiskManager, name=path,
-                                 datacenter=_datacenter(ref))
-    except vexc.FileNotFoundException:
-        LOG.debug("Disk %s is already gone", path)
 
 
 # -- migrate_disk_and_power_off (source) ---------------------------------------------------
@@ -219,45 +120,6 @@ def check_resizable(instance, flavor, settings, facts: VmFacts) -> None:
                       "version (it could not be reverted)")
 
 
-def migrate_disk_and_power_off(driver: VSphereDriver, context, instance, dest: str, flavor,
-                               network_info, block_device_info=None, timeout: int = 0,
-                               retry_interval: int = 0) -> str:
-    """Check the resize, power the VM off; returns its root disk as JSON.
-
-    The VM is not moved or resized here: the destination nova-compute does
-    that in finish_migration, where the target cluster is known.
-    """
-    try:
-        settings = vdriver.flavor_settings(flavor)
-    except exception.InvalidRequest as exc:
-        raise _refuse(str(exc)) from None
-    vm_ref = driver._vm_ref(instance)
-    with errors.translated(instance):
-        facts = resize_vm.read_facts(driver._session, vm_ref)
-    check_resizable(instance, flavor, settings, facts)
-    if facts.power_state != POWERED_OFF:
-        try:
-            driver.power_off(instance, timeout, retry_interval)
-        except Exception as exc:
-            LOG.warning("Could not power off for the resize: %s", exc, instance=instance)
-            _power_back_on(driver, instance, vm_ref, facts)
-            raise exception.InstanceFaultRollback(inner_exception=exc) from exc
-    disk = facts.root_disk
-    return json.dumps([] if disk is None else [
-        {"type": "root", "path": disk.path, "datastore": disk.datastore_name,
-         "capacity_kb": disk.capacity_kb}])
-
-
-def _power_back_on(driver: VSphereDriver, instance, vm_ref, before: VmFacts) -> None:
-    if before.power_state != POWERED_ON:
-        return
-    try:
-        state = driver._vmops.properties(vm_ref, ["runtime.powerState"]).get("runtime.powerState")
-        if str(state) != POWERED_ON:
-            driver._vmops.power_on(vm_ref)
-    except Exception as exc:  # the original failure is what Nova must see
-        LOG.error("Could not power the VM back on: %s", exc, instance=instance)
-
 
 # -- finish_migration (destination) -----------------------------------------------------------
 
@@ -265,10 +127,13 @@ def _power_back_on(driver: VSphereDriver, instance, vm_ref, before: VmFacts) -> 
 class _Finish:
     """One finish_migration: its steps, and what to undo when one fails."""
 
-    def __init__(self, driver: VSphereDriver, context, instance, migration, target: ClusterRef,
-                 source: ClusterRef, facts: VmFacts, record: ResizeRecord, settings) -> None:
-        self.driver = driver
-        self.session = driver._session
+    def __init__(self, ops: Migrations, services: Services, rules: InstanceRules, context,
+                 instance, migration, target: ClusterRef, source: ClusterRef, facts: VmFacts,
+                 record: ResizeRecord, settings) -> None:
+        self.ops = ops
+        self.services = services
+        self.rules = rules
+        self.session = services.session
         self.context = context
         self.instance = instance
         self.migration = migration
@@ -287,15 +152,15 @@ class _Finish:
         self.unlinked = False
 
     def run(self, power_on: bool) -> None:
-        driver, session, instance, facts = self.driver, self.session, self.instance, self.facts
+        session, instance, facts = self.session, self.instance, self.facts
         vm_ref = facts.ref
         # 1. Where the VM is now, on the VM: a revert (or the rollback
         # below) needs it, whichever nova-compute runs it, whenever.
         session.run_task("ReconfigVM_Task", vm_ref,
                          spec=resize_vm.options_spec(session, self.record.options()))
         self.recorded = True
-        group = driver._server_group(self.context, instance)
-        state = driver._state(self.migration.dest_node)
+        group = server_group(self.context, instance)
+        state = self.services.states.read(self.migration.dest_node)
         grow_kb = _grown_kb(instance.flavor, facts)
         # 2. A host (and datastore) that fits the new size; move there.
         if facts.cluster == self.target.moref:
@@ -336,32 +201,32 @@ class _Finish:
         # grown disk in one reconfiguration (all or nothing in vCenter).
         flavor = instance.flavor
         spec = resize_vm.size_spec(session, int(flavor.vcpus), int(flavor.memory_mb),
-                                   vdriver.resource_settings(self.settings),
-                                   _annotation(instance, flavor),
+                                   policy.resource_settings(self.settings),
+                                   policy.annotation(instance, flavor),
                                    record.options() if grow else {}, grow)
         session.run_task("ReconfigVM_Task", vm_ref, spec=spec)
         self.record, self.stray_backup = record, None
         # 5. DRS rules follow the VM.
         if facts.cluster != self.source.moref:
-            _join_rules(driver, self.target, instance, vm_ref, self.settings, group)
-            _prune_managed(driver, self.source.moref, facts.moref)
+            self.rules.join(self.target, instance, vm_ref, self.settings, group)
+            self.rules.prune_managed(self.source.moref, facts.moref)
         elif self.repin:
-            _join_rules(driver, self.target, instance, vm_ref, self.settings, group)
+            self.rules.join(self.target, instance, vm_ref, self.settings, group)
         if power_on:
-            driver._vmops.power_on(vm_ref)
+            self.services.vmops.power_on(vm_ref)
 
     def _within_cluster(self, state: ClusterState, group) -> bool:
         """Stay on the VM's host if the new size fits there, else let our DRS move it."""
-        driver, facts = self.driver, self.facts
-        self.repin = _pins(driver, self.target, facts.moref) != _wanted_pins(self.settings)
+        facts = self.facts
+        self.repin = self.rules.pin_changes(self.target, facts.moref, self.settings)
         if self.repin:
             # Out of its old pin first: vCenter refuses to move a VM against
             # a "must" VM-Host rule.
-            driver._rules.prune(self.target, {facts.moref})
+            self.rules.unpin(self.target, facts.moref)
         if not _builtin_drs():
             return False  # vCenter's DRS places the VM when it powers on
         current = state.datastore(facts.datastore) if facts.datastore else None
-        host = choose_host(driver, state, self.instance, group, self.settings, facts.moref,
+        host = self.ops.choose_host(state, self.instance, group, self.settings, facts.moref,
                            [current] if current else [], keep=facts.host)
         if host.moref == facts.host:
             return False
@@ -372,7 +237,7 @@ class _Finish:
 
     def _across_clusters(self, state: ClusterState, group, grow_kb: int | None) -> bool:
         """Relocate the VM into the target cluster: its root pool, a host, a datastore."""
-        driver, facts, instance = self.driver, self.facts, self.instance
+        facts, instance = self.facts, self.instance
         disk_kb = facts.root_disk.capacity_kb if facts.root_disk else 0
         # On the datastore it ends on: the disk at its new size, plus the copy
         # kept for a revert when it grows.
@@ -384,7 +249,7 @@ class _Finish:
             # The VM's datastore is mounted there too: keep its files where they are.
             if _builtin_drs():
                 try:
-                    host = choose_host(driver, state, instance, group, self.settings,
+                    host = self.ops.choose_host(state, instance, group, self.settings,
                                        facts.moref, [current])
                 except exception.ComputeResourcesUnavailable as exc:
                     LOG.info("No host that mounts %s fits (%s); moving storage too",
@@ -396,13 +261,13 @@ class _Finish:
             stores = datastores_with_room(state, CONF.vsphere.datastore_regex,
                                           final_kb * units.Ki)
             if _builtin_drs():
-                host = choose_host(driver, state, instance, group, self.settings, facts.moref,
+                host = self.ops.choose_host(state, instance, group, self.settings, facts.moref,
                                    stores)
-            datastore = driver._pick_datastore(stores, host)
+            datastore = pick_datastore(stores, host)
         LOG.info("Relocating the instance to cluster %s (host %s, datastore %s)",
                  self.target.name, host.name if host else "chosen by vCenter DRS",
                  datastore.name if datastore else facts.datastore_name, instance=instance)
-        _relocate(driver, facts.ref, host.moref if host else None, self.target.resource_pool,
+        self.ops.relocate(facts.ref, host.moref if host else None, self.target.resource_pool,
                   datastore.moref if datastore else None)
         return True
 
@@ -410,7 +275,7 @@ class _Finish:
         """Put the VM back as it was when finish_migration started (powered off)."""
         if not self.recorded:
             return  # nothing changed
-        driver, instance = self.driver, self.instance
+        instance = self.instance
         old_flavor = (instance.old_flavor if instance.obj_attr_is_set("old_flavor") else None) \
             or instance.flavor
         if self.unlinked:
@@ -420,198 +285,286 @@ class _Finish:
             with errors.translated(instance):
                 if self.stray_backup:
                     try:
-                        _delete_disk(driver, self.stray_backup, self.target)
+                        self.ops.delete_disk(self.stray_backup, self.target)
                     except Exception as exc:
                         LOG.warning("Could not delete %s: %s", self.stray_backup, exc,
                                     instance=instance)
                 now = resize_vm.read_facts(self.session, self.facts.ref)
                 # Back to the recorded host as is: the VM was there a moment ago.
-                restore(driver, self.context, instance, now, self.record,
-                        (self.facts.vcpus, self.facts.memory_mb), vdriver.flavor_settings(
-                            old_flavor), _annotation(instance, old_flavor), use_drs=False)
+                self.ops.restore(self.context, instance, now, self.record,
+                        (self.facts.vcpus, self.facts.memory_mb), policy.flavor_settings(
+                            old_flavor), policy.annotation(instance, old_flavor), use_drs=False)
         except Exception as exc:
             LOG.error("Could not undo the failed resize; the VM needs an operator's look "
                       "(resize record: %s): %s", self.record, exc, instance=instance)
 
 
-def _drop_stale(driver: VSphereDriver, instance, facts: VmFacts, stale: ResizeRecord,
-                ref: ClusterRef) -> None:
-    """A record of an earlier migration that was never confirmed or reverted.
+class Migrations:
+    """Resize and cold migration of one driver's instances (built once; holds no state)."""
 
-    Nova starts no resize while one awaits confirmation, so that migration
-    was abandoned (e.g. its instance was reset); the new record replaces
-    it, and the disk copy it kept would otherwise be left behind.
-    """
-    LOG.warning("The VM still carries the resize record of migration %s; replacing it",
-                stale.migration, instance=instance)
-    disk = facts.root_disk
-    if stale.disk_backup and (disk is None or disk.path != stale.disk_backup):
+    def __init__(self, services: Services, hosts: HostSelection, rules: InstanceRules,
+                 power: PowerOps) -> None:
+        self._services = services
+        self._session = services.session
+        self._vmops = services.vmops
+        self._vm_refs = services.vm_refs
+        self._states = services.states
+        self._nodes = services.nodes
+        self._drs = services.drs
+        self._hosts = hosts
+        self._rules = rules
+        self._power = power
+
+    def _cluster_ref(self, moref: str) -> ClusterRef | None:
+        """The cluster ``moref``: a node of this driver, or found in vCenter."""
+        managed = self._nodes.managed(moref)
+        if managed is not None:
+            return managed
+        return next((c for c in self._states.find_clusters() if c.moref == moref), None)
+
+    def choose_host(self, state: ClusterState, instance, group, settings,
+                    vm_moref: str, stores: list, keep: str | None = None) -> EsxiHostState:
+        """A host of ``state`` for the instance at its flavor's size (claimed by our DRS).
+
+        The VM's own footprint is taken out of the cluster first: a VM that is
+        already there must not compete with itself for room. ``keep`` (the host
+        it is on) wins whenever it still fits, so a resize moves nothing it
+        need not; otherwise our DRS picks the host as for a new instance.
+        """
+        without = dataclasses.replace(state, vms=tuple(v for v in state.vms if v.moref != vm_moref))
+        current = without.host(keep) if keep is not None else None
+        if current is not None and current.usable:
+            # The same placement, with every other host out of the question.
+            only_here = dataclasses.replace(without, hosts=tuple(
+                h if h.moref == keep else dataclasses.replace(h, in_maintenance=True)
+                for h in without.hosts))
+            try:
+                return self._hosts.place(only_here, instance, group, stores, settings.host_group)
+            except exception.ComputeResourcesUnavailable as exc:
+                LOG.info("Host %s no longer fits the instance (%s); asking DRS for another",
+                         current.name, exc, instance=instance)
+        return self._hosts.place(without, instance, group, stores, settings.host_group)
+
+    def relocate(self, vm_ref, host: str | None, pool: str | None = None,
+                  datastore: str | None = None) -> None:
+        session = self._session
+        session.run_task("RelocateVM_Task", vm_ref,
+                         spec=resize_vm.relocate_spec(session, host, pool, datastore))
+
+    def delete_disk(self, path: str, ref: ClusterRef) -> None:
+        """Delete a virtual disk file; one that is already gone is fine."""
+        try:
+            self._session.run_task("DeleteVirtualDisk_Task",
+                                     self._session.content.virtualDiskManager, name=path,
+                                     datacenter=_datacenter(ref))
+        except vexc.FileNotFoundException:
+            LOG.debug("Disk %s is already gone", path)
+
+    def migrate_disk_and_power_off(self, context, instance, dest: str, flavor,
+                                   network_info, block_device_info=None, timeout: int = 0,
+                                   retry_interval: int = 0) -> str:
+        """Check the resize, power the VM off; returns its root disk as JSON.
+
+        The VM is not moved or resized here: the destination nova-compute does
+        that in finish_migration, where the target cluster is known.
+        """
+        try:
+            settings = policy.flavor_settings(flavor)
+        except exception.InvalidRequest as exc:
+            raise _refuse(str(exc)) from None
+        vm_ref = self._vm_refs.find(instance)
+        with errors.translated(instance):
+            facts = resize_vm.read_facts(self._session, vm_ref)
+        check_resizable(instance, flavor, settings, facts)
+        if facts.power_state != POWERED_OFF:
+            try:
+                self._power.power_off(instance, timeout, retry_interval)
+            except Exception as exc:
+                LOG.warning("Could not power off for the resize: %s", exc, instance=instance)
+                self._power_back_on(instance, vm_ref, facts)
+                raise exception.InstanceFaultRollback(inner_exception=exc) from exc
+        disk = facts.root_disk
+        return json.dumps([] if disk is None else [
+            {"type": "root", "path": disk.path, "datastore": disk.datastore_name,
+             "capacity_kb": disk.capacity_kb}])
+
+    def _power_back_on(self, instance, vm_ref, before: VmFacts) -> None:
+        if before.power_state != POWERED_ON:
+            return
+        try:
+            state = self._vmops.properties(vm_ref, ["runtime.powerState"]).get("runtime.powerState")
+            if str(state) != POWERED_ON:
+                self._vmops.power_on(vm_ref)
+        except Exception as exc:  # the original failure is what Nova must see
+            LOG.error("Could not power the VM back on: %s", exc, instance=instance)
+
+    def _drop_stale(self, instance, facts: VmFacts, stale: ResizeRecord,
+                    ref: ClusterRef) -> None:
+        """A record of an earlier migration that was never confirmed or reverted.
+
+        Nova starts no resize while one awaits confirmation, so that migration
+        was abandoned (e.g. its instance was reset); the new record replaces
+        it, and the disk copy it kept would otherwise be left behind.
+        """
+        LOG.warning("The VM still carries the resize record of migration %s; replacing it",
+                    stale.migration, instance=instance)
+        disk = facts.root_disk
+        if stale.disk_backup and (disk is None or disk.path != stale.disk_backup):
+            try:
+                with errors.translated(instance):
+                    self.delete_disk(stale.disk_backup, ref)
+            except Exception as exc:  # a leftover file, not a reason to fail the resize
+                LOG.warning("Could not delete %s: %s", stale.disk_backup, exc, instance=instance)
+
+    def finish_migration(self, context, migration, instance, disk_info,
+                         network_info, image_meta, resize_instance: bool, allocations,
+                         block_device_info=None, power_on: bool = True) -> None:
+        """Place, move and resize the VM on this node; power it on if asked.
+
+        ``disk_info`` and ``resize_instance`` are not needed: the VM's state is
+        read from vCenter, and the disk grows when the flavor's root_gb exceeds
+        its capacity. On failure the VM is put back (place, size, root disk,
+        rules) and stays powered off, as it was when the call started.
+        """
+        target = self._nodes.cluster(migration.dest_node)
+        settings = policy.flavor_settings(instance.flavor)
+        vm_ref = self._vm_refs.find(instance)
+        with errors.translated(instance):
+            facts = resize_vm.read_facts(self._session, vm_ref)
+            source = self._cluster_ref(facts.cluster)
+        if source is None or source.datacenter != target.datacenter:
+            raise exception.MigrationError(
+                reason=f"the VM is in cluster {source.name if source else facts.cluster} of "
+                f"another datacenter than cluster {target.name}; cold migration moves VMs "
+                "between clusters of one datacenter")
+        existing = facts.record
+        if existing is not None and existing.migration != migration.uuid:
+            self._drop_stale(instance, facts, existing, source)
+        record = existing if existing is not None and existing.migration == migration.uuid else \
+            ResizeRecord(migration=migration.uuid, cluster=facts.cluster, pool=facts.pool,
+                         host=facts.host, datastore=facts.datastore,
+                         disk_kb=facts.root_disk.capacity_kb if facts.root_disk else None)
+        work = _Finish(self, self._services, self._rules, context, instance, migration,
+                       target, source, facts, record, settings)
         try:
             with errors.translated(instance):
-                _delete_disk(driver, stale.disk_backup, ref)
-        except Exception as exc:  # a leftover file, not a reason to fail the resize
-            LOG.warning("Could not delete %s: %s", stale.disk_backup, exc, instance=instance)
-
-
-def finish_migration(driver: VSphereDriver, context, migration, instance, disk_info,
-                     network_info, image_meta, resize_instance: bool, allocations,
-                     block_device_info=None, power_on: bool = True) -> None:
-    """Place, move and resize the VM on this node; power it on if asked.
-
-    ``disk_info`` and ``resize_instance`` are not needed: the VM's state is
-    read from vCenter, and the disk grows when the flavor's root_gb exceeds
-    its capacity. On failure the VM is put back (place, size, root disk,
-    rules) and stays powered off, as it was when the call started.
-    """
-    target = driver._node(migration.dest_node)
-    settings = vdriver.flavor_settings(instance.flavor)
-    vm_ref = driver._vm_ref(instance)
-    with errors.translated(instance):
-        facts = resize_vm.read_facts(driver._session, vm_ref)
-        source = _cluster_ref(driver, facts.cluster)
-    if source is None or source.datacenter != target.datacenter:
-        raise exception.MigrationError(
-            reason=f"the VM is in cluster {source.name if source else facts.cluster} of "
-            f"another datacenter than cluster {target.name}; cold migration moves VMs "
-            "between clusters of one datacenter")
-    existing = facts.record
-    if existing is not None and existing.migration != migration.uuid:
-        _drop_stale(driver, instance, facts, existing, source)
-    record = existing if existing is not None and existing.migration == migration.uuid else \
-        ResizeRecord(migration=migration.uuid, cluster=facts.cluster, pool=facts.pool,
-                     host=facts.host, datastore=facts.datastore,
-                     disk_kb=facts.root_disk.capacity_kb if facts.root_disk else None)
-    work = _Finish(driver, context, instance, migration, target, source, facts, record,
-                   settings)
-    try:
-        with errors.translated(instance):
-            work.run(power_on)
-    except Exception:
-        with excutils.save_and_reraise_exception():
-            LOG.error("Resize/migration to %s failed; putting the VM back", target.name,
-                      instance=instance)
-            work.rollback()
-    finally:
-        driver._drs.release(target.moref, instance.uuid)
-
-
-# -- revert (source) and its shared core --------------------------------------------------
-
-
-def restore(driver: VSphereDriver, context, instance, facts: VmFacts,
-            record: ResizeRecord | None, size: tuple[int, int], settings, annotation: str,
-            use_drs: bool) -> None:
-    """Bring the VM back to ``record``'s place at ``size`` with ``settings`` (powered off).
-
-    Every step looks at the VM as it is, so a restore that failed half-way
-    can run again. ``use_drs``: a host other than the recorded one when
-    that no longer fits (a revert comes hours later); without it the VM
-    goes back to the recorded host as is.
-    """
-    session, vm_ref = driver._session, facts.ref
-    if facts.power_state != POWERED_OFF:
-        driver._vmops.power_off(vm_ref)
-    disk = facts.root_disk
-    if record is not None and record.disk_backup and disk is not None \
-            and disk.path != record.disk_backup:
-        # The grown disk goes; the copy of the disk as it was takes its place.
-        LOG.info("Restoring the root disk from %s", record.disk_backup, instance=instance)
-        session.run_task("ReconfigVM_Task", vm_ref, spec=resize_vm.swap_disk_spec(
-            session, disk, record.disk_backup, record.disk_kb))
-    here = _cluster_ref(driver, facts.cluster)
-    home = _cluster_ref(driver, record.cluster) if record is not None else here
-    if home is None:
-        raise exception.NovaException(
-            message=f"the VM's cluster {record.cluster if record else facts.cluster} is not in "
-            "vCenter any more")
-    group = driver._server_group(context, instance)
-    moved = home.moref != facts.cluster
-    repin = not moved and here is not None and \
-        _pins(driver, here, facts.moref) != _wanted_pins(settings)
-    if repin:
-        driver._rules.prune(here, {facts.moref})
-    if record is not None and (moved or facts.host != record.host
-                               or (record.datastore and facts.datastore != record.datastore)):
-        host = record.host
-        home_node = _managed(driver, home.moref)
-        if use_drs and home_node is not None and _builtin_drs():
-            state = driver._state(driver._nodename(home_node))
-            current = state.datastore(record.datastore) if record.datastore else None
-            host = choose_host(driver, state, instance, group, settings, facts.moref,
-                               [current] if current else [], keep=record.host).moref
-        LOG.info("Moving the instance back to cluster %s, host %s", home.name, host,
-                 instance=instance)
-        _relocate(driver, vm_ref, host, record.pool if facts.pool != record.pool else None,
-                  record.datastore if record.datastore != facts.datastore else None)
-    vcpus, memory_mb = size
-    session.run_task("ReconfigVM_Task", vm_ref, spec=resize_vm.size_spec(
-        session, vcpus, memory_mb, vdriver.resource_settings(settings), annotation,
-        resize_vm.cleared_options()))
-    if moved:
-        _join_rules(driver, home, instance, vm_ref, settings, group)
-        _prune_managed(driver, facts.cluster, facts.moref)
-    elif repin:
-        _join_rules(driver, home, instance, vm_ref, settings, group)
-    else:
-        _sync_group(driver, home, instance, group)
-
-
-def finish_revert_migration(driver: VSphereDriver, context, instance, network_info,
-                            migration, block_device_info=None, power_on: bool = True) -> None:
-    """Put the VM back where it was before the resize, at the old flavor, and power it on.
-
-    Nova has already restored the old flavor, host and node on the instance.
-    Also called by Nova after a crash in migrate_disk_and_power_off (no
-    record then: the VM did not move; it gets its flavor's size back).
-    """
-    vm_ref = driver._vm_ref(instance)
-    flavor = instance.flavor
-    settings = vdriver.flavor_settings(flavor)
-    with errors.translated(instance):
-        facts = resize_vm.read_facts(driver._session, vm_ref)
-        record = facts.record
-        if record is not None and migration is not None and record.migration != migration.uuid:
-            LOG.warning("The VM's resize record belongs to migration %s, not %s; restoring "
-                        "what it records", record.migration, migration.uuid, instance=instance)
-        try:
-            restore(driver, context, instance, facts, record,
-                    (int(flavor.vcpus), int(flavor.memory_mb)), settings,
-                    _annotation(instance, flavor), use_drs=True)
+                work.run(power_on)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                LOG.error("Resize/migration to %s failed; putting the VM back", target.name,
+                          instance=instance)
+                work.rollback()
         finally:
-            for ref in driver._nodes.values():
-                driver._drs.release(ref.moref, instance.uuid)
-        if power_on:
-            driver._vmops.power_on(vm_ref)
+            self._drs.release(target.moref, instance.uuid)
 
+    def restore(self, context, instance, facts: VmFacts,
+                record: ResizeRecord | None, size: tuple[int, int], settings, annotation: str,
+                use_drs: bool) -> None:
+        """Bring the VM back to ``record``'s place at ``size`` with ``settings`` (powered off).
 
-# -- confirm (source) -------------------------------------------------------------------------
-
-
-def confirm_migration(driver: VSphereDriver, context, migration, instance,
-                      network_info) -> None:
-    """The resize stays: delete the copy of the old root disk and the resize record."""
-    vm_ref = driver._vm_ref(instance, required=False)
-    if vm_ref is None:
-        LOG.info("Instance has no VM in vCenter; nothing to confirm", instance=instance)
-        return
-    with errors.translated(instance):
-        facts = resize_vm.read_facts(driver._session, vm_ref)
-        record = facts.record
-        if record is None:
-            return
-        if migration is not None and record.migration != migration.uuid:
-            LOG.warning("The VM's resize record belongs to migration %s, not %s; it is "
-                        "cleared all the same", record.migration, migration.uuid,
-                        instance=instance)
+        Every step looks at the VM as it is, so a restore that failed half-way
+        can run again. ``use_drs``: a host other than the recorded one when
+        that no longer fits (a revert comes hours later); without it the VM
+        goes back to the recorded host as is.
+        """
+        session, vm_ref = self._session, facts.ref
+        if facts.power_state != POWERED_OFF:
+            self._vmops.power_off(vm_ref)
         disk = facts.root_disk
-        if record.disk_backup and (disk is None or disk.path != record.disk_backup):
-            here = _cluster_ref(driver, facts.cluster)
-            LOG.info("Deleting the copy of the old root disk %s", record.disk_backup,
+        if record is not None and record.disk_backup and disk is not None \
+                and disk.path != record.disk_backup:
+            # The grown disk goes; the copy of the disk as it was takes its place.
+            LOG.info("Restoring the root disk from %s", record.disk_backup, instance=instance)
+            session.run_task("ReconfigVM_Task", vm_ref, spec=resize_vm.swap_disk_spec(
+                session, disk, record.disk_backup, record.disk_kb))
+        here = self._cluster_ref(facts.cluster)
+        home = self._cluster_ref(record.cluster) if record is not None else here
+        if home is None:
+            raise exception.NovaException(
+                message=f"the VM's cluster {record.cluster if record else facts.cluster} is not in "
+                "vCenter any more")
+        group = server_group(context, instance)
+        moved = home.moref != facts.cluster
+        repin = not moved and here is not None and \
+            self._rules.pin_changes(here, facts.moref, settings)
+        if repin:
+            self._rules.unpin(here, facts.moref)
+        if record is not None and (moved or facts.host != record.host
+                                   or (record.datastore and facts.datastore != record.datastore)):
+            host = record.host
+            home_node = self._nodes.managed(home.moref)
+            if use_drs and home_node is not None and _builtin_drs():
+                state = self._states.read(self._nodes.nodename(home_node))
+                current = state.datastore(record.datastore) if record.datastore else None
+                host = self.choose_host(state, instance, group, settings, facts.moref,
+                                   [current] if current else [], keep=record.host).moref
+            LOG.info("Moving the instance back to cluster %s, host %s", home.name, host,
                      instance=instance)
-            _delete_disk(driver, record.disk_backup, here)
-        session = driver._session
-        session.run_task("ReconfigVM_Task", vm_ref,
-                         spec=resize_vm.options_spec(session, resize_vm.cleared_options()))
-    if facts.cluster != record.cluster:
-        _prune_managed(driver, record.cluster, facts.moref)
+            self.relocate(vm_ref, host, record.pool if facts.pool != record.pool else None,
+                      record.datastore if record.datastore != facts.datastore else None)
+        vcpus, memory_mb = size
+        session.run_task("ReconfigVM_Task", vm_ref, spec=resize_vm.size_spec(
+            session, vcpus, memory_mb, policy.resource_settings(settings), annotation,
+            resize_vm.cleared_options()))
+        if moved:
+            self._rules.join(home, instance, vm_ref, settings, group)
+            self._rules.prune_managed(facts.cluster, facts.moref)
+        elif repin:
+            self._rules.join(home, instance, vm_ref, settings, group)
+        else:
+            self._rules.sync_group(home, instance, group)
 
+    def finish_revert_migration(self, context, instance, network_info,
+                                migration, block_device_info=None, power_on: bool = True) -> None:
+        """Put the VM back where it was before the resize, at the old flavor, and power it on.
+
+        Nova has already restored the old flavor, host and node on the instance.
+        Also called by Nova after a crash in migrate_disk_and_power_off (no
+        record then: the VM did not move; it gets its flavor's size back).
+        """
+        vm_ref = self._vm_refs.find(instance)
+        flavor = instance.flavor
+        settings = policy.flavor_settings(flavor)
+        with errors.translated(instance):
+            facts = resize_vm.read_facts(self._session, vm_ref)
+            record = facts.record
+            if record is not None and migration is not None and record.migration != migration.uuid:
+                LOG.warning("The VM's resize record belongs to migration %s, not %s; restoring "
+                            "what it records", record.migration, migration.uuid, instance=instance)
+            try:
+                self.restore(context, instance, facts, record,
+                        (int(flavor.vcpus), int(flavor.memory_mb)), settings,
+                        policy.annotation(instance, flavor), use_drs=True)
+            finally:
+                for ref in self._nodes.values():
+                    self._drs.release(ref.moref, instance.uuid)
+            if power_on:
+                self._vmops.power_on(vm_ref)
+
+    def confirm_migration(self, context, migration, instance,
+                          network_info) -> None:
+        """The resize stays: delete the copy of the old root disk and the resize record."""
+        vm_ref = self._vm_refs.find(instance, required=False)
+        if vm_ref is None:
+            LOG.info("Instance has no VM in vCenter; nothing to confirm", instance=instance)
+            return
+        with errors.translated(instance):
+            facts = resize_vm.read_facts(self._session, vm_ref)
+            record = facts.record
+            if record is None:
+                return
+            if migration is not None and record.migration != migration.uuid:
+                LOG.warning("The VM's resize record belongs to migration %s, not %s; it is "
+                            "cleared all the same", record.migration, migration.uuid,
+                            instance=instance)
+            disk = facts.root_disk
+            if record.disk_backup and (disk is None or disk.path != record.disk_backup):
+                here = self._cluster_ref(facts.cluster)
+                LOG.info("Deleting the copy of the old root disk %s", record.disk_backup,
+                         instance=instance)
+                self.delete_disk(record.disk_backup, here)
+            session = self._session
+            session.run_task("ReconfigVM_Task", vm_ref,
+                             spec=resize_vm.options_spec(session, resize_vm.cleared_options()))
+        if facts.cluster != record.cluster:
+            self._rules.prune_managed(record.cluster, facts.moref)

@@ -21,7 +21,9 @@ from nova import exception
 from oslo_utils import units
 from oslo_vmware import vim_util
 
-from nova_vsphere_driver.ops import guest_os
+from nova_vsphere_driver.ops.guest_os import GuestTypes
+from nova_vsphere_driver.ops.vm_folders import VmFolders
+from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
 from nova_vsphere_driver.vsphere.images import (
     DEFAULT_DISK_TYPE,
@@ -101,86 +103,96 @@ def datastore_named(state, ds_name: str):
     return found
 
 
-def _import_target(drv, ref, ds_name: str):
-    """Where a stream-optimized image's temporary VM goes: a usable host mounting the store."""
-    def target() -> ImportTarget:
-        state = drv._reader.cluster_state(ref)
-        datastore = datastore_named(state, ds_name)
-        hosts = sorted((h for h in state.usable_hosts() if datastore.moref in h.datastores),
-                       key=lambda h: h.name)
-        if not hosts and not state.vcenter_drs:
-            raise exception.ComputeResourcesUnavailable(
-                reason=f"cluster {ref.name}: no usable host mounts datastore {ds_name} "
-                "to import the image on")
-        host_ref = vim_util.get_moref(hosts[0].moref, "HostSystem") if hosts else None
-        return ImportTarget(pool_ref=vim_util.get_moref(ref.resource_pool, "ResourcePool"),
-                            folder_ref=drv._vm_folder(ref), host_ref=host_ref)
+class RootDisks:
+    """Root disks of new VMs and images in the per-datastore cache (built once; no state)."""
 
-    return target
+    def __init__(self, services: Services, folders: VmFolders,
+                 guest_types: GuestTypes) -> None:
+        self._session = services.session
+        self._images = services.images
+        self._image_api = services.image_api
+        self._states = services.states
+        self._folders = folders
+        self._guest_types = guest_types
 
+    def _import_target(self, ref, ds_name: str):
+        """Where a stream-optimized image's temporary VM goes: a usable host mounting the store."""
+        def target() -> ImportTarget:
+            state = self._states.read_cluster(ref)
+            datastore = datastore_named(state, ds_name)
+            hosts = sorted((h for h in state.usable_hosts() if datastore.moref in h.datastores),
+                           key=lambda h: h.name)
+            if not hosts and not state.vcenter_drs:
+                raise exception.ComputeResourcesUnavailable(
+                    reason=f"cluster {ref.name}: no usable host mounts datastore {ds_name} "
+                    "to import the image on")
+            host_ref = vim_util.get_moref(hosts[0].moref, "HostSystem") if hosts else None
+            return ImportTarget(pool_ref=vim_util.get_moref(ref.resource_pool, "ResourcePool"),
+                                folder_ref=self._folders.folder(ref), host_ref=host_ref)
 
-def cached_image(drv, context, instance, image: ImageDisk, ref, ds_name: str,
-                 ds_moref: str) -> CachedImage:
-    """``image`` as a disk in the image cache of datastore ``ds_name`` (made if needed)."""
-    def download(writer) -> None:
-        drv._image_api.download(context, image.image_id, data=writer)
+        return target
 
-    dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
-    try:
-        with errors.translated(instance):
-            return drv._images.fetch(dc_ref, ref.datacenter_name, ds_name, image, download,
-                                     _import_target(drv, ref, ds_name),
-                                     ds_ref=vim_util.get_moref(ds_moref, "Datastore"))
-    except InvalidImage as exc:
-        raise exception.ImageUnacceptable(image_id=image.image_id, reason=str(exc)) from None
+    def cached_image(self, context, instance, image: ImageDisk, ref, ds_name: str,
+                     ds_moref: str) -> CachedImage:
+        """``image`` as a disk in the image cache of datastore ``ds_name`` (made if needed)."""
+        def download(writer) -> None:
+            self._image_api.download(context, image.image_id, data=writer)
 
-
-def root_disk(drv, context, instance, image_meta, ref, datastore) -> RootDisk | None:
-    """The new VM's root disk on ``datastore`` (None: no image and no root disk)."""
-    # Checked first, so that a guest type vSphere does not know creates nothing.
-    guest_os.guest_id(drv, context, image_meta)
-    root_gb = int(instance.flavor.root_gb or 0)
-    flavor_kb = root_gb * units.Mi
-    image_id = getattr(image_meta, "id", None) if image_meta is not None else None
-    if not image_id or not instance.image_ref:
-        return RootDisk(capacity_kb=flavor_kb) if flavor_kb > 0 else None
-    image = image_disk(image_meta)
-    if image.disk_type in FLAT_TYPES and flavor_kb and \
-            flavor_kb < math.ceil(image.size / units.Ki):
-        # A flat image's size is its disk's: refuse before downloading it.
-        raise exception.FlavorDiskSmallerThanImage(flavor_size=flavor_kb * units.Ki,
-                                                   image_size=image.size)
-    cached = cached_image(drv, context, instance, image, ref, datastore.name, datastore.moref)
-    if flavor_kb and flavor_kb < cached.capacity_kb:
-        raise exception.FlavorDiskSmallerThanImage(flavor_size=flavor_kb * units.Ki,
-                                                   image_size=cached.capacity_kb * units.Ki)
-    dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
-    if CONF.vsphere.use_linked_clone:
-        parent = cached
-        if flavor_kb > cached.capacity_kb:
-            # vCenter makes a delta disk only of its parent's capacity.
+        dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
+        try:
             with errors.translated(instance):
-                parent = drv._images.sized(dc_ref, ref.datacenter_name, datastore.name, image,
-                                           cached, root_gb)
-        return RootDisk(capacity_kb=parent.capacity_kb, parent_path=parent.path,
-                        adapter_type=image.adapter_type)
-    capacity_kb = max(flavor_kb, cached.capacity_kb)
-    target = f"[{datastore.name}] {instance.uuid}/{instance.uuid}.vmdk"
-    session = drv._session
-    spec = session.factory("VirtualDiskSpec")
-    spec.diskType = "thin"
-    spec.adapterType = vdm_adapter_type(image.adapter_type)
-    with errors.translated(instance):
-        session.invoke("MakeDirectory", session.content.fileManager,
-                       name=f"[{datastore.name}] {instance.uuid}", datacenter=dc_ref,
-                       createParentDirectories=True)
-        session.run_task("CopyVirtualDisk_Task", session.content.virtualDiskManager,
-                         sourceName=cached.path, sourceDatacenter=dc_ref, destName=target,
-                         destDatacenter=dc_ref, destSpec=spec)
-        if capacity_kb > cached.capacity_kb:
-            session.run_task("ExtendVirtualDisk_Task", session.content.virtualDiskManager,
-                             name=target, datacenter=dc_ref, newCapacityKb=capacity_kb,
-                             eagerZero=False)
-    return RootDisk(capacity_kb=capacity_kb, existing_path=target,
-                    adapter_type=image.adapter_type)
+                return self._images.fetch(
+                    dc_ref, ref.datacenter_name, ds_name, image, download,
+                    self._import_target(ref, ds_name),
+                    ds_ref=vim_util.get_moref(ds_moref, "Datastore"))
+        except InvalidImage as exc:
+            raise exception.ImageUnacceptable(image_id=image.image_id, reason=str(exc)) from None
 
+    def root_disk(self, context, instance, image_meta, ref, datastore) -> RootDisk | None:
+        """The new VM's root disk on ``datastore`` (None: no image and no root disk)."""
+        # Checked first, so that a guest type vSphere does not know creates nothing.
+        self._guest_types.guest_id(context, image_meta)
+        root_gb = int(instance.flavor.root_gb or 0)
+        flavor_kb = root_gb * units.Mi
+        image_id = getattr(image_meta, "id", None) if image_meta is not None else None
+        if not image_id or not instance.image_ref:
+            return RootDisk(capacity_kb=flavor_kb) if flavor_kb > 0 else None
+        image = image_disk(image_meta)
+        if image.disk_type in FLAT_TYPES and flavor_kb and \
+                flavor_kb < math.ceil(image.size / units.Ki):
+            # A flat image's size is its disk's: refuse before downloading it.
+            raise exception.FlavorDiskSmallerThanImage(flavor_size=flavor_kb * units.Ki,
+                                                       image_size=image.size)
+        cached = self.cached_image(context, instance, image, ref, datastore.name, datastore.moref)
+        if flavor_kb and flavor_kb < cached.capacity_kb:
+            raise exception.FlavorDiskSmallerThanImage(flavor_size=flavor_kb * units.Ki,
+                                                       image_size=cached.capacity_kb * units.Ki)
+        dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
+        if CONF.vsphere.use_linked_clone:
+            parent = cached
+            if flavor_kb > cached.capacity_kb:
+                # vCenter makes a delta disk only of its parent's capacity.
+                with errors.translated(instance):
+                    parent = self._images.sized(dc_ref, ref.datacenter_name,
+                                                         datastore.name, image, cached, root_gb)
+            return RootDisk(capacity_kb=parent.capacity_kb, parent_path=parent.path,
+                            adapter_type=image.adapter_type)
+        capacity_kb = max(flavor_kb, cached.capacity_kb)
+        target = f"[{datastore.name}] {instance.uuid}/{instance.uuid}.vmdk"
+        session = self._session
+        spec = session.factory("VirtualDiskSpec")
+        spec.diskType = "thin"
+        spec.adapterType = vdm_adapter_type(image.adapter_type)
+        with errors.translated(instance):
+            session.invoke("MakeDirectory", session.content.fileManager,
+                           name=f"[{datastore.name}] {instance.uuid}", datacenter=dc_ref,
+                           createParentDirectories=True)
+            session.run_task("CopyVirtualDisk_Task", session.content.virtualDiskManager,
+                             sourceName=cached.path, sourceDatacenter=dc_ref, destName=target,
+                             destDatacenter=dc_ref, destSpec=spec)
+            if capacity_kb > cached.capacity_kb:
+                session.run_task("ExtendVirtualDisk_Task", session.content.virtualDiskManager,
+                                 name=target, datacenter=dc_ref, newCapacityKb=capacity_kb,
+                                 eagerZero=False)
+        return RootDisk(capacity_kb=capacity_kb, existing_path=target,
+                        adapter_type=image.adapter_type)

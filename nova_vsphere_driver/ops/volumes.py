@@ -25,6 +25,7 @@ from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
 from nova_vsphere_driver.ops import disks
+from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
 from nova_vsphere_driver.vsphere.session import TaskTimeout
 from nova_vsphere_driver.vsphere.vm import POWERED_OFF
@@ -62,40 +63,6 @@ def _vmdk_data(connection_info: dict) -> dict:
     return data
 
 
-def _backing_devices(drv, ref) -> list | None:
-    try:
-        value = drv._session.call("get_object_property", ref, "config.hardware.device")
-    except vexc.ManagedObjectNotFoundException:
-        return None
-    return disks.device_list(value)
-
-
-def _volume(drv, data: dict) -> VolumeDisk:
-    """The backing VM and disk of the volume; VolumeNotFound when Cinder's VM is gone."""
-    volume_id = str(data["volume_id"])
-    devices, ref = None, None
-    if data.get("volume"):
-        ref = vim_util.get_moref(str(data["volume"]), "VirtualMachine")
-        with errors.translated():
-            devices = _backing_devices(drv, ref)
-    if devices is None:
-        # A backing VM registered again has a new moref; Cinder gives it the
-        # volume's ID as instance UUID (what the in-tree driver looks up too).
-        with errors.translated():
-            ref = drv._vmops.find_by_uuid(volume_id)
-            devices = _backing_devices(drv, ref) if ref is not None else None
-    if devices is None:
-        raise exception.VolumeNotFound(volume_id=volume_id)
-    found = disks.disks(devices)
-    if not found or found[0].controller is None:
-        raise exception.VolumeNotFound(volume_id=volume_id)
-    return VolumeDisk(volume_id, ref, found[0])
-
-
-def _vm_state(drv, instance) -> tuple[Any, dict]:
-    props = drv._with_vm(instance, lambda ref: drv._vmops.properties(ref, VM_PROPERTIES))
-    return drv._vm_ref(instance), props
-
 
 def _attached(devices: list, extra: dict[str, str], volume_id: str,
               path: str | None) -> disks.Disk | None:
@@ -111,86 +78,6 @@ def _attached(devices: list, extra: dict[str, str], volume_id: str,
     return None
 
 
-def _option(drv, key: str, value: str):
-    opt = drv._session.factory("OptionValue")
-    opt.key, opt.value = key, value
-    return opt
-
-
-def _device_change(drv, operation: str, device):
-    change = drv._session.factory("VirtualDeviceConfigSpec")
-    change.operation = operation
-    change.device = device
-    return change
-
-
-def _reconfigure(drv, instance, vm_ref, spec, failure) -> None:
-    """ReconfigVM_Task; a fault that is not about the instance becomes ``failure(reason)``."""
-    try:
-        drv._session.run_task("ReconfigVM_Task", vm_ref, spec=spec)
-    except (vexc.VMwareDriverException, TaskTimeout) as exc:
-        translated = errors.to_nova(exc, instance)
-        if type(translated) is exception.NovaException:
-            raise failure(str(exc)) from exc
-        raise translated from exc
-
-
-def _new_controller(drv, adapter_type: str, devices: list):
-    used = {d.busNumber for d in devices if disks.type_name(d) in disks.ADAPTER_TYPES
-            and disks.ADAPTER_TYPES[disks.type_name(d)] != "ide"}
-    free = [b for b in range(SCSI_BUSES) if b not in used]
-    if not free:
-        raise exception.TooManyDiskDevices(maximum=SCSI_BUSES * len(SCSI_UNITS))
-    controller = drv._session.factory(disks.CONTROLLER_TYPES[adapter_type])
-    controller.key = NEW_CONTROLLER_KEY
-    controller.busNumber = free[0]
-    controller.sharedBus = "noSharing"
-    return controller
-
-
-def _slot(drv, devices: list, adapter_type: str) -> tuple[int, int, Any]:
-    """(controller key, unit, new controller or None) for one more disk."""
-    taken: dict[int, set[int]] = {}
-    for device in devices:
-        if getattr(device, "controllerKey", None) is not None and \
-                getattr(device, "unitNumber", None) is not None:
-            taken.setdefault(device.controllerKey, set()).add(device.unitNumber)
-    controllers = sorted((d for d in devices
-                          if disks.ADAPTER_TYPES.get(disks.type_name(d)) == adapter_type),
-                         key=lambda c: c.busNumber)
-    units = IDE_UNITS if adapter_type == "ide" else SCSI_UNITS
-    for controller in controllers:
-        for unit in units:
-            if unit not in taken.get(controller.key, set()):
-                return controller.key, unit, None
-    if adapter_type == "ide":
-        raise exception.TooManyDiskDevices(maximum=len(controllers) * len(IDE_UNITS))
-    return NEW_CONTROLLER_KEY, 0, _new_controller(drv, adapter_type, devices)
-
-
-def _disk_device(drv, volume: VolumeDisk, controller_key: int, unit: int,
-                 path: str | None = None):
-    """A VirtualDisk on the volume's existing file (no fileOperation: nothing is created)."""
-    source = volume.disk.device.backing
-    backing = drv._session.factory("VirtualDiskFlatVer2BackingInfo")
-    backing.fileName = path or volume.disk.path
-    backing.diskMode = getattr(source, "diskMode", None) or "persistent"
-    if getattr(source, "thinProvisioned", None) is not None:
-        backing.thinProvisioned = source.thinProvisioned
-    if getattr(source, "eagerlyScrub", None) is not None:
-        backing.eagerlyScrub = source.eagerlyScrub
-    disk = drv._session.factory("VirtualDisk")
-    disk.key = NEW_DISK_KEY
-    disk.controllerKey = controller_key
-    disk.unitNumber = unit
-    disk.backing = backing
-    connect = drv._session.factory("VirtualDeviceConnectInfo")
-    connect.startConnected = True
-    connect.connected = True
-    connect.allowGuestControl = False
-    disk.connectable = connect
-    return disk
-
 
 def _check_hotplug(adapter_type: str, power_state: Any, volume_id: str, failure) -> None:
     if adapter_type == "ide" and str(power_state) != POWERED_OFF:
@@ -198,170 +85,281 @@ def _check_hotplug(adapter_type: str, power_state: Any, volume_id: str, failure)
                       "the instance first, or use a SCSI adapter type for the volume")
 
 
-# -- ComputeDriver methods --------------------------------------------------------------
+class Volumes:
+    """Cinder VMDK volumes of one driver's instances (built once; holds no state)."""
 
+    def __init__(self, services: Services) -> None:
+        self._session = services.session
+        self._vmops = services.vmops
+        self._vm_refs = services.vm_refs
+        self._nodes = services.nodes
 
-def get_volume_connector(drv, instance) -> dict:
-    """What Cinder's VMDK driver places and checks volumes by.
-
-    ``instance`` (the VM's moref) lets Cinder put the backing where the
-    instance's host reaches it; it is absent before spawn (boot from
-    volume), as in-tree. ``connection_capabilities`` makes Cinder refuse a
-    volume of another vCenter instead of failing later.
-    """
-    connector = {
-        "ip": CONF.vsphere.host_ip,
-        "host": CONF.vsphere.host_ip,
-        "connection_capabilities": [f"vmware_service_instance_uuid:{drv._vcenter_uuid}"],
-    }
-    vm_ref = drv._vm_ref(instance, required=False)
-    if vm_ref is not None:
-        connector["instance"] = vim_util.get_moref_value(vm_ref)
-    return connector
-
-
-def attach_volume(drv, context, connection_info: dict, instance, mountpoint: str,
-                  disk_bus=None, device_type=None, encryption=None) -> None:
-    data = _vmdk_data(connection_info)
-    volume_id = str(data["volume_id"])
-    if encryption:
-        raise exception.VolumeEncryptionNotSupported(volume_type="vmdk", volume_id=volume_id)
-    vm_ref, props = _vm_state(drv, instance)
-    volume = _volume(drv, data)
-    devices = disks.device_list(props.get("config.hardware.device"))
-    extra = disks.option_values(props.get("config.extraConfig"))
-    option = disks.VOLUME_OPTION.format(volume_id)
-    spec = drv._session.factory("VirtualMachineConfigSpec")
-    spec.extraConfig = [_option(drv, option, volume.disk.uuid or "")]
-    if _attached(devices, extra, volume_id, volume.disk.path) is not None:
-        if extra.get(option) == volume.disk.uuid:
-            LOG.info("Volume %s is already attached", volume_id, instance=instance)
-            return
-        spec.deviceChange = []  # attached, but not recorded: record it
-    else:
-        adapter = volume.disk.adapter_type
-        _check_hotplug(adapter, props.get("runtime.powerState"), volume_id,
-                       exception.VolumeAttachFailed)
-        controller_key, unit, controller = _slot(drv, devices, adapter)
-        changes = [] if controller is None else [_device_change(drv, "add", controller)]
-        changes.append(_device_change(drv, "add",
-                                      _disk_device(drv, volume, controller_key, unit)))
-        spec.deviceChange = changes
-
-    def failure(reason: str) -> Exception:
-        return exception.VolumeAttachFailed(volume_id=volume_id, reason=reason)
-
-    _reconfigure(drv, instance, vm_ref, spec, failure)
-    LOG.info("Attached volume %s (%s)", volume_id, volume.disk.path, instance=instance)
-
-
-def _rehome(drv, volume: VolumeDisk, current_path: str) -> None:
-    """Point the volume's backing VM at the file the instance uses now.
-
-    A Storage vMotion of the instance moves the volume's file with it; the
-    backing VM would keep naming the old path and Cinder would lose the
-    data. The old device goes (its file, if any, is not deleted) and the
-    moved file takes its slot.
-    """
-    old = volume.disk.device
-    LOG.info("Volume %s moved from %s to %s with its instance; updating its backing VM",
-             volume.volume_id, volume.disk.path, current_path)
-    device = _disk_device(drv, volume, old.controllerKey, old.unitNumber, current_path)
-    spec = drv._session.factory("VirtualMachineConfigSpec")
-    spec.deviceChange = [_device_change(drv, "remove", old), _device_change(drv, "add", device)]
-    try:
-        drv._session.run_task("ReconfigVM_Task", volume.backing_ref, spec=spec)
-    except (vexc.VMwareDriverException, TaskTimeout) as exc:
-        raise exception.VolumeDetachFailed(
-            volume_id=volume.volume_id,
-            reason=f"the volume's file moved to {current_path} and its backing VM "
-            f"{vim_util.get_moref_value(volume.backing_ref)} cannot follow: {exc}") from exc
-
-
-def detach_volume(drv, context, connection_info: dict, instance, mountpoint: str,
-                  encryption=None) -> None:
-    """Remove the volume's disk from the VM; its file stays (it is Cinder's)."""
-    data = _vmdk_data(connection_info)
-    volume_id = str(data["volume_id"])
-    vm_ref, props = _vm_state(drv, instance)
-    try:
-        volume = _volume(drv, data)
-    except exception.VolumeNotFound:
-        LOG.warning("The backing VM of volume %s is gone; detaching its disk anyway",
-                    volume_id, instance=instance)
-        volume = None
-    devices = disks.device_list(props.get("config.hardware.device"))
-    extra = disks.option_values(props.get("config.extraConfig"))
-    disk = _attached(devices, extra, volume_id, volume.disk.path if volume else None)
-    if disk is None:
-        raise exception.DiskNotFound(location=f"volume {volume_id} on instance {instance.uuid}")
-    _check_hotplug(disk.adapter_type, props.get("runtime.powerState"), volume_id,
-                   exception.VolumeDetachFailed)
-    if volume is not None and disk.path != volume.disk.path:
-        _rehome(drv, volume, disk.path)
-    spec = drv._session.factory("VirtualMachineConfigSpec")
-    # No fileOperation: the disk leaves the VM, the file stays on the datastore.
-    spec.deviceChange = [_device_change(drv, "remove", disk.device)]
-    # An empty value removes the key.
-    spec.extraConfig = [_option(drv, disks.VOLUME_OPTION.format(volume_id), "")]
-
-    def failure(reason: str) -> Exception:
-        return exception.VolumeDetachFailed(volume_id=volume_id, reason=reason)
-
-    _reconfigure(drv, instance, vm_ref, spec, failure)
-    LOG.info("Detached volume %s (%s)", volume_id, disk.path, instance=instance)
-
-
-def extend_volume(drv, context, connection_info: dict, instance, requested_size: int) -> None:
-    """Grow the attached disk to ``requested_size`` bytes; the guest sees it at once."""
-    data = _vmdk_data(connection_info)
-    volume_id = str(data["volume_id"])
-    vm_ref, props = _vm_state(drv, instance)
-    try:
-        path = _volume(drv, data).disk.path
-    except exception.VolumeNotFound:
-        path = None  # the recorded disk UUID still finds it
-    devices = disks.device_list(props.get("config.hardware.device"))
-    extra = disks.option_values(props.get("config.extraConfig"))
-    disk = _attached(devices, extra, volume_id, path)
-    if disk is None:
-        raise exception.DiskNotFound(location=f"volume {volume_id} on instance {instance.uuid}")
-    new_kb = math.ceil(int(requested_size) / 1024)
-    if new_kb * 1024 <= disk.capacity_bytes:
-        LOG.info("Volume %s is already %d bytes", volume_id, disk.capacity_bytes,
-                 instance=instance)
-        return
-    device = disk.device
-    device.capacityInKB = new_kb
-    device.capacityInBytes = new_kb * 1024
-    spec = drv._session.factory("VirtualMachineConfigSpec")
-    spec.deviceChange = [_device_change(drv, "edit", device)]
-
-    def failure(reason: str) -> Exception:
-        return exception.NovaException(
-            message=f"Volume {volume_id} could not be extended: {reason}")
-
-    _reconfigure(drv, instance, vm_ref, spec, failure)
-    LOG.info("Extended volume %s to %d bytes", volume_id, new_kb * 1024, instance=instance)
-
-
-def detach_all(drv, context, instance, block_device_info) -> None:
-    """Take every Cinder volume off the VM before it is destroyed.
-
-    vCenter's Destroy_Task deletes every disk attached to the VM: a volume
-    still attached would lose its data. Disks already gone are skipped.
-    """
-    mapping = virt_driver.block_device_info_get_mapping(block_device_info)
-    volumes = [bdm for bdm in mapping
-               if (bdm.get("connection_info") or {}).get("driver_volume_type") == "vmdk"]
-    if not volumes or drv._vm_ref(instance, required=False) is None:
-        return
-    # IDE disks cannot be hot-removed; the VM is about to go anyway.
-    drv._with_vm(instance, drv._vmops.power_off)
-    for bdm in volumes:
+    def _backing_devices(self, ref) -> list | None:
         try:
-            detach_volume(drv, context, bdm["connection_info"], instance,
-                          bdm.get("mount_device"))
-        except exception.DiskNotFound:
-            LOG.info("Volume %s is no longer on the VM", bdm.get("mount_device"),
+            value = self._session.call("get_object_property", ref, "config.hardware.device")
+        except vexc.ManagedObjectNotFoundException:
+            return None
+        return disks.device_list(value)
+
+    def _volume(self, data: dict) -> VolumeDisk:
+        """The backing VM and disk of the volume; VolumeNotFound when Cinder's VM is gone."""
+        volume_id = str(data["volume_id"])
+        devices, ref = None, None
+        if data.get("volume"):
+            ref = vim_util.get_moref(str(data["volume"]), "VirtualMachine")
+            with errors.translated():
+                devices = self._backing_devices(ref)
+        if devices is None:
+            # A backing VM registered again has a new moref; Cinder gives it the
+            # volume's ID as instance UUID (what the in-tree driver looks up too).
+            with errors.translated():
+                ref = self._vmops.find_by_uuid(volume_id)
+                devices = self._backing_devices(ref) if ref is not None else None
+        if devices is None:
+            raise exception.VolumeNotFound(volume_id=volume_id)
+        found = disks.disks(devices)
+        if not found or found[0].controller is None:
+            raise exception.VolumeNotFound(volume_id=volume_id)
+        return VolumeDisk(volume_id, ref, found[0])
+
+    def _vm_state(self, instance) -> tuple[Any, dict]:
+        props = self._vm_refs.with_vm(
+            instance, lambda ref: self._vmops.properties(ref, VM_PROPERTIES))
+        return self._vm_refs.find(instance), props
+
+    def _option(self, key: str, value: str):
+        opt = self._session.factory("OptionValue")
+        opt.key, opt.value = key, value
+        return opt
+
+    def _device_change(self, operation: str, device):
+        change = self._session.factory("VirtualDeviceConfigSpec")
+        change.operation = operation
+        change.device = device
+        return change
+
+    def _reconfigure(self, instance, vm_ref, spec, failure) -> None:
+        """ReconfigVM_Task; a fault that is not about the instance becomes ``failure(reason)``."""
+        try:
+            self._session.run_task("ReconfigVM_Task", vm_ref, spec=spec)
+        except (vexc.VMwareDriverException, TaskTimeout) as exc:
+            translated = errors.to_nova(exc, instance)
+            if type(translated) is exception.NovaException:
+                raise failure(str(exc)) from exc
+            raise translated from exc
+
+    def _new_controller(self, adapter_type: str, devices: list):
+        used = {d.busNumber for d in devices if disks.type_name(d) in disks.ADAPTER_TYPES
+                and disks.ADAPTER_TYPES[disks.type_name(d)] != "ide"}
+        free = [b for b in range(SCSI_BUSES) if b not in used]
+        if not free:
+            raise exception.TooManyDiskDevices(maximum=SCSI_BUSES * len(SCSI_UNITS))
+        controller = self._session.factory(disks.CONTROLLER_TYPES[adapter_type])
+        controller.key = NEW_CONTROLLER_KEY
+        controller.busNumber = free[0]
+        controller.sharedBus = "noSharing"
+        return controller
+
+    def _slot(self, devices: list, adapter_type: str) -> tuple[int, int, Any]:
+        """(controller key, unit, new controller or None) for one more disk."""
+        taken: dict[int, set[int]] = {}
+        for device in devices:
+            if getattr(device, "controllerKey", None) is not None and \
+                    getattr(device, "unitNumber", None) is not None:
+                taken.setdefault(device.controllerKey, set()).add(device.unitNumber)
+        controllers = sorted((d for d in devices
+                              if disks.ADAPTER_TYPES.get(disks.type_name(d)) == adapter_type),
+                             key=lambda c: c.busNumber)
+        units = IDE_UNITS if adapter_type == "ide" else SCSI_UNITS
+        for controller in controllers:
+            for unit in units:
+                if unit not in taken.get(controller.key, set()):
+                    return controller.key, unit, None
+        if adapter_type == "ide":
+            raise exception.TooManyDiskDevices(maximum=len(controllers) * len(IDE_UNITS))
+        return NEW_CONTROLLER_KEY, 0, self._new_controller(adapter_type, devices)
+
+    def _disk_device(self, volume: VolumeDisk, controller_key: int, unit: int,
+                     path: str | None = None):
+        """A VirtualDisk on the volume's existing file (no fileOperation: nothing is created)."""
+        source = volume.disk.device.backing
+        backing = self._session.factory("VirtualDiskFlatVer2BackingInfo")
+        backing.fileName = path or volume.disk.path
+        backing.diskMode = getattr(source, "diskMode", None) or "persistent"
+        if getattr(source, "thinProvisioned", None) is not None:
+            backing.thinProvisioned = source.thinProvisioned
+        if getattr(source, "eagerlyScrub", None) is not None:
+            backing.eagerlyScrub = source.eagerlyScrub
+        disk = self._session.factory("VirtualDisk")
+        disk.key = NEW_DISK_KEY
+        disk.controllerKey = controller_key
+        disk.unitNumber = unit
+        disk.backing = backing
+        connect = self._session.factory("VirtualDeviceConnectInfo")
+        connect.startConnected = True
+        connect.connected = True
+        connect.allowGuestControl = False
+        disk.connectable = connect
+        return disk
+
+    # -- ComputeDriver methods ----------------------------------------------------------
+
+    def get_volume_connector(self, instance) -> dict:
+        """What Cinder's VMDK driver places and checks volumes by.
+
+        ``instance`` (the VM's moref) lets Cinder put the backing where the
+        instance's host reaches it; it is absent before spawn (boot from
+        volume), as in-tree. ``connection_capabilities`` makes Cinder refuse a
+        volume of another vCenter instead of failing later.
+        """
+        connector = {
+            "ip": CONF.vsphere.host_ip,
+            "host": CONF.vsphere.host_ip,
+            "connection_capabilities": [f"vmware_service_instance_uuid:{self._nodes.vcenter_uuid}"],
+        }
+        vm_ref = self._vm_refs.find(instance, required=False)
+        if vm_ref is not None:
+            connector["instance"] = vim_util.get_moref_value(vm_ref)
+        return connector
+
+    def attach_volume(self, context, connection_info: dict, instance, mountpoint: str,
+                      disk_bus=None, device_type=None, encryption=None) -> None:
+        data = _vmdk_data(connection_info)
+        volume_id = str(data["volume_id"])
+        if encryption:
+            raise exception.VolumeEncryptionNotSupported(volume_type="vmdk", volume_id=volume_id)
+        vm_ref, props = self._vm_state(instance)
+        volume = self._volume(data)
+        devices = disks.device_list(props.get("config.hardware.device"))
+        extra = disks.option_values(props.get("config.extraConfig"))
+        option = disks.VOLUME_OPTION.format(volume_id)
+        spec = self._session.factory("VirtualMachineConfigSpec")
+        spec.extraConfig = [self._option(option, volume.disk.uuid or "")]
+        if _attached(devices, extra, volume_id, volume.disk.path) is not None:
+            if extra.get(option) == volume.disk.uuid:
+                LOG.info("Volume %s is already attached", volume_id, instance=instance)
+                return
+            spec.deviceChange = []  # attached, but not recorded: record it
+        else:
+            adapter = volume.disk.adapter_type
+            _check_hotplug(adapter, props.get("runtime.powerState"), volume_id,
+                           exception.VolumeAttachFailed)
+            controller_key, unit, controller = self._slot(devices, adapter)
+            changes = [] if controller is None else [self._device_change("add", controller)]
+            changes.append(self._device_change("add",
+                                          self._disk_device(volume, controller_key, unit)))
+            spec.deviceChange = changes
+
+        def failure(reason: str) -> Exception:
+            return exception.VolumeAttachFailed(volume_id=volume_id, reason=reason)
+
+        self._reconfigure(instance, vm_ref, spec, failure)
+        LOG.info("Attached volume %s (%s)", volume_id, volume.disk.path, instance=instance)
+
+    def _rehome(self, volume: VolumeDisk, current_path: str) -> None:
+        """Point the volume's backing VM at the file the instance uses now.
+
+        A Storage vMotion of the instance moves the volume's file with it; the
+        backing VM would keep naming the old path and Cinder would lose the
+        data. The old device goes (its file, if any, is not deleted) and the
+        moved file takes its slot.
+        """
+        old = volume.disk.device
+        LOG.info("Volume %s moved from %s to %s with its instance; updating its backing VM",
+                 volume.volume_id, volume.disk.path, current_path)
+        device = self._disk_device(volume, old.controllerKey, old.unitNumber, current_path)
+        spec = self._session.factory("VirtualMachineConfigSpec")
+        spec.deviceChange = [self._device_change("remove", old), self._device_change("add", device)]
+        try:
+            self._session.run_task("ReconfigVM_Task", volume.backing_ref, spec=spec)
+        except (vexc.VMwareDriverException, TaskTimeout) as exc:
+            raise exception.VolumeDetachFailed(
+                volume_id=volume.volume_id,
+                reason=f"the volume's file moved to {current_path} and its backing VM "
+                f"{vim_util.get_moref_value(volume.backing_ref)} cannot follow: {exc}") from exc
+
+    def detach_volume(self, context, connection_info: dict, instance, mountpoint: str,
+                      encryption=None) -> None:
+        """Remove the volume's disk from the VM; its file stays (it is Cinder's)."""
+        data = _vmdk_data(connection_info)
+        volume_id = str(data["volume_id"])
+        vm_ref, props = self._vm_state(instance)
+        try:
+            volume = self._volume(data)
+        except exception.VolumeNotFound:
+            LOG.warning("The backing VM of volume %s is gone; detaching its disk anyway",
+                        volume_id, instance=instance)
+            volume = None
+        devices = disks.device_list(props.get("config.hardware.device"))
+        extra = disks.option_values(props.get("config.extraConfig"))
+        disk = _attached(devices, extra, volume_id, volume.disk.path if volume else None)
+        if disk is None:
+            raise exception.DiskNotFound(location=f"volume {volume_id} on instance {instance.uuid}")
+        _check_hotplug(disk.adapter_type, props.get("runtime.powerState"), volume_id,
+                       exception.VolumeDetachFailed)
+        if volume is not None and disk.path != volume.disk.path:
+            self._rehome(volume, disk.path)
+        spec = self._session.factory("VirtualMachineConfigSpec")
+        # No fileOperation: the disk leaves the VM, the file stays on the datastore.
+        spec.deviceChange = [self._device_change("remove", disk.device)]
+        # An empty value removes the key.
+        spec.extraConfig = [self._option(disks.VOLUME_OPTION.format(volume_id), "")]
+
+        def failure(reason: str) -> Exception:
+            return exception.VolumeDetachFailed(volume_id=volume_id, reason=reason)
+
+        self._reconfigure(instance, vm_ref, spec, failure)
+        LOG.info("Detached volume %s (%s)", volume_id, disk.path, instance=instance)
+
+    def extend_volume(self, context, connection_info: dict, instance, requested_size: int) -> None:
+        """Grow the attached disk to ``requested_size`` bytes; the guest sees it at once."""
+        data = _vmdk_data(connection_info)
+        volume_id = str(data["volume_id"])
+        vm_ref, props = self._vm_state(instance)
+        try:
+            path = self._volume(data).disk.path
+        except exception.VolumeNotFound:
+            path = None  # the recorded disk UUID still finds it
+        devices = disks.device_list(props.get("config.hardware.device"))
+        extra = disks.option_values(props.get("config.extraConfig"))
+        disk = _attached(devices, extra, volume_id, path)
+        if disk is None:
+            raise exception.DiskNotFound(location=f"volume {volume_id} on instance {instance.uuid}")
+        new_kb = math.ceil(int(requested_size) / 1024)
+        if new_kb * 1024 <= disk.capacity_bytes:
+            LOG.info("Volume %s is already %d bytes", volume_id, disk.capacity_bytes,
                      instance=instance)
+            return
+        device = disk.device
+        device.capacityInKB = new_kb
+        device.capacityInBytes = new_kb * 1024
+        spec = self._session.factory("VirtualMachineConfigSpec")
+        spec.deviceChange = [self._device_change("edit", device)]
+
+        def failure(reason: str) -> Exception:
+            return exception.NovaException(
+                message=f"Volume {volume_id} could not be extended: {reason}")
+
+        self._reconfigure(instance, vm_ref, spec, failure)
+        LOG.info("Extended volume %s to %d bytes", volume_id, new_kb * 1024, instance=instance)
+
+    def detach_all(self, context, instance, block_device_info) -> None:
+        """Take every Cinder volume off the VM before it is destroyed.
+
+        vCenter's Destroy_Task deletes every disk attached to the VM: a volume
+        still attached would lose its data. Disks already gone are skipped.
+        """
+        mapping = virt_driver.block_device_info_get_mapping(block_device_info)
+        volumes = [bdm for bdm in mapping
+                   if (bdm.get("connection_info") or {}).get("driver_volume_type") == "vmdk"]
+        if not volumes or self._vm_refs.find(instance, required=False) is None:
+            return
+        # IDE disks cannot be hot-removed; the VM is about to go anyway.
+        self._vm_refs.with_vm(instance, self._vmops.power_off)
+        for bdm in volumes:
+            try:
+                self.detach_volume(context, bdm["connection_info"], instance,
+                              bdm.get("mount_device"))
+            except exception.DiskNotFound:
+                LOG.info("Volume %s is no longer on the VM", bdm.get("mount_device"),
+                         instance=instance)

@@ -36,8 +36,8 @@ from oslo_log import log as logging
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
+from nova_vsphere_driver.vsphere.cluster_state import retrieve
 from nova_vsphere_driver.vsphere.image_leftovers import UUID_PATTERN, utc
-from nova_vsphere_driver.vsphere.inventory import retrieve
 from nova_vsphere_driver.vsphere.session import TaskTimeout, VSphereSession
 from nova_vsphere_driver.vsphere.suds_values import items
 

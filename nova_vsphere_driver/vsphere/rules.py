@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from oslo_log import log as logging
 from oslo_vmware import vim_util
 
-from nova_vsphere_driver.vsphere.inventory import (
+from nova_vsphere_driver.vsphere.cluster_state import (
     ClusterRef,
     ClusterState,
     GroupState,

@@ -10,7 +10,7 @@ from oslo_log import log as logging
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
-from nova_vsphere_driver.vsphere.inventory import NOVA_EXTENSION_KEY, NetworkState
+from nova_vsphere_driver.vsphere.cluster_state import NOVA_EXTENSION_KEY, NetworkState
 from nova_vsphere_driver.vsphere.session import VSphereSession
 
 LOG = logging.getLogger(__name__)

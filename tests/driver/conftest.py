@@ -73,7 +73,7 @@ def glance():
 
 def node_of(drv, cluster: str) -> str:
     """The Nova node name of ``cluster`` in ``drv``."""
-    return next(n for n, ref in drv._nodes.items() if ref.name == cluster)
+    return next(n for n, ref in drv.services.nodes.items() if ref.name == cluster)
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def init(conf_overrides, sim_tls, wsdl_file):
 
     yield init
     for drv in drivers:
-        if drv._session is not None:
+        if drv.services is not None:
             drv.cleanup_host("compute-1")
 
 

@@ -8,7 +8,6 @@ import pytest
 from nova import exception
 from nova.console import type as ctype
 
-from nova_vsphere_driver.ops.console import Consoles
 from tests.driver.conftest import make_instance
 from tests.driver.guest_support import (
     Dev,
@@ -159,9 +158,9 @@ def test_console_output_is_the_serial_log_of_each_boot(vsphere, ctx, node_a, sim
     assert drv.get_console_output(ctx, instance).decode() == text
     # Also when it expires between the SOAP read and the datastore download
     # (the download gets HTTP 401 and is repeated after a login).
-    consoles = Consoles(drv)
+    consoles = drv.operations.consoles
     ds, path = consoles._log_path(instance)
-    url = drv._images._url(drv._nodes[node_a].datacenter_name, ds, path)
+    url = drv.services.images._url(drv.services.nodes[node_a].datacenter_name, ds, path)
     sim.expire_sessions()
     logins = sim.request_counts.get("Login", 0)
     assert consoles._get(url).content.decode() == text

@@ -117,7 +117,7 @@ def test_failed_rule_update_removes_the_vm(vsphere, ctx):
         _spawn(drv, ctx, members[1])
     assert not drv.instance_exists(members[1])
     assert f"nova-sg-{group.uuid}" not in _rules(sim, "cluster-a")
-    assert members[1].uuid not in drv._drs.claims(drv._nodes[node].moref)
+    assert members[1].uuid not in drv.services.drs.claims(drv.services.nodes[node].moref)
 
 
 def _enter_maintenance(si, sim, host_name: str):
@@ -265,14 +265,15 @@ def test_vcenter_mode_defers_host_choice_to_vcenter_drs(conf_overrides, nova_db,
         drv = vsphere_driver.VSphereDriver(None)
         drv.init_host("compute-1")
         try:
-            assert drv._drs_thread is None  # no balancing of our own
+            assert drv.drs_thread is None  # no balancing of our own
             node = drv.get_available_nodes()[0]
             inst = make_instance(node, memory_mb=4 * GB, root_gb=1)
             _spawn(drv, ctx, inst)
             sim = server.simulator
             assert sim.vm(inst.uuid).get_property("runtime.powerState") == "poweredOn"
             assert _host_of(sim, inst) in {h.moid for h in sim.cluster("c1").hosts}
-            assert not drv._drs.claims(drv._nodes[node].moref)  # our DRS took no part
+            # Our DRS took no part.
+            assert not drv.services.drs.claims(drv.services.nodes[node].moref)
         finally:
             drv.cleanup_host("compute-1")
 

@@ -59,7 +59,7 @@ def test_attach_interface_hot_adds_a_vmxnet3_nic_and_records_its_port(vsphere, c
     assert card.backing.deviceName == "VM Network"
     assert _slots(sim, instance)["nvp.iface-id.2"] == standard["id"]
     # A stale cached VM reference (the VM was re-registered) is looked up again.
-    drv._vm_refs[instance.uuid] = vim_util.get_moref("vm-gone", "VirtualMachine")
+    drv.services.vm_refs.remember(instance.uuid, vim_util.get_moref("vm-gone", "VirtualMachine"))
     # Attaching the same port again changes nothing.
     reconfigs = sim.request_counts.get("ReconfigVM_Task", 0)
     drv.attach_interface(ctx, instance, None, public)

@@ -26,7 +26,6 @@ from nova import exception, objects
 from oslo_vmware import vim_util
 from pyVmomi import vim
 
-from nova_vsphere_driver.ops import image_cache
 from nova_vsphere_driver.simulator import vmdk_stream
 from nova_vsphere_driver.simulator.objects.nfc_lease import disk_content
 from nova_vsphere_driver.vsphere.image_import import IMPORT_ANNOTATION, IMPORT_VM_PREFIX
@@ -447,10 +446,10 @@ def test_a_leftover_this_process_is_working_on_is_never_removed(vsphere, one_dat
     sim = server.simulator
     image_id = str(uuid.uuid4())
     folder = _temp_folder(sim, image_id, "0badcafe", HOUR)
-    ref = drv._nodes[next(iter(drv._nodes))]
+    ref = drv.services.nodes[next(iter(drv.services.nodes))]
     dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
     ds_ref = vim_util.get_moref(sim.datastore_by_name("shared-a").moid, "Datastore")
-    cache = drv._images
+    cache = drv.services.images
     # Old as it looks, a caching of this process uses it (a long upload, say): kept.
     cache._working_on(folder, True)
     assert cache._leftovers.sweep(dc_ref, ds_ref, "shared-a") == []
@@ -576,8 +575,8 @@ def test_unused_cached_images_are_marked_then_removed_and_used_ones_kept(
     assert drv.manage_image_cache(ctx, [holder]) is None
     assert all(_markers(sim, "shared-a", i) == [] for i in folder)
 
-    drv._images._taken.clear()  # a later pass: no spawn of this process is in flight
-    done = image_cache.age_images(drv, ctx, [holder])
+    drv.services.images._taken.clear()  # a later pass: no spawn of this process is in flight
+    done = drv.operations.image_cache.age_images(ctx, [holder])
     assert done["marked"] == [folder[idle.id]]
     assert sorted(done["in_use"]) == sorted([folder[linked.id], folder[kept.id]])
     [marker] = _markers(sim, "shared-a", idle.id)
@@ -586,13 +585,13 @@ def test_unused_cached_images_are_marked_then_removed_and_used_ones_kept(
     # this pass alone: the marker's time has whole seconds, and a slow machine
     # could otherwise pass 2 s before this pass runs.)
     conf_overrides("image_cache", remove_unused_original_minimum_age_seconds=3600)
-    done = image_cache.age_images(drv, ctx, [holder])
+    done = drv.operations.image_cache.age_images(ctx, [holder])
     assert done["removed"] == [] and cached() == {linked.id, idle.id, kept.id}
     assert _markers(sim, "shared-a", idle.id) == [marker]
 
     conf_overrides("image_cache", remove_unused_original_minimum_age_seconds=2)
     time.sleep(2.2)
-    done = image_cache.age_images(drv, ctx, [holder])
+    done = drv.operations.image_cache.age_images(ctx, [holder])
     assert done["removed"] == [folder[idle.id]]
     assert cached() == {linked.id, kept.id}
     assert not sim.files.exists("shared-a", f"{CACHE}/{idle.id}")
@@ -601,16 +600,16 @@ def test_unused_cached_images_are_marked_then_removed_and_used_ones_kept(
     # The clone goes: its image is marked; a new spawn of it before the
     # minimum age has passed takes the marker away again.
     drv.destroy(ctx, clone, [])
-    done = image_cache.age_images(drv, ctx, [holder])
+    done = drv.operations.image_cache.age_images(ctx, [holder])
     assert done["marked"] == [folder[linked.id]]
     again = make_instance(node_a, image_ref=linked.id, root_gb=0)
     _spawn(drv, ctx, again, linked)
-    drv._images._taken.clear()
-    done = image_cache.age_images(drv, ctx, [holder])
+    drv.services.images._taken.clear()
+    done = drv.operations.image_cache.age_images(ctx, [holder])
     assert done["unmarked"] == [folder[linked.id]]
     assert _markers(sim, "shared-a", linked.id) == []
     time.sleep(2.2)
-    assert image_cache.age_images(drv, ctx, [holder])["removed"] == []
+    assert drv.operations.image_cache.age_images(ctx, [holder])["removed"] == []
     assert cached() == {linked.id, kept.id}
 
 
@@ -622,7 +621,7 @@ def test_no_ageing_unless_nova_says_remove_unused_base_images(vsphere, ctx, node
                    remove_unused_original_minimum_age_seconds=0)
     image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     drv.cache_image(ctx, image.id)
-    drv._images._taken.clear()
+    drv.services.images._taken.clear()
     before = dict(sim.request_counts)
     drv.manage_image_cache(ctx, [])
     assert sim.request_counts == before  # not even looked at
@@ -638,9 +637,9 @@ def test_a_datastore_that_fails_its_pass_does_not_stop_the_others(vsphere, ctx, 
                    remove_unused_original_minimum_age_seconds=3600)
     image = vmdk_image(glance, ctx, DATA, vmware_disktype="thin")
     drv.cache_image(ctx, image.id)  # shared-a, shared-all, shared-b
-    drv._images._taken.clear()
+    drv.services.images._taken.clear()
     sim.faults.fail_next("SearchDatastoreSubFolders_Task", "InvalidState")
-    done = image_cache.age_images(drv, ctx, [])
+    done = drv.operations.image_cache.age_images(ctx, [])
     # cluster-a's stores come first: shared-a failed, the others were marked.
     assert done["failed"] == ["[shared-a]"]
     assert done["marked"] == [f"[{ds}] {CACHE}/{image.id}" for ds in ("shared-all", "shared-b")]

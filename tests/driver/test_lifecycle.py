@@ -129,7 +129,7 @@ def test_failed_power_on_leaves_no_orphan_vm_disk_or_claim(vsphere, ctx, node_a)
     assert {v.moid for v in sim.vms()} == vms_before
     for ds in ("shared-a", "shared-all"):
         assert not [e for e in sim.files.listdir(ds, "") if e.path.startswith(instance.uuid)]
-    assert instance.uuid not in drv._drs.claims(drv._nodes[node_a].moref)
+    assert instance.uuid not in drv.services.drs.claims(drv.services.nodes[node_a].moref)
 
 
 def test_failed_create_is_translated_and_releases_the_claim(vsphere, ctx, node_a):
@@ -138,7 +138,7 @@ def test_failed_create_is_translated_and_releases_the_claim(vsphere, ctx, node_a
     instance = make_instance(node_a)
     with pytest.raises(exception.NovaException):
         _spawn(drv, ctx, instance)
-    assert instance.uuid not in drv._drs.claims(drv._nodes[node_a].moref)
+    assert instance.uuid not in drv.services.drs.claims(drv.services.nodes[node_a].moref)
     assert not drv.instance_exists(instance)
 
 

@@ -115,12 +115,12 @@ class NovaFlow:
 
 def _drs_choice(dst, node: str, inst, datastores: list[str]) -> str:
     """The host the target cluster's DRS picks for ``inst`` now (one of ``datastores``)."""
-    state = dst._state(node)
+    state = dst.services.states.read(node)
     request = drs.PlacementRequest(
         instance_id=inst.uuid, vcpus=inst.flavor.vcpus, memory_mb=inst.flavor.memory_mb,
         any_datastore=frozenset(d.moref for d in state.datastores if d.name in datastores))
-    result = drs.place(dst._drs.snapshot(state), request, dst._drs.policy, None,
-                       dst._drs.limits(dst._get_allocation_ratios({})))
+    result = drs.place(dst.services.drs.cluster_snapshot(state), request,
+                       dst.services.drs.policy, None, dst.services.limits())
     assert result.ok
     return result.host_id
 
@@ -181,8 +181,8 @@ def test_live_migration_keeps_the_vm_running_on_a_drs_chosen_host_of_the_target(
     assert inst.uuid in dst.list_instance_uuids()
     assert inst.uuid not in src.list_instance_uuids()
     for drv in (src, dst):
-        for ref in (src._nodes | dst._nodes).values():
-            assert inst.uuid not in drv._drs.claims(ref.moref)
+        for ref in [*src.services.nodes.values(), *dst.services.nodes.values()]:
+            assert inst.uuid not in drv.services.drs.claims(ref.moref)
 
 
 def test_datastore_mounted_by_the_target_is_kept(two_computes, conf_overrides, ctx):
@@ -283,7 +283,7 @@ def test_precheck_refuses_a_target_where_no_host_fits(two_computes, ctx):
         NovaFlow(ctx, src, dst).check(inst)
     assert "cluster-b" in str(err.value)
     assert (_host(sim, inst), sim.vm(inst.uuid).power_state) == before
-    assert inst.uuid not in dst._drs.claims(dst._nodes[node_b].moref)
+    assert inst.uuid not in dst.services.drs.claims(dst.services.nodes[node_b].moref)
 
 
 def test_precheck_refuses_the_instances_own_cluster_and_foreign_targets(vsphere, ctx):
@@ -301,7 +301,7 @@ def test_precheck_refuses_the_instances_own_cluster_and_foreign_targets(vsphere,
     with pytest.raises(exception.MigrationPreCheckError):
         drv.check_can_live_migrate_destination(ctx, inst, own, other, False, False)
     foreign = migrate_data_obj.VMwareLiveMigrateData(
-        cluster_name=f"{drv._nodes[node_b].moref}.another-vcenter", datastore_regex="")
+        cluster_name=f"{drv.services.nodes[node_b].moref}.another-vcenter", datastore_regex="")
     with pytest.raises(exception.MigrationPreCheckError) as err:
         drv.check_can_live_migrate_source(ctx, inst, foreign, {"block_device_mapping": []})
     assert "vCenter" in str(err.value)
@@ -344,7 +344,7 @@ def test_abort_during_the_vmotion_leaves_the_vm_on_the_source(two_computes, ctx)
     sim.faults.add_latency("RelocateVM_Task", 30)  # a long vMotion
     flow = NovaFlow(ctx, src, dst)
     thread, errors = _run_in_thread(flow, inst)
-    ops = src._live_migrations()
+    ops = src.operations.live_migrations
     deadline = time.monotonic() + 10
     while getattr(ops._inflight.get(inst.uuid), "task", None) is None:
         assert time.monotonic() < deadline, "the vMotion did not start"
@@ -384,8 +384,8 @@ def test_failed_vmotion_rolls_back_and_leaves_no_trace_at_the_destination(two_co
         {sim.vm(m.uuid).moid for m in members}
     assert not sim.files.exists("shared-b", inst.uuid)
     for drv in (src, dst):
-        for ref in (src._nodes | dst._nodes).values():
-            assert inst.uuid not in drv._drs.claims(ref.moref)
+        for ref in [*src.services.nodes.values(), *dst.services.nodes.values()]:
+            assert inst.uuid not in drv.services.drs.claims(ref.moref)
     # A rollback on the destination never destroys the (only) VM.
     dst.rollback_live_migration_at_destination(ctx, inst, [], None, True, flow.migrate_data)
     assert src.instance_exists(inst) and vm.power_state == "poweredOn"
@@ -443,7 +443,7 @@ def test_vcenter_mode_leaves_the_target_host_to_vcenter_drs(two_computes, tls_si
     assert vm.host.name == roomiest and vm.power_state == "poweredOn"
     assert vm.datastores[0].name in ("shared-b", "shared-all")
     for drv in (src, dst):
-        assert not drv._drs.claims(dst._nodes[node_b].moref)  # our DRS took no part
+        assert not drv.services.drs.claims(dst.services.nodes[node_b].moref)  # our DRS took no part
 
 
 def test_vmotion_outliving_the_api_timeout_is_cancelled_and_fails(two_computes,

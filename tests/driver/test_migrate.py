@@ -119,7 +119,7 @@ def _vmdks(sim, instance) -> list[str]:
 
 def _fail_nth(drv, sim, method: str, n: int, fault: str) -> None:
     """Make the ``n``-th ``method`` task from now fail in the simulator."""
-    session = drv._session
+    session = drv.services.session
     original = session.run_task
     calls = {"n": 0}
 
@@ -420,7 +420,8 @@ def test_failed_power_on_after_a_cross_cluster_resize_undoes_all_of_it(vsphere, 
     assert after["record"] == {} and after["power"] == "poweredOff"
     assert _vmdks(sim, instance) == after["disks"]  # no grown disk, no copy
     assert not sim.files.exists("shared-b", instance.uuid)
-    assert not drv._drs.claims(drv._nodes[node_b].moref)  # no claim left on the target
+    # No claim left on the target.
+    assert not drv.services.drs.claims(drv.services.nodes[node_b].moref)
 
 
 # -- image-backed instances: the root disk is a linked clone of the cached image ----------------

@@ -122,7 +122,7 @@ def test_task_faults_become_nova_exceptions_without_orphans(vsphere, ctx, method
     assert _nova_vms(sim) == set()
     assert not [e for e in sim.files.listdir("shared-a", "")
                 if e.path.startswith(instance.uuid)]
-    assert instance.uuid not in drv._drs.claims(drv._nodes[node].moref)
+    assert instance.uuid not in drv.services.drs.claims(drv.services.nodes[node].moref)
 
 
 def test_failed_vmotion_in_a_balancing_pass_leaves_the_vm_in_place(vsphere, ctx):
@@ -175,7 +175,7 @@ def test_a_stuck_task_is_bounded_by_api_timeout(vsphere, ctx, conf_overrides):
     sim = server.simulator
     node = node_of(drv, "cluster-a")
     instance = make_instance(node)
-    drv._session.api_timeout = 0.5  # what [vsphere] api_timeout sets at init_host
+    drv.services.session.api_timeout = 0.5  # what [vsphere] api_timeout sets at init_host
     sim.faults.add_latency("PowerOnVM_Task", 5)
     started = time.monotonic()
     with pytest.raises(exception.NovaException, match="did not answer in time"):
@@ -232,9 +232,9 @@ def timed_drs(tls_sim, conf_overrides, nova_db):
     # The loop calls self.run_drs_pass: the instance attribute is what it runs.
     drv.run_drs_pass = rounds = Recorded(drv.run_drs_pass)
     drv.init_host("compute-1")  # the loop's first round comes a poll_interval later
-    drv._drs.balance = passes = Recorded(drv._drs.balance)
+    drv.services.drs.balance = passes = Recorded(drv.services.drs.balance)
     # What a pass does under its cluster's lock: issue its vMotions.
-    drv._drs._execute = vmotions = Recorded(drv._drs._execute)
+    drv.services.drs.run_moves = vmotions = Recorded(drv.services.drs.run_moves)
     yield drv, tls_sim.simulator, rounds, passes, vmotions
     drv.cleanup_host("compute-1")
 

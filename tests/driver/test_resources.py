@@ -19,6 +19,7 @@ import pytest
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from nova_vsphere_driver import HYPERVISOR_TYPE
 from nova_vsphere_driver import driver as vsphere_driver
 from nova_vsphere_driver.simulator.inventory import default_inventory
 from tests.driver.conftest import configure, new_tree, node_of
@@ -496,7 +497,7 @@ def test_available_resource_agrees_with_the_provider_tree(loaded_sim, start):
         assert res["local_gb"] == inv[orc.DISK_GB]["total"]
         assert res["hypervisor_hostname"] == node
         assert drv.get_nodenames_by_uuid()[res["uuid"]] == node
-        assert res["hypervisor_type"] == vsphere_driver.HYPERVISOR_TYPE
+        assert res["hypervisor_type"] == HYPERVISOR_TYPE
     node_a = node_of(drv, "cluster-a")
     res = drv.get_available_resource(node_a)
     on = [vm for h in sim.cluster("cluster-a").hosts for vm in h.powered_on_vms()]

@@ -12,7 +12,6 @@ import pytest
 from nova import exception
 from pyVmomi import vim
 
-from nova_vsphere_driver.ops import volumes as volume_ops
 from nova_vsphere_driver.simulator.objects.nfc_lease import HttpNfcLease
 from tests.driver.conftest import make_instance
 from tests.fixtures import connect
@@ -263,7 +262,7 @@ def test_detach_all_before_destroy_keeps_the_volume(vsphere, ctx, node_a, si):
     path = _disks(sim.vm(instance.uuid))[1].backing.fileName
     bdi = {"block_device_mapping": [{"connection_info": info, "mount_device": "/dev/sdb"}]}
 
-    volume_ops.detach_all(drv, ctx, instance, bdi)
+    drv.operations.volumes.detach_all(ctx, instance, bdi)
     drv.destroy(ctx, instance, [], block_device_info=bdi)
 
     assert not drv.instance_exists(instance)

@@ -81,7 +81,7 @@ def _live_migrate(stack, sid: str, host: str) -> str:
 
 def _claimed(stack, sid: str) -> dict[str, bool]:
     """Whether each cluster's driver still holds DRS capacity for the instance."""
-    return {cluster: sid in stack.drivers[stack.compute_of[cluster]]._drs.claims(
+    return {cluster: sid in stack.drivers[stack.compute_of[cluster]].services.drs.claims(
         stack.sim_cluster(cluster).moid) for cluster in stack.clusters}
 
 
@@ -97,7 +97,7 @@ def test_each_cluster_is_its_own_nova_compute(stack):
         hypervisors = stack.api.api_get("/os-hypervisors/detail").body["hypervisors"]
     assert {h["hypervisor_hostname"]: h["service"]["host"] for h in hypervisors} == {
         stack.nodes["cluster-a"]: "compute-1", stack.nodes["cluster-b"]: "compute-2"}
-    assert [list(d._nodes) for d in stack.drivers.values()] == [
+    assert [list(d.services.nodes) for d in stack.drivers.values()] == [
         [stack.nodes["cluster-a"]], [stack.nodes["cluster-b"]]]
 
 

@@ -20,7 +20,7 @@ from oslo_vmware import vim_util
 
 from nova_vsphere_driver.cmd import nova_env
 from nova_vsphere_driver.simulator.objects.host import HostSystem
-from nova_vsphere_driver.vsphere.inventory import InventoryReader
+from nova_vsphere_driver.vsphere.cluster_state import ClusterStateReader
 from nova_vsphere_driver.vsphere.session import VSphereSession
 from tests.fixtures import running_simulator
 
@@ -37,7 +37,7 @@ def test_concurrent_calls_on_one_session_get_their_own_replies():
         sim = server.simulator
         session = VSphereSession("127.0.0.1", server.port, sim.username, sim.password,
                                  ca_file=server.ca_file, api_retry_count=0)
-        reader = InventoryReader(session)
+        reader = ClusterStateReader(session)
         clusters = reader.find_clusters()
         hosts = [(h.moid, h.name) for h in sim.registry.find(HostSystem)]
         deadline = time.monotonic() + 40

@@ -1,12 +1,16 @@
-"""A cluster's state as read from vCenter -> the DRS module's ClusterSnapshot."""
+"""A cluster's state as read from vCenter -> the DRS module's ClusterSnapshot.
+
+"Snapshot" is the drs module's word for its immutable input; it has nothing
+to do with VM snapshots in vCenter or instance snapshots in Glance.
+"""
 
 from __future__ import annotations
 
 from nova_vsphere_driver import drs
-from nova_vsphere_driver.vsphere.inventory import ClusterState, HostState, VmState
+from nova_vsphere_driver.vsphere.cluster_state import ClusterState, EsxiHostState, VmState
 
 
-def _host_state(host: HostState) -> drs.HostState:
+def _host_state(host: EsxiHostState) -> drs.HostState:
     if not host.connected:
         return drs.HostState.DISCONNECTED
     if host.in_maintenance:
@@ -42,7 +46,7 @@ def _vm(vm: VmState) -> drs.VM:
         datastores=frozenset(vm.datastores))
 
 
-def to_snapshot(state: ClusterState, *, reserved_host_cpus: int = 0,
+def to_cluster_snapshot(state: ClusterState, *, reserved_host_cpus: int = 0,
                 reserved_host_memory_mb: int = 0) -> drs.ClusterSnapshot:
     """The DRS view of ``state``; per-host reservations come from configuration."""
     hosts = tuple(

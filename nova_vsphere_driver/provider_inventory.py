@@ -1,16 +1,18 @@
-"""The giant-hypervisor view: a cluster's host states -> placement inventory and traits."""
+"""The giant-hypervisor view: a cluster's host states -> placement inventory and traits.
+
+One compute node (one resource provider) per cluster: totals over its usable
+hosts, ``max_unit`` from what one host can take, CPU traits common to all.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import os_resource_classes as orc
 import os_traits
 
-from nova_vsphere_driver.vsphere.inventory import ClusterState, DatastoreState, HostState
-
-GB = 1024 ** 3
+from nova_vsphere_driver.datastore_selection import GB, matching_datastores
+from nova_vsphere_driver.vsphere.cluster_state import ClusterState, DatastoreState
 
 #: cpuid feature (as vCenter's featureCapability key suffix) -> os-traits name.
 CPU_TRAITS = {
@@ -27,7 +29,7 @@ CPU_TRAITS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class ClusterInventory:
+class ProviderInventory:
     """A cluster as one hypervisor: totals over usable hosts, per-host max_unit.
 
     ``max_unit`` is the largest single request the best host can take now
@@ -80,36 +82,9 @@ class ClusterInventory:
         }
 
 
-def matching_datastores(state: ClusterState, regex: str | None,
-                        hosts: list[HostState] | None = None) -> list[DatastoreState]:
-    """Accessible datastores mounted by the given (default: usable) hosts and matching regex."""
-    hosts = state.usable_hosts() if hosts is None else hosts
-    mounted = {ds for h in hosts for ds in h.datastores}
-    pattern = re.compile(regex) if regex else None
-    return [d for d in state.datastores
-            if d.moref in mounted and d.accessible
-            and (pattern is None or pattern.search(d.name))]
-
-
-def datastores_with_room(state: ClusterState, regex: str | None,
-                         need_bytes: int) -> list[DatastoreState]:
-    """Usable datastores matching ``regex`` with ``need_bytes`` free.
-
-    Raises ComputeResourcesUnavailable (Nova may reschedule) when none has.
-    """
-    stores = [d for d in matching_datastores(state, regex) if d.free_bytes >= need_bytes]
-    if not stores:
-        from nova import exception
-
-        raise exception.ComputeResourcesUnavailable(
-            reason=f"cluster {state.ref.name}: no datastore matching [vsphere] "
-            f"datastore_regex has {need_bytes / GB:.1f} GiB free")
-    return stores
-
-
-def build_inventory(state: ClusterState, *, host_max_vcpus: int, host_max_memory_mb: int,
+def build_provider_inventory(state: ClusterState, *, host_max_vcpus: int, host_max_memory_mb: int,
                     reserved_host_cpus: int, reserved_host_memory_mb: int,
-                    reserved_disk_gb: int, datastore_regex: str | None) -> ClusterInventory:
+                    reserved_disk_gb: int, datastore_regex: str | None) -> ProviderInventory:
     """Totals over the usable hosts; ``host_max_*`` is what one host can take (DRS)."""
     usable = state.usable_hosts()
     on_usable = {h.moref for h in usable}
@@ -119,7 +94,7 @@ def build_inventory(state: ClusterState, *, host_max_vcpus: int, host_max_memory
     if usable:
         common = frozenset.intersection(*(h.cpu_features for h in usable))
         traits |= {CPU_TRAITS[f] for f in common if f in CPU_TRAITS}
-    return ClusterInventory(
+    return ProviderInventory(
         vcpus=sum(h.threads for h in usable),
         vcpus_reserved=reserved_host_cpus * len(usable),
         vcpus_max_unit=host_max_vcpus if usable else 0,

@@ -15,10 +15,10 @@ import time
 from oslo_log import log as logging
 
 from nova_vsphere_driver import drs
-from nova_vsphere_driver.vsphere.inventory import ClusterState
+from nova_vsphere_driver.drs_runtime.cluster_snapshot import to_cluster_snapshot
+from nova_vsphere_driver.drs_runtime.vmotion_waves import MoveOutcome, run_waves
+from nova_vsphere_driver.vsphere.cluster_state import ClusterState
 from nova_vsphere_driver.vsphere.session import VSphereSession
-from nova_vsphere_driver.vsphere.snapshot import to_snapshot
-from nova_vsphere_driver.vsphere.vmotion import MoveOutcome, run_waves
 
 LOG = logging.getLogger(__name__)
 
@@ -84,8 +84,9 @@ class ClusterDrs:
         with self._guard:
             return self._pass_locks.setdefault(cluster_moref, threading.Lock())
 
-    def snapshot(self, state: ClusterState) -> drs.ClusterSnapshot:
-        return to_snapshot(state, reserved_host_cpus=self.settings.reserved_host_cpus,
+    def cluster_snapshot(self, state: ClusterState) -> drs.ClusterSnapshot:
+        """The drs module's view of ``state``, with this driver's host reservations."""
+        return to_cluster_snapshot(state, reserved_host_cpus=self.settings.reserved_host_cpus,
                            reserved_host_memory_mb=self.settings.reserved_host_memory_mb)
 
     @staticmethod
@@ -102,7 +103,7 @@ class ClusterDrs:
         Prerequisite moves run here; if one fails the claim is dropped and
         the result says so (no host).
         """
-        snapshot = self.snapshot(state)
+        snapshot = self.cluster_snapshot(state)
         claims = self.claims(state.ref.moref)
         result = drs.place(snapshot, request, self.policy, claims, limits,
                            allow_migrations=self.settings.make_room,
@@ -111,7 +112,7 @@ class ClusterDrs:
             return result
         LOG.info("Making room on %s for %s: %d vMotion(s)", result.host_name,
                  request.describe(), len(result.moves))
-        outcomes = self._execute(state, snapshot, result.moves, limits)
+        outcomes = self.run_moves(state, snapshot, result.moves, limits)
         failed = [o for o in outcomes if not o.ok]
         if failed:
             claims.release(request.instance_id)
@@ -128,13 +129,18 @@ class ClusterDrs:
                  make_room: bool = True) -> drs.MaxUnit:
         """The largest VM one host can take (after making room, when enabled)."""
         moves = self.settings.max_room_moves if make_room and self.settings.make_room else 0
-        return drs.max_unit(self.snapshot(state), self.policy, limits,
+        return drs.max_unit(self.cluster_snapshot(state), self.policy, limits,
                             self.claims(state.ref.moref), max_moves=moves)
 
     # -- moves --------------------------------------------------------------------------
 
-    def _execute(self, state: ClusterState, snapshot: drs.ClusterSnapshot,
-                 moves: tuple[drs.Move, ...], limits: drs.Limits) -> list[MoveOutcome]:
+    def run_moves(self, state: ClusterState, snapshot: drs.ClusterSnapshot,
+                  moves: tuple[drs.Move, ...], limits: drs.Limits) -> list[MoveOutcome]:
+        """Run ``moves`` (planned on ``snapshot``) as waves of vMotions; outcome per move.
+
+        The moves' targets are claimed while they run, so that placements
+        made meanwhile do not count on the room they take.
+        """
         waves = drs.schedule_waves(snapshot, moves, limits,
                                    max_concurrent_per_host=self.settings.max_vmotions_per_host)
         claims = self.claims(state.ref.moref)
@@ -155,7 +161,7 @@ class ClusterDrs:
                      move.vm_name or move.vm, names.get(move.target, move.target), move.reason)
         outcomes = ()
         if apply and plan.moves:
-            outcomes = tuple(self._execute(state, snapshot, plan.moves, limits))
+            outcomes = tuple(self.run_moves(state, snapshot, plan.moves, limits))
         return PassReport(state.ref.name, kind, tuple(plan.moves), plan.imbalance_before,
                           plan.imbalance_after, apply and bool(plan.moves), outcomes, unresolved,
                           {h.moref: h.name for h in state.hosts})
@@ -163,7 +169,7 @@ class ClusterDrs:
     def balance(self, state: ClusterState, limits: drs.Limits, apply: bool) -> PassReport:
         """One balancing pass: plan (and with ``apply``, run) the moves."""
         with self._pass_lock(state.ref.moref):
-            snapshot = self.snapshot(state)
+            snapshot = self.cluster_snapshot(state)
             plan = drs.balance(snapshot, self.settings.migration_threshold,
                                self.settings.max_moves_per_pass, self.policy, limits,
                                self.claims(state.ref.moref))
@@ -181,7 +187,7 @@ class ClusterDrs:
         if not entering:
             return None
         with self._pass_lock(state.ref.moref):
-            snapshot = self.snapshot(state)
+            snapshot = self.cluster_snapshot(state)
             on_them = [vm for vm in snapshot.vms if vm.host in entering]
             if not on_them:
                 return None

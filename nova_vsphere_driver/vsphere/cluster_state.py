@@ -1,4 +1,4 @@
-"""Read vCenter inventory: where the clusters are, and one cluster's state.
+"""Read a cluster's state from vCenter: where the clusters are, and what each holds.
 
 A cluster's state costs a constant number of round trips: one
 RetrievePropertiesEx through a (cached) ContainerView over the cluster,
@@ -45,7 +45,7 @@ def moref_value(ref: Any) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class HostState:
+class EsxiHostState:
     moref: str
     name: str
     connected: bool
@@ -145,7 +145,7 @@ class ClusterRef:
 @dataclasses.dataclass(frozen=True)
 class ClusterState:
     ref: ClusterRef
-    hosts: tuple[HostState, ...]
+    hosts: tuple[EsxiHostState, ...]
     vms: tuple[VmState, ...]
     datastores: tuple[DatastoreState, ...]
     networks: tuple[NetworkState, ...]
@@ -154,10 +154,10 @@ class ClusterState:
     #: vCenter's own DRS is enabled on the cluster.
     vcenter_drs: bool = False
 
-    def usable_hosts(self) -> list[HostState]:
+    def usable_hosts(self) -> list[EsxiHostState]:
         return [h for h in self.hosts if h.usable]
 
-    def host(self, moref: str) -> HostState | None:
+    def host(self, moref: str) -> EsxiHostState | None:
         return next((h for h in self.hosts if h.moref == moref), None)
 
     def datastore(self, moref: str) -> DatastoreState | None:
@@ -225,7 +225,7 @@ def parse_groups(config) -> tuple[GroupState, ...]:
     return tuple(out)
 
 
-class InventoryReader:
+class ClusterStateReader:
     """Finds clusters and reads their state, caching ContainerViews."""
 
     def __init__(self, session: VSphereSession, page_size: int = 100) -> None:
@@ -386,7 +386,7 @@ class InventoryReader:
         for ref, props in hosts_raw:
             hw = props.get("summary.hardware")
             stats = props.get("summary.quickStats")
-            hosts.append(HostState(
+            hosts.append(EsxiHostState(
                 moref=ref, name=props.get("name", ref),
                 connected=str(props.get("runtime.connectionState")) == "connected",
                 in_maintenance=bool(props.get("runtime.inMaintenanceMode", False)),
@@ -405,10 +405,6 @@ class InventoryReader:
                             datastores=tuple(sorted(datastores, key=lambda d: d.name)),
                             networks=tuple(networks), rules=rules, groups=groups,
                             vcenter_drs=vcenter_drs)
-
-    def forget_views(self) -> None:
-        with self._lock:
-            self._views.clear()
 
 
 #: config.managedBy.extensionKey of instances this driver created.
