@@ -1,1 +1,1 @@
-"""Console scripts, and the in-process Nova stack the demo shares with tests/nova."""
+"""Console scripts: ``nova-vsphere-demo`` (with its charts) and ``nova-vsphere-drs``."""

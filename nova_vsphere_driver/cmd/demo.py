@@ -28,8 +28,15 @@ import time
 import warnings
 from collections.abc import Iterator
 
-from nova_vsphere_driver.cmd import nova_env
-from nova_vsphere_driver.cmd.chart import HostBar, Panel, bar, write_load_chart
+from nova_vsphere_driver.cmd.chart import (
+    PLOT_HINT,
+    HostBar,
+    Panel,
+    bar,
+    plotting_available,
+    write_load_chart,
+)
+from nova_vsphere_driver.testing import nova_env
 
 GIB = 1024
 #: One host per cluster is patched while the servers boot; when they come
@@ -65,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--plot {args.plot}: no such directory {folder}")
         if not args.plot.lower().endswith(".png"):
             parser.error(f"--plot {args.plot}: the file name must end in .png")
+        if not plotting_available():
+            parser.error(f"--plot needs matplotlib: {PLOT_HINT}")
     return args
 
 
@@ -101,7 +110,7 @@ class _Benign(logging.Filter):
 @contextlib.contextmanager
 def quiet(verbose: bool) -> Iterator[None]:
     """Our progress lines and real warnings only (or everything with --verbose)."""
-    from nova_vsphere_driver.cmd.stack import quiet_logging
+    from nova_vsphere_driver.testing.nova_stack import quiet_logging
 
     level = logging.INFO if verbose else logging.WARNING
     with warnings.catch_warnings(), quiet_logging(level):
@@ -220,7 +229,7 @@ class Demo:
     # -- the steps ------------------------------------------------------------------
 
     def start(self) -> None:
-        from nova_vsphere_driver.cmd.stack import NovaStack
+        from nova_vsphere_driver.testing.nova_stack import NovaStack
 
         self.out.step("Starting the vCenter simulator and Nova (API, conductor, scheduler, "
                       "placement, nova-compute with compute_driver = vsphere.VSphereDriver)")

@@ -63,7 +63,7 @@ def nova_db():
 @pytest.fixture
 def glance():
     """Nova's fake Glance, reached through Nova's real image API, keeping uploads."""
-    from nova_vsphere_driver.cmd.stack import UploadKeepingGlanceFixture
+    from nova_vsphere_driver.testing.glance import UploadKeepingGlanceFixture
 
     host = FixtureHost()
     fake = host.useFixture(UploadKeepingGlanceFixture(host))

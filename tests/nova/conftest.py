@@ -1,7 +1,7 @@
 """Real Nova in the loop: Nova's API, conductor, scheduler, placement and nova-compute
 (loading ``vsphere.VSphereDriver``) in-process against the simulator.
 
-Each test module gets one :class:`~nova_vsphere_driver.cmd.stack.NovaStack` (starting one
+Each test module gets one :class:`~nova_vsphere_driver.testing.nova_stack.NovaStack` (starting one
 costs a few seconds); a module may set ``STACK_OPTIONS`` (keyword arguments of NovaStack).
 Every test leaves no server behind.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from nova_vsphere_driver.cmd import nova_env
+from nova_vsphere_driver.testing import nova_env
 
 #: DRS for tests: balancing only when a test asks for it, and no background
 #: polling (each poll reads every cluster from vCenter, which costs CPU the
@@ -37,7 +37,7 @@ def nova_installed():
 def stack(request):
     """One in-process Nova + simulator for the whole test module."""
     _require_nova()
-    from nova_vsphere_driver.cmd.stack import NovaStack
+    from nova_vsphere_driver.testing.nova_stack import NovaStack
 
     options = dict(getattr(request.module, "STACK_OPTIONS", {}))
     options.setdefault("drs", dict(TEST_DRS))

@@ -8,7 +8,8 @@ import zlib
 
 import pytest
 
-from nova_vsphere_driver.cmd import demo, nova_env
+from nova_vsphere_driver.cmd import demo
+from nova_vsphere_driver.testing import nova_env
 
 
 def read_png(path) -> tuple[int, int, bytes]:

@@ -18,8 +18,8 @@ import time
 import pytest
 from oslo_vmware import vim_util
 
-from nova_vsphere_driver.cmd import nova_env
 from nova_vsphere_driver.simulator.objects.host import HostSystem
+from nova_vsphere_driver.testing import nova_env
 from nova_vsphere_driver.vsphere.cluster_state import ClusterStateReader
 from nova_vsphere_driver.vsphere.session import VSphereSession
 from tests.fixtures import running_simulator

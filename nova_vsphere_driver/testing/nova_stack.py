@@ -24,40 +24,39 @@ ships expect a test case (``flags``, ``stub_out``, ``useFixture``, ``id``);
 the stack provides those itself.
 
 Nova decides its concurrency mode (native threads, or the deprecated
-eventlet) when ``nova.monkey_patch`` first runs: :mod:`.nova_env` does that
-before this module imports Nova or oslo.vmware.
+eventlet) when ``nova.monkey_patch`` first runs, which must be before Nova or
+oslo.vmware is imported: call :func:`.nova_env.prepare` before importing this
+module (importing it does nothing else).
 """
 
 from __future__ import annotations
 
-from nova_vsphere_driver.cmd import nova_env
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
 
-nova_env.prepare()
+import fixtures
+import futurist
+import nova.conf
+from nova import context as nova_context
+from nova import objects, thread_pool_factory
+from nova.api.openstack import wsgi_app
+from nova.compute import api as compute_api
+from nova.compute import rpcapi as compute_rpcapi
+from nova.objects import base as objects_base
+from nova.scheduler import utils as scheduler_utils
+from nova.scheduler.client import report
+from nova.tests import fixtures as nova_fixtures
+from nova.tests.functional import fixtures as func_fixtures
+from oslo_utils.fixture import uuidsentinel
 
-import contextlib  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterable, Iterator  # noqa: E402
-
-import fixtures  # noqa: E402
-import futurist  # noqa: E402
-import nova.conf  # noqa: E402
-from nova import context as nova_context  # noqa: E402
-from nova import objects, thread_pool_factory  # noqa: E402
-from nova.api.openstack import wsgi_app  # noqa: E402
-from nova.compute import api as compute_api  # noqa: E402
-from nova.compute import rpcapi as compute_rpcapi  # noqa: E402
-from nova.objects import base as objects_base  # noqa: E402
-from nova.scheduler import utils as scheduler_utils  # noqa: E402
-from nova.scheduler.client import report  # noqa: E402
-from nova.tests import fixtures as nova_fixtures  # noqa: E402
-from nova.tests.functional import fixtures as func_fixtures  # noqa: E402
-from oslo_utils.fixture import uuidsentinel  # noqa: E402
-
-from nova_vsphere_driver import conf as vsphere_conf  # noqa: E402
-from nova_vsphere_driver.simulator import Simulator, SimulatorServer  # noqa: E402
+from nova_vsphere_driver import conf as vsphere_conf
+from nova_vsphere_driver.simulator import Simulator, SimulatorServer
+from nova_vsphere_driver.testing import nova_env
+from nova_vsphere_driver.testing.glance import StoringGlanceFixture
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -80,54 +79,6 @@ NOISY_LOGGERS = ("nova", "placement", "oslo", "oslo_messaging", "oslo_db", "oslo
 
 class StackError(RuntimeError):
     """Something in the stack did not do what it should (message says what)."""
-
-
-class UploadKeepingGlanceFixture(nova_fixtures.GlanceFixture):
-    """Nova's fake Glance, keeping what is uploaded to an image as Glance does.
-
-    Nova's fixture drops the data of ``update``; Glance stores it and sets
-    the image's size and status from what it received. ``downloads`` lists
-    the image ids whose data was read, in order (a test sees which boots
-    found the image cached).
-    """
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.downloads: list[str] = []
-
-    def download(self, context, image_id, *args, **kwargs):
-        self.downloads.append(image_id)
-        return super().download(context, image_id, *args, **kwargs)
-
-    def update(self, context, image_id, metadata, data=None, purge_props=False):
-        image = super().update(context, image_id, metadata, purge_props=purge_props)
-        if data is not None:
-            # Glance's client reads the upload in chunks (64 KiB by default).
-            received = b"".join(iter(lambda: data.read(64 * 1024), b""))
-            self._imagedata[image_id] = received
-            image.update(size=len(received), status="active")
-        return image
-
-
-class StoringGlanceFixture(UploadKeepingGlanceFixture):
-    """Glance as above, whose images created without data are ``queued`` too.
-
-    Nova's fixture makes every new image ``active`` at once. Glance makes an
-    image created without data ``queued`` and only an upload makes it
-    ``active`` with its size: an instance snapshot (``createImage``) is then
-    checked by what the driver really uploaded. The images Nova's fixture
-    creates for itself at set-up are left as Nova makes them.
-    """
-
-    def setUp(self) -> None:
-        super().setUp()
-        self._glance_like = True
-
-    def create(self, context, metadata, data=None):
-        if getattr(self, "_glance_like", False) and data is None \
-                and "status" not in metadata:
-            metadata = {**metadata, "status": "queued"}
-        return super().create(context, metadata, data=data)
 
 
 def api_paste_ini() -> str:
@@ -757,5 +708,4 @@ def quiet_logging(level: int = logging.WARNING, stream=None) -> Iterator[None]:
         root.setLevel(old_level)
 
 
-__all__ = ["FINAL_STATES", "NovaStack", "StackError", "StoringGlanceFixture",
-           "UploadKeepingGlanceFixture", "quiet_logging"]
+__all__ = ["FINAL_STATES", "NovaStack", "StackError", "quiet_logging"]
