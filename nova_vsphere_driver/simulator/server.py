@@ -6,12 +6,17 @@ import base64
 import hmac
 import http.cookies
 import http.server
+import io
 import json
 import logging
+import re
 import socket
 import ssl
+import sys
 import threading
+import time
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 from pyVmomi import vim, vmodl
@@ -26,6 +31,67 @@ LOG = logging.getLogger(__name__)
 COOKIE_NAME = "vmware_soap_session"
 _MAX_BODY = 64 * 1024 * 1024
 _MAX_UPLOAD = 4 * 1024 * 1024 * 1024
+_MAX_CONTROL_BODY = 1024 * 1024
+#: A body on a request that takes none (GET, HEAD, DELETE) is read and dropped up to this.
+_MAX_IGNORED_BODY = 64 * 1024
+_READ_PIECE = 256 * 1024
+
+#: Seconds a connection may take to deliver a request's line and headers once
+#: it has started one (and a new connection its first request): a client
+#: dribbling headers a byte at a time cannot hold a thread for longer.
+HEAD_TIMEOUT = 30.0
+#: Seconds any single read of a request body, or write of a response, may wait.
+READ_TIMEOUT = 60.0
+#: Seconds a kept-alive connection may wait idle for its next request. Longer
+#: than pyVmomi's connection-pool idle timeout (900 s): pyVmomi sends on a
+#: pooled connection without checking it first and does not retry, so a
+#: server closing sooner would fail pyVmomi clients' calls after a pause.
+IDLE_TIMEOUT = 960.0
+#: Seconds a TLS client may take to complete its handshake.
+HANDSHAKE_TIMEOUT = 10.0
+
+_CONTENT_LENGTH = re.compile(r"[0-9]+")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+
+
+#: How a client that hangs up, stalls or breaks TLS shows in a handler.
+_CLIENT_GONE = (ConnectionError, TimeoutError, ssl.SSLError)
+
+
+class _HttpError(Exception):
+    """A request the front end refuses: answered with ``status`` and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _TimedSocketReader(io.RawIOBase):
+    """A connection's reads, each bounded by a timeout and optionally by a deadline.
+
+    ``socketserver`` reads through a file with no timeout at all: a client
+    that announces a body and never sends it holds its thread for ever.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self.timeout: float | None = None
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        timeout = self.timeout
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request head not received in time")
+            timeout = left if timeout is None else min(timeout, left)
+        self._sock.settimeout(timeout)
+        return self._sock.recv_into(buffer)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -45,6 +111,56 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         LOG.debug("%s - " + format, self.address_string(), *args)
 
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
+        # http.server reports malformed requests and timeouts here: one line each.
+        LOG.info("%s - " + format, self.address_string(), *args)
+
+    def setup(self) -> None:
+        super().setup()
+        # Every read goes through a timeout (see _TimedSocketReader).
+        self.rfile.close()
+        self._reader = _TimedSocketReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader, 64 * 1024)
+        self._requests_served = 0
+
+    def handle_one_request(self) -> None:
+        """Wait (bounded) for the next request, then read its head within HEAD_TIMEOUT."""
+        front = self.server.front  # type: ignore[attr-defined]
+        reader = self._reader
+        reader.deadline = None
+        reader.timeout = front.idle_timeout if self._requests_served else front.head_timeout
+        try:
+            if not self.rfile.peek(1):  # the client closed the connection
+                self.close_connection = True
+                return
+        except TimeoutError:
+            LOG.info("%s - closing a connection idle for %.0f s", self.address_string(),
+                     reader.timeout)
+            self.close_connection = True
+            return
+        self._requests_served += 1
+        reader.timeout = None
+        reader.deadline = time.monotonic() + front.head_timeout
+        self._framing: tuple[str, int] = ("none", 0)
+        self._body_read = True
+        self._expect_continue = False
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:
+            # The head is in: from here on each read (and write) has its own timeout.
+            self._reader.deadline = None
+            self._reader.timeout = self.server.front.read_timeout  # type: ignore[attr-defined]
+            self.connection.settimeout(self._reader.timeout)
+        return ok
+
+    def handle_expect_100(self) -> bool:
+        # "100 Continue" only once the request is accepted (see _body_pieces):
+        # a refused or unauthenticated upload is never sent.
+        self._expect_continue = True
+        return True
+
     def _send(self, status: int, body: bytes, content_type: str = "text/xml; charset=utf-8",
               headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -56,13 +172,103 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _read_body(self, limit: int) -> bytes | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > limit:
-            self._send(413, b"request too large", "text/plain")
-            self.close_connection = True
-            return None
-        return self.rfile.read(length) if length else b""
+    # -- request bodies -----------------------------------------------------------
+
+    def _body_framing(self, limit: int) -> tuple[str, int]:
+        """How the body is delimited: ("length", n), ("chunked", 0) or ("none", 0).
+
+        Checked before anything else (authentication included): invalid
+        framing is a 400, an announced body above ``limit`` a 413.
+        """
+        codings = [c.strip().lower()
+                   for value in self.headers.get_all("Transfer-Encoding") or ()
+                   for c in value.split(",") if c.strip()]
+        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or ()}
+        if codings:
+            if codings != ["chunked"]:
+                raise _HttpError(501, "unsupported Transfer-Encoding "
+                                 f"{', '.join(codings)!r}: only chunked is implemented")
+            if lengths:
+                # Two framings for one body: the way requests are smuggled past proxies.
+                raise _HttpError(400, "both Content-Length and Transfer-Encoding given")
+            return "chunked", 0
+        if not lengths:
+            return "none", 0
+        if len(lengths) > 1:
+            raise _HttpError(400, "conflicting Content-Length headers")
+        value = lengths.pop()
+        if not _CONTENT_LENGTH.fullmatch(value):
+            raise _HttpError(400, f"invalid Content-Length {value[:40]!r}")
+        if len(value) > 18 or int(value) > limit:
+            raise _HttpError(413, f"request body too large (at most {limit} bytes here)")
+        return "length", int(value)
+
+    def _body_pieces(self) -> Iterator[bytes]:
+        """The request body piece by piece, as framed; ``_HttpError`` when it is bad.
+
+        Chunked bodies count against the same cap as announced ones; every
+        read has READ_TIMEOUT (a body shorter than announced ends in a 408).
+        """
+        kind, length = self._framing
+        if kind == "none":
+            self._body_read = True
+            return
+        limit = self._limit
+        if self._expect_continue:
+            self._expect_continue = False
+            self.send_response_only(100)
+            self.end_headers()
+        try:
+            if kind == "length":
+                left = length
+                while left > 0:
+                    data = self.rfile.read(min(left, _READ_PIECE))
+                    if not data:
+                        raise _HttpError(400, f"the body ended {left} bytes before its "
+                                         "Content-Length")
+                    left -= len(data)
+                    yield data
+            else:
+                yield from self._chunked_pieces(limit)
+        except TimeoutError:
+            raise _HttpError(408, "request body not received within "
+                             f"{self._reader.timeout:.0f} s") from None
+        self._body_read = True
+
+    def _chunked_pieces(self, limit: int) -> Iterator[bytes]:
+        received = 0
+        while True:
+            line = self.rfile.readline(1024)
+            if not line.endswith(b"\n"):
+                raise _HttpError(400, "invalid chunk: size line truncated or too long")
+            size_text = line.split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise _HttpError(400, f"invalid chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            received += size
+            if received > limit:
+                raise _HttpError(413, f"request body too large (at most {limit} bytes here)")
+            while size > 0:
+                data = self.rfile.read(min(size, _READ_PIECE))
+                if not data:
+                    raise _HttpError(400, "the body ended inside a chunk")
+                size -= len(data)
+                yield data
+            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise _HttpError(400, "invalid chunk: no CRLF after its data")
+        for _ in range(100):  # trailer fields, ignored
+            line = self.rfile.readline(8192)
+            if line in (b"\r\n", b"\n"):
+                return
+            if not line.endswith(b"\n"):
+                raise _HttpError(400, "invalid chunked trailer")
+        raise _HttpError(400, "too many chunked trailer fields")
+
+    def _read_body(self) -> bytes:
+        """The whole request body (within the route's cap)."""
+        return b"".join(self._body_pieces())
 
     def _session_key(self) -> str | None:
         raw = self.headers.get("Cookie")
@@ -97,52 +303,69 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- routing --------------------------------------------------------------
 
-    def do_POST(self) -> None:  # noqa: N802
-        path = urllib.parse.urlsplit(self.path).path
-        if path == "/sdk" or path.startswith("/sdk/"):
-            self._soap()
-        elif path == "/simulator/control":
-            self._control()
-        elif path.startswith("/nfc/"):
-            self._nfc_upload(path)  # vCenter takes stream-optimized disks by POST too
-        else:
-            self._send(404, b"not found", "text/plain")
-
-    def do_GET(self) -> None:  # noqa: N802
+    def _route(self) -> tuple[Any, int]:
+        """The handler of this request and the largest body it takes."""
         parts = urllib.parse.urlsplit(self.path)
+        path, command = parts.path, self.command
+        if command == "POST":
+            if path == "/sdk" or path.startswith("/sdk/"):
+                return self._soap, _MAX_BODY
+            if path == "/simulator/control":
+                return self._control, _MAX_CONTROL_BODY
+            if path.startswith("/nfc/"):
+                # vCenter takes stream-optimized disks by POST too
+                return (lambda: self._nfc_upload(path)), _MAX_UPLOAD
+        elif command in ("GET", "HEAD"):
+            if path.startswith("/folder"):
+                return (lambda: self._datastore_file(parts)), _MAX_IGNORED_BODY
+            if path.startswith("/sdk/") or path.startswith("/wsdl/"):
+                return (lambda: self._static(path.rsplit("/", 1)[-1])), _MAX_IGNORED_BODY
+            if path.startswith("/nfc/"):
+                return (lambda: self._nfc_download(path)), _MAX_IGNORED_BODY
+        elif command == "PUT":
+            if path.startswith("/folder"):
+                return (lambda: self._datastore_file(parts)), _MAX_UPLOAD
+            if path.startswith("/nfc/"):
+                return (lambda: self._nfc_upload(path)), _MAX_UPLOAD
+        elif command == "DELETE" and path.startswith("/folder"):
+            return (lambda: self._datastore_file(parts)), _MAX_IGNORED_BODY
+        return (lambda: self._send(404, b"not found", "text/plain")), _MAX_IGNORED_BODY
+
+    def _dispatch(self) -> None:
+        handler, self._limit = self._route()
         try:
-            if parts.path.startswith("/folder"):
-                self._datastore_file(parts)
-            elif parts.path.startswith("/sdk/") or parts.path.startswith("/wsdl/"):
-                self._static(parts.path.rsplit("/", 1)[-1])
-            elif parts.path.startswith("/nfc/"):
-                self._nfc_download(parts.path)
-            else:
-                self._send(404, b"not found", "text/plain")
+            # Framing and size first: nothing (not even authentication) runs
+            # for a request whose body is malformed or above the route's cap.
+            self._framing = self._body_framing(self._limit)
+            self._body_read = self._framing[0] == "none"
+            handler()
+        except _HttpError as exc:
+            self._refuse(exc.status, exc.message)
+        except _CLIENT_GONE:
+            raise  # the server logs it as one line (_HTTPServer.handle_error)
         except Exception as exc:  # a simulator bug: answer rather than hang up
-            LOG.exception("GET %s failed", self.path)
-            self._send(500, f"simulator failure: {exc}".encode(), "text/plain")
+            LOG.exception("%s %s failed", self.command, self.path)
+            self._refuse(500, f"simulator failure: {exc}")
+        if not self._body_read:
+            # Answered without reading the body (refused, not authorized): the
+            # rest of the stream is not a next request.
+            self.close_connection = True
 
-    do_HEAD = do_GET  # noqa: N815
+    def _refuse(self, status: int, message: str) -> None:
+        LOG.info("%s - %s %s refused: %d %s", self.address_string(), self.command,
+                 self.path[:200], status, message)
+        self.close_connection = True
+        try:
+            self._send(status, message.encode(), "text/plain", {"Connection": "close"})
+        except OSError as exc:  # the client is gone already
+            LOG.debug("answer %d not delivered: %s", status, exc)
 
-    def do_PUT(self) -> None:  # noqa: N802
-        parts = urllib.parse.urlsplit(self.path)
-        if parts.path.startswith("/folder"):
-            self._datastore_file(parts)
-        elif parts.path.startswith("/nfc/") and self.command == "PUT":
-            self._nfc_upload(parts.path)
-        else:
-            self._send(404, b"not found", "text/plain")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self.do_PUT()
+    do_POST = do_GET = do_HEAD = do_PUT = do_DELETE = _dispatch  # noqa: N815
 
     # -- SOAP -----------------------------------------------------------------
 
     def _soap(self) -> None:
-        body = self._read_body(_MAX_BODY)
-        if body is None:
-            return
+        body = self._read_body()
         try:
             call = soap.decode_request(body)
         except soap.SoapDecodeError as exc:
@@ -224,9 +447,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     headers["X-Disk-Capacity-KB"] = str(entry.disk_capacity_kb or 0)
                 self._send(200, data, "application/octet-stream", headers)
             elif self.command == "PUT":
-                data = self._read_body(_MAX_UPLOAD)
-                if data is None:
-                    return
+                data = self._read_body()
                 datastore.store_file(rel, data)
                 self._send(201, b"", "text/plain")
             else:  # DELETE
@@ -263,26 +484,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- HttpNfcLease disk uploads (objects/vapp_import.py) ----------------------------
 
-    def _body_chunks(self):
-        """The request body piece by piece (Content-Length or chunked transfer encoding)."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return
-                data = self.rfile.read(size)
-                self.rfile.readline()
-                yield data
-        left = int(self.headers.get("Content-Length") or 0)
-        while left > 0:
-            data = self.rfile.read(min(left, 256 * 1024))
-            if not data:
-                raise ConnectionError(f"the client sent {left} bytes less than announced")
-            left -= len(data)
-            yield data
-
     def _nfc_upload(self, path: str) -> None:
         """Receive an import lease's disk; the URL's token is the ticket (no cookie needed)."""
         found = find_upload(self.sim, path)
@@ -291,9 +492,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._reply(404, b"no such NFC transfer (unknown, or the lease ended)", "text/plain")
             return
         lease, disk = found
-        chunks = self._body_chunks()
         try:
-            lease.receive(disk, chunks)
+            lease.receive(disk, self._body_pieces())
         except vmdk_stream.InvalidVmdk as exc:
             self.close_connection = True
             self._reply(400, f"invalid stream-optimized VMDK: {exc}".encode(), "text/plain")
@@ -325,9 +525,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(401, b"authentication required", "text/plain",
                        {"WWW-Authenticate": 'Basic realm="simulator control"'})
             return
-        body = self._read_body(1024 * 1024)
-        if body is None:
-            return
+        body = self._read_body()
         try:
             request = json.loads(body or b"{}")
             result = control(self.sim, request, self.server)  # type: ignore[arg-type]
@@ -374,6 +572,42 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    #: The SimulatorServer (timeouts, TLS context); set before serving.
+    front: SimulatorServer
+
+    def finish_request(self, request: socket.socket, client_address: Any) -> None:
+        """Serve one connection, in its own thread (TLS handshake included).
+
+        The listening socket stays plain: a handshake inside ``accept()``
+        would run on the serving thread, where one client that connects and
+        sends nothing would stop every other client from being accepted.
+        """
+        context = self.front.tls_context
+        if context is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(self.front.handshake_timeout)
+        # wrap_socket takes over the connection (``request`` is left detached).
+        connection = context.wrap_socket(request, server_side=True)
+        try:
+            super().finish_request(connection, client_address)
+        finally:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # the client is gone already
+            connection.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line for a client that went away or broke the protocol; a traceback
+        only for a simulator bug."""
+        exc = sys.exc_info()[1]
+        peer = client_address[0] if isinstance(client_address, tuple) else client_address
+        if isinstance(exc, (OSError, ssl.SSLError)):  # disconnects, resets, timeouts, TLS
+            LOG.info("%s - connection ended: %s", peer,
+                     f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        else:
+            LOG.exception("%s - simulator failure serving a connection", peer)
 
 
 class SimulatorServer:
@@ -386,8 +620,15 @@ class SimulatorServer:
 
     def __init__(self, simulator: Simulator | None = None, host: str = "127.0.0.1",
                  port: int = 0, tls_enabled: bool = False, cert_file: str | None = None,
-                 key_file: str | None = None) -> None:
+                 key_file: str | None = None, *, head_timeout: float = HEAD_TIMEOUT,
+                 read_timeout: float = READ_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         self.simulator = simulator or Simulator()
+        self.head_timeout = head_timeout
+        self.read_timeout = read_timeout
+        self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
+        self.tls_context: ssl.SSLContext | None = None
         self.host = host
         self.port = port
         self.tls_enabled = tls_enabled or bool(cert_file)
@@ -420,12 +661,13 @@ class SimulatorServer:
                 return self
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
             _HTTPServer.address_family = family
-            httpd = _HTTPServer((self.host, self.port), _Handler)
-            if self.tls_enabled:
+            if self.tls_enabled and self.tls_context is None:
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 context.minimum_version = ssl.TLSVersion.TLSv1_2
                 context.load_cert_chain(self.cert_file, self.key_file)
-                httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+                self.tls_context = context
+            httpd = _HTTPServer((self.host, self.port), _Handler)
+            httpd.front = self
             httpd.simulator = self.simulator  # type: ignore[attr-defined]
             httpd.scheme = self.scheme  # type: ignore[attr-defined]
             httpd.owner = self  # type: ignore[attr-defined]

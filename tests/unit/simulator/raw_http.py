@@ -1,0 +1,92 @@
+"""Raw HTTP on a socket, for requests that no well-behaved client library sends."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import socket
+import ssl
+
+from nova_vsphere_driver.simulator import soap
+
+#: A complete, valid SOAP request needing no session.
+RETRIEVE_CONTENT = (
+    b'<?xml version="1.0" encoding="UTF-8"?>'
+    b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+    b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+    b'<soapenv:Body><RetrieveServiceContent xmlns="urn:vim25">'
+    b'<_this type="ServiceInstance">ServiceInstance</_this>'
+    b"</RetrieveServiceContent></soapenv:Body></soapenv:Envelope>"
+)
+
+
+def soap_request(body: bytes, *, path: str = "/sdk", extra: str = "",
+                 length: int | str | None = None) -> bytes:
+    """A POST of ``body`` with Content-Length (``length`` overrides the real one)."""
+    length = len(body) if length is None else length
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: text/xml; charset=utf-8\r\nSOAPAction: urn:vim25/{soap.API_VERSION}\r\n"
+            f"Content-Length: {length}\r\n{extra}\r\n").encode() + body
+
+
+def chunked(body: bytes, size: int = 100) -> bytes:
+    """``body`` in chunked transfer coding, ``size`` bytes a chunk."""
+    out = b""
+    for i in range(0, len(body), size):
+        piece = body[i:i + size]
+        out += b"%x\r\n%s\r\n" % (len(piece), piece)
+    return out + b"0\r\n\r\n"
+
+
+def basic_auth(user: str, password: str) -> str:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return f"Authorization: Basic {token}\r\n"
+
+
+def connect(server, timeout: float = 10.0) -> socket.socket:
+    """A connected socket to ``server`` (TLS-wrapped, verified, when it serves HTTPS)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    if server.tls_enabled:
+        context = ssl.create_default_context(cafile=server.ca_file)
+        sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+    return sock
+
+
+class Answer:
+    """One HTTP response read off a socket."""
+
+    def __init__(self, status: int, headers: http.client.HTTPMessage, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<Answer {self.status} {self.body[:200]!r}>"
+
+
+def read_answer(sock: socket.socket, method: str = "POST") -> Answer:
+    """Read one response; raises ``ConnectionError`` when the server closed without one."""
+    resp = http.client.HTTPResponse(sock, method=method)
+    try:
+        resp.begin()
+    except http.client.RemoteDisconnected as exc:
+        raise ConnectionError("the server closed the connection without answering") from exc
+    return Answer(resp.status, resp.msg, resp.read())
+
+
+def exchange(server, data: bytes, method: str = "POST", timeout: float = 10.0) -> Answer:
+    """Send ``data`` on a new connection and read the answer."""
+    with connect(server, timeout) as sock:
+        sock.sendall(data)
+        return read_answer(sock, method)
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
+    """Does the server close ``sock`` (EOF or reset) within ``timeout``, sending nothing more?"""
+    sock.settimeout(timeout)
+    try:
+        return not sock.recv(65536)
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
