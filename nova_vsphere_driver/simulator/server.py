@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hmac
 import http.cookies
 import http.server
 import io
@@ -25,7 +24,7 @@ from nova_vsphere_driver.simulator import soap, tls, vmdk_stream
 from nova_vsphere_driver.simulator.faults import make_fault
 from nova_vsphere_driver.simulator.objects.nfc_lease import LeaseGone, find_download
 from nova_vsphere_driver.simulator.objects.vapp_import import find_upload
-from nova_vsphere_driver.simulator.service import Simulator
+from nova_vsphere_driver.simulator.service import Client, Simulator
 
 LOG = logging.getLogger(__name__)
 COOKIE_NAME = "vmware_soap_session"
@@ -270,7 +269,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """The whole request body (within the route's cap)."""
         return b"".join(self._body_pieces())
 
-    def _session_key(self) -> str | None:
+    def _client(self) -> Client:
+        return Client(address=self.client_address[0] if self.client_address else "",
+                      user_agent=(self.headers.get("User-Agent") or "")[:256])
+
+    def _session_cookie(self) -> str | None:
         raw = self.headers.get("Cookie")
         if raw:
             jar = http.cookies.SimpleCookie()
@@ -285,21 +288,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self.headers.get("vmware_soap_session") or None
 
     def _authorized(self) -> bool:
-        """A live SOAP session cookie, or HTTP Basic with the credentials."""
-        key = self._session_key()
-        with self.sim.registry.lock:
-            session = self.sim.sessions.get(key) if key else None
-            if session is not None and not session.expired():
-                return True
+        """A live SOAP session cookie, or HTTP Basic with the credentials.
+
+        Wrong Basic credentials count as failed logins of the client (the
+        same progressive delay as Login).
+        """
+        if self.sim.session_for_cookie(self._session_cookie()) is not None:
+            return True
         auth = self.headers.get("Authorization", "")
-        if auth.startswith("Basic "):
-            try:
-                user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return False
-            return (hmac.compare_digest(user.encode(), self.sim.username.encode())
-                    and hmac.compare_digest(password.encode(), self.sim.password.encode()))
-        return False
+        if not auth.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(auth[6:], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        throttle, address = self.sim.login_throttle, self._client().address
+        throttle.wait_turn(address)
+        if not self.sim.credentials_match(user, password):
+            throttle.failed(address)
+            return False
+        throttle.succeeded(address)
+        return True
 
     # -- routing --------------------------------------------------------------
 
@@ -372,7 +381,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(500, soap.encode_client_fault(f"Unable to parse request: {exc}"))
             return
         try:
-            result, new_session = self.sim.invoke(call, self._session_key())
+            result, new_session = self.sim.invoke(call, self._session_cookie(), self._client())
         except vmodl.MethodFault as fault:
             try:
                 payload = soap.encode_fault(fault)
@@ -390,7 +399,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         headers = {}
         if new_session is not None:
-            headers["Set-Cookie"] = f'{COOKIE_NAME}="{new_session.key}"; Path=/; HttpOnly'
+            headers["Set-Cookie"] = f'{COOKIE_NAME}="{new_session.cookie}"; Path=/; HttpOnly'
         try:
             payload = soap.encode_response(call.method, result)
         except Exception as exc:

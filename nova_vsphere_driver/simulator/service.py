@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import hmac
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -16,6 +19,7 @@ from nova_vsphere_driver.simulator import soap
 from nova_vsphere_driver.simulator.datastore_files import DatastoreFiles
 from nova_vsphere_driver.simulator.factory import ObjectFactory
 from nova_vsphere_driver.simulator.faults import FaultInjector, complete_fault
+from nova_vsphere_driver.simulator.login_throttle import LoginThrottle
 from nova_vsphere_driver.simulator.objects.base import CallContext
 from nova_vsphere_driver.simulator.registry import Registry
 from nova_vsphere_driver.simulator.vim_data import typed
@@ -34,13 +38,32 @@ DEFAULT_PASSWORD = "simulator"
 UNAUTHENTICATED = frozenset({"RetrieveServiceContent", "Login", "LoginByToken", "CurrentTime"})
 
 
+@dataclasses.dataclass(frozen=True)
+class Client:
+    """Who sent a call, as the HTTP layer saw it."""
+
+    address: str = "127.0.0.1"
+    user_agent: str = ""
+
+
 class Session:
-    def __init__(self, user: str, idle_timeout: float) -> None:
+    """One login.
+
+    ``key`` is the session's identifier (``UserSession.key``: what
+    ``SessionIsActive`` and ``TerminateSession`` take); ``cookie`` is the
+    secret the client presents on every call. They differ, as on vCenter:
+    an identifier that other sessions may see is never a credential.
+    """
+
+    def __init__(self, user: str, idle_timeout: float, client: Client | None = None) -> None:
         self.key = str(uuid.uuid4())
+        self.cookie = secrets.token_hex(20)
         self.user = user
         self.idle_timeout = idle_timeout
+        self.client = client or Client()
         self.login_time = datetime.datetime.now(datetime.timezone.utc)
         self.last_active = time.monotonic()
+        self.last_active_time = self.login_time
         self.call_count = 0
 
     def expired(self) -> bool:
@@ -48,15 +71,17 @@ class Session:
 
     def touch(self) -> None:
         self.last_active = time.monotonic()
+        self.last_active_time = datetime.datetime.now(datetime.timezone.utc)
         self.call_count += 1
 
-    def user_session(self) -> vim.UserSession:
+    def user_session(self, show_key: bool = True) -> vim.UserSession:
+        """This session as vim25 describes it (another session's view shows no key)."""
         return vim.UserSession(
-            key=self.key, userName=self.user, fullName=self.user,
-            loginTime=self.login_time,
-            lastActiveTime=datetime.datetime.now(datetime.timezone.utc),
+            key=self.key if show_key else "", userName=self.user, fullName=self.user,
+            loginTime=self.login_time, lastActiveTime=self.last_active_time,
             locale="en", messageLocale="en", extensionSession=False,
-            ipAddress="127.0.0.1", userAgent="", callCount=self.call_count,
+            ipAddress=self.client.address, userAgent=self.client.user_agent,
+            callCount=self.call_count,
         )
 
 
@@ -83,7 +108,12 @@ class Simulator:
         self.registry = Registry()
         self.faults = FaultInjector()
         self.files = DatastoreFiles()
+        #: Live sessions by key (see Session: the cookie is another value).
         self.sessions: dict[str, Session] = {}
+        self._sessions_by_cookie: dict[str, Session] = {}
+        self._next_expiry_sweep = 0.0
+        #: Failed logins slow down their client's next attempts.
+        self.login_throttle = LoginThrottle()
         #: Datastores by name (names are unique per vCenter here).
         self.datastores: dict[str, Any] = {}
         self._local = threading.local()
@@ -108,18 +138,57 @@ class Simulator:
 
     # -- sessions -----------------------------------------------------------
 
-    def create_session(self, user: str) -> Session:
-        session = Session(user, self.session_idle_timeout)
+    def create_session(self, user: str, client: Client | None = None) -> Session:
+        session = Session(user, self.session_idle_timeout, client)
         with self.registry.lock:
             self.sessions[session.key] = session
+            self._sessions_by_cookie[session.cookie] = session
         return session
 
-    def drop_session(self, key: str) -> None:
+    def credentials_match(self, user: str, password: str) -> bool:
+        """Are these the simulator's credentials (compared in constant time)?"""
+        good_user = hmac.compare_digest(user.encode(), self.username.encode())
+        good_password = hmac.compare_digest(password.encode(), self.password.encode())
+        return good_user and good_password
+
+    def session_for_cookie(self, cookie: str | None) -> Session | None:
+        """The live session whose cookie this is (an expired one is dropped)."""
+        if not cookie:
+            return None
         with self.registry.lock:
-            if self.sessions.pop(key, None) is None:
+            session = self._sessions_by_cookie.get(cookie)
+            if session is not None and session.expired():
+                self.drop_session(session.key)
+                return None
+            return session
+
+    def drop_session(self, key: str) -> None:
+        """End a session and free what it created: views, filters, collectors."""
+        with self.registry.lock:
+            session = self.sessions.pop(key, None)
+            if session is None:
                 return
+            self._sessions_by_cookie.pop(session.cookie, None)
+            for obj in self.registry.all("ManagedObject"):
+                if obj.owner_session == key:
+                    obj.release()
             for pc in self.registry.all("PropertyCollector"):
                 pc.forget_session(key)
+
+    def drop_expired_sessions(self) -> None:
+        """End every session idle for longer than its timeout."""
+        with self.registry.lock:
+            for session in list(self.sessions.values()):
+                if session.expired():
+                    self.drop_session(session.key)
+
+    def _sweep_expired_sessions(self) -> None:
+        # Sessions expire whether or not their client comes back: about
+        # once a second, a call frees what idle sessions left behind.
+        now = time.monotonic()
+        if now >= self._next_expiry_sweep:
+            self._next_expiry_sweep = now + 1.0
+            self.drop_expired_sessions()
 
     def expire_sessions(self) -> None:
         """Invalidate every session (clients must log in again)."""
@@ -132,10 +201,12 @@ class Simulator:
 
     # -- dispatch -----------------------------------------------------------
 
-    def invoke(self, call: soap.SoapCall, session_key: str | None) -> tuple[Any, Session | None]:
+    def invoke(self, call: soap.SoapCall, cookie: str | None,
+               client: Client | None = None) -> tuple[Any, Session | None]:
         """Run one decoded call; returns (result, new session or None).
 
-        Raises vim faults, which the HTTP layer encodes as SOAP faults.
+        ``cookie`` is the session cookie the call came with. Raises vim
+        faults, which the HTTP layer encodes as SOAP faults.
         """
         name = call.name
         if self.faults.take_session_expiry(name):
@@ -143,10 +214,8 @@ class Simulator:
         with self.registry.lock:
             self.request_count += 1
             self.request_counts[name] = self.request_counts.get(name, 0) + 1
-            session = self.sessions.get(session_key) if session_key else None
-            if session is not None and session.expired():
-                self.drop_session(session.key)
-                session = None
+            self._sweep_expired_sessions()
+            session = self.session_for_cookie(cookie)
         if session is None and name not in UNAUTHENTICATED:
             raise vim.fault.NotAuthenticated(
                 msg="The session is not authenticated.", privilegeId="System.View")
@@ -176,7 +245,7 @@ class Simulator:
             raise vmodl.fault.MethodNotFound(receiver=call.this, method=name,
                                              msg=f"{name} is not a method of {target.moid}")
         ctx = CallContext(self, session)
-        ctx.new_session = None
+        ctx.client = client or Client()
         self._local.session = session
         try:
             result = method(ctx, **call.args)

@@ -23,8 +23,10 @@ class CallContext:
     def __init__(self, sim: Simulator, session: Session | None) -> None:
         self.sim = sim
         self.session = session
-        #: Set by Login: the HTTP layer hands its key to the client as a cookie.
+        #: Set by Login: the HTTP layer hands its cookie to the client.
         self.new_session = None
+        #: Who sent the call (address, user agent): service.Client.
+        self.client = None
 
 
 class ManagedObject:
@@ -40,11 +42,19 @@ class ManagedObject:
     _property_names: ClassVar[tuple[str, ...] | None] = None
     #: Properties whose value depends on the caller, never cached.
     uncached: ClassVar[tuple[str, ...]] = ()
+    #: The key of the session that created this object, for objects that
+    #: live only as long as their session (views, collectors): the session's
+    #: end calls ``release()``.
+    owner_session: str | None = None
 
     def __init__(self, sim: Simulator, moid: str | None = None) -> None:
         self.sim = sim
         self.moid = moid or sim.registry.new_id(self.moid_prefix)
         self._cache: dict[str, tuple[int, Any]] = {}
+
+    def release(self) -> None:
+        """Free this object (its owning session ended; call with the registry lock)."""
+        self.sim.registry.remove(self.moid)
 
     @property
     def kind(self) -> str:

@@ -156,6 +156,8 @@ class _SessionState:
         self.filters: dict[str, PropertyFilter] = {}
         self.version = 0
         self.cancel_wait = False
+        #: The session ended (or the collector was destroyed): waits end.
+        self.released = False
 
 
 class PropertyFilter(ManagedObject):
@@ -197,7 +199,7 @@ class PropertyCollector(ManagedObject):
 
     def __init__(self, sim: Simulator, moid: str | None = None, owner: str | None = None) -> None:
         super().__init__(sim, moid or f"session[{uuid.uuid4()}]{uuid.uuid4().hex[:8]}")
-        self.owner = owner
+        self.owner_session = owner
         self._states: dict[str, _SessionState] = {}
         self._token_ids = itertools.count(1)
 
@@ -211,8 +213,10 @@ class PropertyCollector(ManagedObject):
     def forget_session(self, key: str) -> None:
         state = self._states.pop(key, None)
         if state is not None:
+            state.released = True
             for flt in state.filters.values():
                 self.sim.registry.remove(flt.moid)
+            self.sim.registry.touch()  # wakes a wait of that session, which then ends
 
     def _get_filter(self):
         return [f.ref for s in self._states.values() for f in s.filters.values()]
@@ -264,6 +268,10 @@ class PropertyCollector(ManagedObject):
     def DestroyPropertyCollector(self, ctx: CallContext) -> None:  # noqa: N802
         if self.moid == "propertyCollector":
             raise vim.fault.InvalidState(msg="The default property collector cannot be destroyed")
+        self.release()
+
+    def release(self) -> None:
+        """Destroy this collector with its filters."""
         with self.sim.registry.lock:
             for key in list(self._states):
                 self.forget_session(key)
@@ -357,6 +365,10 @@ class PropertyCollector(ManagedObject):
                 if remaining <= 0:
                     return None
                 registry.changed.wait(min(remaining, 1.0))
+                if state.released:
+                    raise vim.fault.NotAuthenticated(
+                        msg="The session was logged out or expired during the wait.",
+                        privilegeId="System.View")
                 if state.cancel_wait:
                     state.cancel_wait = False
                     raise vmodl.fault.RequestCanceled(msg="The request was canceled")

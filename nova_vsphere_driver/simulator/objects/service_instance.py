@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hmac
 from typing import TYPE_CHECKING
 
 from pyVmomi import vim
@@ -71,7 +70,8 @@ class ServiceInstance(ManagedObject):
 
 class SessionManager(ManagedObject):
     vim_type = vim.SessionManager
-    uncached = ("currentSession",)
+    # Both depend on the caller and on sessions, which are not inventory.
+    uncached = ("currentSession", "sessionList")
 
     def __init__(self, sim: Simulator) -> None:
         super().__init__(sim, "SessionManager")
@@ -81,7 +81,11 @@ class SessionManager(ManagedObject):
         return session.user_session() if session is not None else None
 
     def _get_sessionList(self):  # noqa: N802
-        return [s.user_session() for s in self.sim.sessions.values()]
+        # Live sessions only; another session's key is not shown (vCenter
+        # shows each caller its own key alone).
+        self.sim.drop_expired_sessions()
+        current = self.sim.current_session()
+        return [s.user_session(show_key=s is current) for s in self.sim.sessions.values()]
 
     def _get_defaultLocale(self):  # noqa: N802
         return "en"
@@ -94,12 +98,16 @@ class SessionManager(ManagedObject):
 
     def Login(self, ctx: CallContext, userName: str, password: str, locale=None):  # noqa: N802,N803
         sim = self.sim
-        good_user = hmac.compare_digest(userName.encode(), sim.username.encode())
-        good_password = hmac.compare_digest(password.encode(), sim.password.encode())
-        if not (good_user and good_password):
+        address = ctx.client.address if ctx.client is not None else ""
+        # A client that keeps failing waits longer before each attempt (its
+        # own thread sleeps; nothing is locked meanwhile).
+        sim.login_throttle.wait_turn(address)
+        if not sim.credentials_match(userName, password):
+            sim.login_throttle.failed(address)
             raise vim.fault.InvalidLogin(msg="Cannot complete login due to an incorrect user name "
                                          "or password.")
-        session = sim.create_session(userName)
+        sim.login_throttle.succeeded(address)
+        session = sim.create_session(userName, ctx.client)
         ctx.new_session = session
         return session.user_session()
 

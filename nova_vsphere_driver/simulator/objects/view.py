@@ -26,7 +26,7 @@ class ContainerView(ManagedObject):
         self.container = container
         self.types = tuple(types or ())
         self.recursive = recursive
-        self.owner = owner
+        self.owner_session = owner
 
     def members(self) -> list[ManagedEntity]:
         seen: dict[str, ManagedEntity] = {}

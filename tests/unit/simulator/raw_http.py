@@ -90,3 +90,27 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+def login_request(user: str, password: str) -> bytes:
+    """A SOAP Login request (XML-escaped credentials)."""
+    from xml.sax.saxutils import escape
+
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+        '<soapenv:Body><Login xmlns="urn:vim25">'
+        '<_this type="SessionManager">SessionManager</_this>'
+        f"<userName>{escape(user)}</userName><password>{escape(password)}</password>"
+        "</Login></soapenv:Body></soapenv:Envelope>"
+    ).encode()
+    return soap_request(body)
+
+
+def exchange_from(server, source: str, data: bytes, timeout: float = 10.0) -> Answer:
+    """``exchange`` from the loopback address ``source`` (e.g. 127.0.0.2)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout,
+                                    source_address=(source, 0))
+    with sock:
+        sock.sendall(data)
+        return read_answer(sock)
