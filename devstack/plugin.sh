@@ -48,6 +48,11 @@ function _vsphere_is_port {
     [[ "$1" =~ ^[0-9]+$ ]] && (( 10#$1 >= 1 && 10#$1 <= 65535 ))
 }
 
+# _vsphere_is_loopback <host>: an address (or name) only this machine reaches.
+function _vsphere_is_loopback {
+    [[ "$1" =~ ^127\.[0-9]+\.[0-9]+\.[0-9]+$ || "$1" == "::1" || "$1" == "localhost" ]]
+}
+
 # _vsphere_iniset_if_set <section> <option> <value>: leave the driver's default
 # when the value is empty.
 function _vsphere_iniset_if_set {
@@ -194,6 +199,11 @@ function start_vsphere_sim {
     cmd+=" --listen $VSPHERE_SIM_HOST:$VSPHERE_SIM_PORT"
     cmd+=" --tls --cert $VSPHERE_SIM_DATA_DIR/server.pem --key $VSPHERE_SIM_DATA_DIR/server-key.pem"
     cmd+=" --user $VSPHERE_USER --password $VSPHERE_PASSWORD"
+    if ! _vsphere_is_loopback "$VSPHERE_SIM_HOST"; then
+        # Setting VSPHERE_SIM_HOST to such an address is the explicit choice
+        # the simulator asks for before it listens where others can reach it.
+        cmd+=" --allow-remote"
+    fi
     if [[ -n "$VSPHERE_SIM_INVENTORY" ]]; then
         cmd+=" --inventory $VSPHERE_SIM_INVENTORY"
     fi

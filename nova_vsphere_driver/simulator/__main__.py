@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import secrets
 import signal
+import socket
 import sys
 import threading
 
 from nova_vsphere_driver.simulator import inventory as inventory_mod
 from nova_vsphere_driver.simulator.server import SimulatorServer
-from nova_vsphere_driver.simulator.service import DEFAULT_PASSWORD, DEFAULT_USER, Simulator
+from nova_vsphere_driver.simulator.service import DEFAULT_USER, Simulator
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -26,6 +29,20 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", port_no
 
 
+def is_loopback(host: str) -> bool:
+    """Does ``host`` (an address or a name) mean this machine's loopback only?"""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback
+                               for info in infos)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nova-vsphere-simulator",
@@ -33,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "bind it to loopback).")
     parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 8989),
                         metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8989;"
-                        " port 0 picks a free one)")
+                        " port 0 picks a free one); an address other than loopback needs "
+                        "--allow-remote")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow --listen on an address other machines can reach")
     parser.add_argument("--user", default=DEFAULT_USER, help="user name it accepts")
-    parser.add_argument("--password", default=DEFAULT_PASSWORD, help="password it accepts")
+    parser.add_argument("--password",
+                        help="password it accepts (default: a random one, printed at start)")
     parser.add_argument("--tls", action="store_true",
                         help="serve HTTPS (a CA and certificate are generated unless "
                         "--cert/--key are given)")
@@ -58,9 +79,24 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.cert) != bool(args.key):
         print("error: --cert and --key go together", file=sys.stderr)
         return 2
+    host, port = args.listen
+    if not args.allow_remote and not is_loopback(host):
+        print(f"error: --listen {host}:{port} is reachable from other machines; the simulator "
+              "is a test tool: add --allow-remote to listen there anyway", file=sys.stderr)
+        return 2
+    if not args.user:
+        print("error: --user must not be empty", file=sys.stderr)
+        return 2
+    if args.password is None:
+        password = secrets.token_urlsafe(12)
+    elif not args.password:
+        print("error: --password must not be empty (omit it for a random one)", file=sys.stderr)
+        return 2
+    else:
+        password = args.password
     try:
         data = inventory_mod.read_file(args.inventory) if args.inventory else None
-        sim = Simulator(data, username=args.user, password=args.password,
+        sim = Simulator(data, username=args.user, password=password,
                         session_idle_timeout=args.session_timeout,
                         memory_overcommit=args.memory_overcommit)
     except inventory_mod.InventoryError as exc:
@@ -69,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     # Before anything is printed: whoever reads the banner may stop us at once.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    host, port = args.listen
     server = SimulatorServer(sim, host=host, port=port, tls_enabled=args.tls or bool(args.cert),
                              cert_file=args.cert, key_file=args.key)
     try:
@@ -80,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     hosts = len(sim.hosts())
     print(f"vCenter simulator listening on {server.url}", flush=True)
     print(f"  user: {sim.username}", flush=True)
-    print(f"  password: {sim.password}", flush=True)
+    print(f"  password: {sim.password}" + ("" if args.password else " (generated)"),
+          flush=True)
     if server.ca_file:
         print(f"  CA certificate: {server.ca_file}", flush=True)
     print(f"  inventory: {hosts} hosts, {len(sim.vms())} VMs", flush=True)

@@ -363,6 +363,19 @@ def test_simulator_custom_inventory_and_options(env, tmp_path):
     assert result.of("wait_for_service") == [["15", "https://[::1]:19443/sdk/vimServiceVersions.xml"]]
 
 
+@pytest.mark.parametrize("host,remote", [("127.0.0.1", False), ("127.0.1.1", False),
+                                         ("::1", False), ("localhost", False),
+                                         ("192.0.2.10", True), ("2001:db8::10", True)])
+def test_simulator_on_a_reachable_address_is_allowed_remote(env, host, remote):
+    # The simulator refuses such an address without --allow-remote; in devstack
+    # setting VSPHERE_SIM_HOST to it is that explicit choice.
+    result = ok(env, "stack:post-config", VSPHERE_USE_SIMULATOR="True", VSPHERE_SIM_HOST=host,
+                VSPHERE_SIM_EXTRA_ARGS="--debug")
+    argv = _sim_command(result)
+    assert ("--allow-remote" in argv) is remote
+    assert argv[-1] == "--debug"
+
+
 def test_simulator_without_nova_bin_dir_uses_devstack_python_prefix(env):
     # NOVA_BIN_DIR unset: devstack's get_python_exec_prefix, and $PYTHON when
     # that directory has no python3.
