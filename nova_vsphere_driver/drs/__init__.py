@@ -27,18 +27,19 @@ from nova_vsphere_driver.drs.model import (
     normalized_loads,
 )
 from nova_vsphere_driver.drs.moves import Move, MoveKind
-from nova_vsphere_driver.drs.placement import PlacementRequest, PlacementResult, place
+from nova_vsphere_driver.drs.placement import make_room, place
+from nova_vsphere_driver.drs.placement_request import PlacementRequest, PlacementResult
 from nova_vsphere_driver.drs.policies import Policy, available_policies, load_policy
-from nova_vsphere_driver.drs.room import MaxUnit, make_room, max_unit
-from nova_vsphere_driver.drs.rules import RequestRule
+from nova_vsphere_driver.drs.room import MaxUnit, max_unit
+from nova_vsphere_driver.drs.rules import HostPin, RequestRule
 from nova_vsphere_driver.drs.waves import InfeasiblePlanError, schedule_waves
 
 __all__ = [
     "DEFAULT_LIMITS", "THRESHOLDS", "VM", "BalancePlan", "Claim", "Claims", "ClusterSnapshot",
-    "EvacuationError", "EvacuationPlan", "Host", "HostGroup", "HostState", "HostUsage",
-    "InfeasiblePlanError", "Limits", "MaxUnit", "Move", "MoveKind", "PlacementRequest",
-    "PlacementResult", "Policy", "PowerState", "RequestRule", "VMGroup", "VMHostRule",
-    "VMVMRule", "available_policies", "balance", "evacuate", "host_usage", "imbalance",
-    "load_policy", "load_weights", "make_room", "max_unit", "normalized_loads", "place",
-    "schedule_waves",
+    "EvacuationError", "EvacuationPlan", "Host", "HostGroup", "HostPin", "HostState",
+    "HostUsage", "InfeasiblePlanError", "Limits", "MaxUnit", "Move", "MoveKind",
+    "PlacementRequest", "PlacementResult", "Policy", "PowerState", "RequestRule", "VMGroup",
+    "VMHostRule", "VMVMRule", "available_policies", "balance", "evacuate",
+    "host_usage", "imbalance", "load_policy", "load_weights", "make_room", "max_unit",
+    "normalized_loads", "place", "schedule_waves",
 ]

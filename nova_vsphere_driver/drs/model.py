@@ -346,11 +346,6 @@ class ClusterSnapshot:
                     for vm in self.vms)
         return dataclasses.replace(self, vms=vms)
 
-    def with_host_states(self, states: Mapping[str, HostState | str]) -> ClusterSnapshot:
-        hosts = tuple(dataclasses.replace(h, state=HostState(states[h.id]))
-                      if h.id in states else h for h in self.hosts)
-        return dataclasses.replace(self, hosts=hosts)
-
     def with_vms(self, vms: Iterable[VM]) -> ClusterSnapshot:
         """This snapshot with ``vms`` added (or replaced, by id)."""
         new = {vm.id: vm for vm in vms}

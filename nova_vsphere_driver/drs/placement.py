@@ -10,81 +10,22 @@ host.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable
 
 from nova_vsphere_driver.drs.claims import Claims
 from nova_vsphere_driver.drs.explain import summarize_rejections
 from nova_vsphere_driver.drs.model import DEFAULT_LIMITS, ClusterSnapshot, Limits
 from nova_vsphere_driver.drs.model import imbalance as snapshot_imbalance
-from nova_vsphere_driver.drs.moves import Move
+from nova_vsphere_driver.drs.placement_request import (
+    DEFAULT_ROOM_MOVES,
+    PlacementRequest,
+    PlacementResult,
+)
 from nova_vsphere_driver.drs.policies import Policy, resolve_policy
 from nova_vsphere_driver.drs.policies.base import Candidate
-from nova_vsphere_driver.drs.rules import HostRuleCheck, RequestRule, placement_rule_checks
+from nova_vsphere_driver.drs.room import plan_room
+from nova_vsphere_driver.drs.rules import HostRuleCheck, placement_rule_checks, unknown_pin
 from nova_vsphere_driver.drs.state import HostTable
-
-#: Default cap on the migrations planned to make room for one new VM.
-DEFAULT_ROOM_MOVES = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class PlacementRequest:
-    """A new VM to place.
-
-    ``cpu_demand_mhz`` None: estimated as vCPUs times the cluster's mean
-    demand per powered-on vCPU.  ``rules`` are the server-group rules the VM
-    brings (e.g. anti-affinity with VMs X, Y, must).  ``host_group`` pins it
-    to a host group (a must rule).  The host must mount every datastore in
-    ``datastores`` and at least one in ``any_datastore`` (when given).
-    """
-
-    instance_id: str
-    vcpus: int
-    memory_mb: int
-    cpu_demand_mhz: float | None = None
-    rules: tuple[RequestRule, ...] = ()
-    host_group: str | None = None
-    datastores: frozenset[str] = frozenset()
-    any_datastore: frozenset[str] = frozenset()
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        for field in ("datastores", "any_datastore"):
-            value = getattr(self, field)
-            if not isinstance(value, frozenset):
-                object.__setattr__(self, field, frozenset(value))
-        if not isinstance(self.rules, tuple):
-            object.__setattr__(self, "rules", tuple(self.rules))
-        if self.vcpus < 1 or self.memory_mb < 0:
-            raise ValueError("a VM needs at least one vCPU and non-negative memory")
-
-    def describe(self) -> str:
-        return f"{self.name or self.instance_id} ({self.vcpus} vCPUs, {self.memory_mb} MB)"
-
-
-@dataclasses.dataclass(frozen=True)
-class PlacementResult:
-    """The chosen host (``host_id`` None: no host fits, ``reason`` says why).
-
-    ``moves`` are migrations that must complete first (making room; see
-    :mod:`~nova_vsphere_driver.drs.room`).  ``rejections`` maps host names
-    to why each was not chosen as is.
-    """
-
-    host_id: str | None
-    reason: str
-    imbalance_before: float
-    imbalance_after: float
-    host_name: str | None = None
-    moves: tuple[Move, ...] = ()
-    rejections: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    broken_should_rules: tuple[str, ...] = ()
-    #: No host fits as is although the usable hosts' free capacity adds up.
-    fragmented: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.host_id is not None
 
 
 def estimate_cpu_demand(snapshot: ClusterSnapshot, vcpus: int) -> int:
@@ -115,10 +56,11 @@ def place(snapshot: ClusterSnapshot, request: PlacementRequest,
     (``result.moves``) and the host they free.
     """
     policy = resolve_policy(policy)
-    if request.host_group is not None and request.host_group not in snapshot.host_group_by_name:
+    missing = unknown_pin(snapshot, request.pins)
+    if missing is not None:
         imbalance = snapshot_imbalance(snapshot)
         return PlacementResult(None, f"{request.describe()} is pinned to host group "
-                               f"'{request.host_group}', which cluster "
+                               f"'{missing.host_group}', which cluster "
                                f"{snapshot.name or '(unnamed)'} does not have",
                                imbalance, imbalance)
     if claims is None:
@@ -150,25 +92,61 @@ def host_table(snapshot: ClusterSnapshot, claims: Claims | None,
     return table
 
 
-def rule_checks(snapshot: ClusterSnapshot, request: PlacementRequest,
-                claims: Claims | None) -> dict[str, HostRuleCheck]:
+def locator(snapshot: ClusterSnapshot, claims: Claims | None) -> Callable[[str], str | None]:
+    """Where a VM (by id or instance UUID) is: in the snapshot, else its spawn claim."""
     def locate(ref: str) -> str | None:
         host = snapshot.locate(ref)
         if host is None and claims is not None:
             host = claims.location(ref)
         return host
+    return locate
 
-    return placement_rule_checks(snapshot, request.instance_id, request.rules,
-                                 request.host_group, [h.id for h in snapshot.hosts], locate)
+
+def rule_checks(snapshot: ClusterSnapshot, request: PlacementRequest,
+                claims: Claims | None) -> dict[str, HostRuleCheck]:
+    return placement_rule_checks(snapshot, request.instance_id, request.rules, request.pins,
+                                 [h.id for h in snapshot.hosts], locator(snapshot, claims))
+
+
+def crowded_rule(snapshot: ClusterSnapshot, request: PlacementRequest, table: HostTable,
+                 locate: Callable[[str], str | None]) -> tuple[str, str] | None:
+    """A must anti-affinity rule of the new VM that this cluster cannot satisfy.
+
+    Returns (rule description, reason) when the rule's members already run
+    on every usable host the VM may use (its pins considered), whatever the
+    capacity: a group larger than the usable host count.  Members elsewhere
+    (other clusters, not built yet) do not count.
+    """
+    allowed = [table.ids[i] for i in table.usable_idx
+               if all(pin.allows(snapshot, table.ids[i]) for pin in request.pins)]
+    if not allowed:
+        return None  # "no usable host" says it better
+    rules = [r.as_vm_vm_rule(request.instance_id) for r in request.rules]
+    rules += [r for r in snapshot.vm_vm_rules if request.instance_id in r.vms]
+    for rule in rules:
+        if rule.affinity or not rule.mandatory:
+            continue
+        where = [locate(ref) for ref in sorted(rule.vms - {request.instance_id})]
+        members = [h for h in where if h is not None]
+        if set(allowed) <= set(members):
+            return rule.describe(), (
+                f"{request.describe()} cannot join {rule.describe()} in cluster "
+                f"{snapshot.name or '(unnamed)'}: its {len(members)} other member(s) here "
+                f"already run on all {len(allowed)} usable host(s) it may use; a group "
+                f"larger than the usable host count cannot keep its members apart")
+    return None
 
 
 def _place(snapshot: ClusterSnapshot, request: PlacementRequest, policy: Policy,
            claims: Claims | None, limits: Limits, allow_migrations: bool,
            max_moves: int) -> PlacementResult:
     table = host_table(snapshot, claims, limits)
+    before = table.imbalance
+    crowded = crowded_rule(snapshot, request, table, locator(snapshot, claims))
+    if crowded is not None:
+        return PlacementResult(None, crowded[1], before, before, unsatisfiable_rule=crowded[0])
     checks = rule_checks(snapshot, request, claims)
     cpu = request_cpu_demand(snapshot, request)
-    before = table.imbalance
     rejections: dict[str, str] = {}
     candidates: list[tuple[int, Candidate]] = []
     # Free capacity over every usable host: migrations can move room from
@@ -220,8 +198,6 @@ def _place(snapshot: ClusterSnapshot, request: PlacementRequest, policy: Policy,
                   and cluster_mem > 0)
     room_reason = ""
     if allow_migrations and fragmented and max_moves > 0:
-        from nova_vsphere_driver.drs.room import plan_room
-
         room = plan_room(snapshot, request, policy, claims, limits, max_moves, checks, cpu)
         if room.ok:
             return room
@@ -238,3 +214,18 @@ def _place(snapshot: ClusterSnapshot, request: PlacementRequest, policy: Policy,
                    else "; making room by migration (allow_migrations) may fit it")
     return PlacementResult(None, reason, before, before, rejections=rejections,
                            fragmented=fragmented)
+
+
+def make_room(snapshot: ClusterSnapshot, request: PlacementRequest,
+              policy: Policy | str | None = None, claims: Claims | None = None,
+              limits: Limits = DEFAULT_LIMITS,
+              max_moves: int = DEFAULT_ROOM_MOVES) -> PlacementResult:
+    """Place ``request``, planning prerequisite migrations if no host fits it as is.
+
+    Same as ``place(..., allow_migrations=True)``: ``result.moves`` (empty
+    when a host fits already) are in a feasible order (see :mod:`.waves`);
+    with ``claims``, the new VM and the migration targets are claimed
+    atomically.
+    """
+    return place(snapshot, request, policy, claims, limits, allow_migrations=True,
+                 max_moves=max_moves)

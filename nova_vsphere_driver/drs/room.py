@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 
 from nova_vsphere_driver.drs.claims import Claims
 from nova_vsphere_driver.drs.model import DEFAULT_LIMITS, ClusterSnapshot, Limits
 from nova_vsphere_driver.drs.moves import Move, MoveKind
-from nova_vsphere_driver.drs.placement import (
+from nova_vsphere_driver.drs.placement_request import (
     DEFAULT_ROOM_MOVES,
     PlacementRequest,
     PlacementResult,
-    place,
 )
 from nova_vsphere_driver.drs.policies import Policy, resolve_policy
-from nova_vsphere_driver.drs.rules import HostRuleCheck
+from nova_vsphere_driver.drs.rules import HostPin, HostRuleCheck, unknown_pin
 from nova_vsphere_driver.drs.state import State
 from nova_vsphere_driver.drs.targets import best_target
 
@@ -49,21 +49,8 @@ class MaxUnit:
     vcpus_host: str | None
     memory_mb_without_moves: int
     vcpus_without_moves: int
-
-
-def make_room(snapshot: ClusterSnapshot, request: PlacementRequest,
-              policy: Policy | str | None = None, claims: Claims | None = None,
-              limits: Limits = DEFAULT_LIMITS,
-              max_moves: int = DEFAULT_ROOM_MOVES) -> PlacementResult:
-    """Place ``request``, planning prerequisite migrations if no host fits it as is.
-
-    Same as ``place(..., allow_migrations=True)``: ``result.moves`` (empty
-    when a host fits already) are in a feasible order (see :mod:`.waves`);
-    with ``claims``, the new VM and the migration targets are claimed
-    atomically.
-    """
-    return place(snapshot, request, policy, claims, limits, allow_migrations=True,
-                 max_moves=max_moves)
+    #: Which hosts counted, or why none did.
+    reason: str = ""
 
 
 def plan_room(snapshot: ClusterSnapshot, request: PlacementRequest, policy: Policy,
@@ -202,18 +189,27 @@ def free_host(state: State, policy: Policy, h: int, mem_deficit: float, vcpu_def
 
 def max_unit(snapshot: ClusterSnapshot, policy: Policy | str | None = None,
              limits: Limits = DEFAULT_LIMITS, claims: Claims | None = None,
-             max_moves: int = DEFAULT_ROOM_MOVES) -> MaxUnit:
+             max_moves: int = DEFAULT_ROOM_MOVES, pins: Iterable[HostPin] = ()) -> MaxUnit:
     """The largest VM (memory MB, vCPUs) one host could take after making room.
 
     What the driver should report as placement ``max_unit``: never more than
     one host can really take, so placement does not pick a cluster where
-    the flavor fits nowhere.
+    the flavor fits nowhere.  ``pins`` are the must VM-host rules every new
+    VM of the cluster honours: only hosts they allow count (VMs moved aside
+    to make room may still go anywhere their own rules allow), so a flavor
+    whose only fitting host is pinned out is not advertised.  Every size
+    reported is one :func:`~.placement.make_room` can make room for with a
+    request carrying the same pins.
     """
     policy = resolve_policy(policy)
+    pins = tuple(pins)
     state = State(snapshot, limits, claims.active_for(snapshot) if claims is not None else ())
     best_mem = best_vcpus = base_mem = base_vcpus = 0
     mem_host = vcpus_host = None
-    for h in state.usable_idx:
+    missing = unknown_pin(snapshot, pins)
+    allowed = [] if missing is not None else [
+        h for h in state.usable_idx if all(p.allows(snapshot, state.ids[h]) for p in pins)]
+    for h in allowed:
         free_mem = state.memory_free(h)
         free_vcpus = state.vcpus_free(h)
         base_mem = max(base_mem, free_mem)
@@ -226,4 +222,14 @@ def max_unit(snapshot: ClusterSnapshot, policy: Policy | str | None = None,
             best_mem, mem_host = mem, state.ids[h]
         if vcpus > best_vcpus:
             best_vcpus, vcpus_host = vcpus, state.ids[h]
-    return MaxUnit(best_mem, best_vcpus, mem_host, vcpus_host, base_mem, base_vcpus)
+    if missing is not None:
+        reason = f"{missing.describe()}: cluster {snapshot.name or '(unnamed)'} has no such group"
+    elif not state.usable_idx:
+        reason = "no usable host (all disconnected, in maintenance or without capacity)"
+    elif not allowed:
+        reason = (f"none of the {len(state.usable_idx)} usable hosts is allowed by "
+                  f"{'; '.join(p.describe() for p in pins)}")
+    else:
+        reason = (f"{len(allowed)} of {len(state.usable_idx)} usable hosts allowed"
+                  + (f" by {'; '.join(p.describe() for p in pins)}" if pins else ""))
+    return MaxUnit(best_mem, best_vcpus, mem_host, vcpus_host, base_mem, base_vcpus, reason)

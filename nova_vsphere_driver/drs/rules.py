@@ -132,9 +132,6 @@ class RuleBook:
         for ri in self.by_vm.get(v, ()):
             self.group_rules[ri].apply(source, target)
 
-    def violated_group_rules(self) -> list[GroupRule]:
-        return [g for g in self.group_rules if g.violations() > 0]
-
     def host_rule_violators(self, vm_host: list[int]) -> list[tuple[HostRule, list[int]]]:
         """(rule, its VMs currently on the wrong side) for violated VM-host rules."""
         out = []
@@ -143,13 +140,6 @@ class RuleBook:
             if bad:
                 out.append((hr, bad))
         return out
-
-    def count_violations(self, vm_host: list[int], mandatory: bool) -> int:
-        total = sum(g.violations() for g in self.group_rules
-                    if g.rule.mandatory == mandatory)
-        total += sum(len(bad) for hr, bad in self.host_rule_violators(vm_host)
-                     if hr.rule.mandatory == mandatory)
-        return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +164,29 @@ class RequestRule:
 
 
 @dataclasses.dataclass(frozen=True)
+class HostPin:
+    """A must VM-host rule a new VM honours: run on (``affine``) or off ``host_group``."""
+
+    host_group: str
+    affine: bool = True
+
+    def describe(self) -> str:
+        if self.affine:
+            return f"host group pin '{self.host_group}' (must)"
+        return f"host group pin '{self.host_group}' (must run off it)"
+
+    def allows(self, snapshot: ClusterSnapshot, host_id: str) -> bool:
+        """Whether a VM with this pin may run on ``host_id`` (unknown group: nowhere)."""
+        group = snapshot.host_group_by_name.get(self.host_group)
+        return group is not None and (host_id in group.hosts) == self.affine
+
+
+def unknown_pin(snapshot: ClusterSnapshot, pins: Iterable[HostPin]) -> HostPin | None:
+    """The first pin naming a host group the cluster does not have, if any."""
+    return next((p for p in pins if p.host_group not in snapshot.host_group_by_name), None)
+
+
+@dataclasses.dataclass(frozen=True)
 class HostRuleCheck:
     """How one candidate host fares against a new VM's rules."""
 
@@ -182,14 +195,14 @@ class HostRuleCheck:
 
 
 def placement_rule_checks(snapshot: ClusterSnapshot, instance_id: str,
-                          extra_rules: Iterable[RequestRule], host_group: str | None,
+                          extra_rules: Iterable[RequestRule], pins: Iterable[HostPin],
                           host_ids: Iterable[str],
                           locate: Callable[[str], str | None]) -> dict[str, HostRuleCheck]:
     """Rules a new VM would break on each host; ``locate`` maps a VM ref to its host.
 
     Considers the request's own rules, snapshot VM-VM rules naming the
-    instance, VM-host rules whose VM group contains it, and an optional
-    host-group pin (a must rule).  Hosts without a problem are left out.
+    instance, VM-host rules whose VM group contains it, and host-group pins
+    (must rules).  Hosts without a problem are left out.
     """
     vm_rules = [r.as_vm_vm_rule(instance_id) for r in extra_rules]
     vm_rules += [r for r in snapshot.vm_vm_rules if instance_id in r.vms]
@@ -198,11 +211,11 @@ def placement_rule_checks(snapshot: ClusterSnapshot, instance_id: str,
         if instance_id in snapshot.vm_group_by_name[r.vm_group].vms:
             hosts = snapshot.host_group_by_name[r.host_group].hosts
             host_rules.append((r.describe(), r.mandatory, r.affine, hosts))
-    if host_group is not None:
-        group = snapshot.host_group_by_name.get(host_group)
+    for pin in pins:
+        group = snapshot.host_group_by_name.get(pin.host_group)
         if group is None:
-            raise ValueError(f"unknown host group '{host_group}'")
-        host_rules.append((f"host group pin '{host_group}' (must)", True, True, group.hosts))
+            raise ValueError(f"unknown host group '{pin.host_group}'")
+        host_rules.append((pin.describe(), True, pin.affine, group.hosts))
     if not vm_rules and not host_rules:
         return {}
 

@@ -103,18 +103,6 @@ class HostTable:
             setattr(new, name, list(getattr(self, name)))
         return new
 
-    def add_claims(self, claims: Iterable[Claim]) -> None:
-        for c in claims:
-            i = self.index.get(c.host_id)
-            if i is None:
-                continue
-            self.mem_used[i] += c.memory_mb
-            self.vcpu_used[i] += c.vcpus
-            if not c.moving:
-                self.cpu_used[i] += c.cpu_demand_mhz
-                self.memd_used[i] += c.memory_mb
-        self.refresh()
-
     # -- load statistics --
     def contribution(self, i: int, cpu: int, memd: int) -> float:
         """How much a VM with this demand adds to host ``i``'s normalized load."""

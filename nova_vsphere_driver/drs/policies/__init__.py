@@ -7,6 +7,7 @@ import functools
 from stevedore import driver, extension
 from stevedore import exception as stevedore_exc
 
+from nova_vsphere_driver.drs.policies.balanced import BalancedPolicy
 from nova_vsphere_driver.drs.policies.base import Candidate, Policy
 
 NAMESPACE = "nova_vsphere_driver.drs.policies"
@@ -41,8 +42,6 @@ def load_policy(name: str) -> Policy:
 def resolve_policy(policy: Policy | str | None) -> Policy:
     """Accept a Policy, a policy name, or None for the default."""
     if policy is None:
-        from nova_vsphere_driver.drs.policies.balanced import BalancedPolicy
-
         return _default(BalancedPolicy)
     if isinstance(policy, str):
         return load_policy(policy)

@@ -1,8 +1,10 @@
 import pytest
 
 from nova_vsphere_driver.drs import (
+    Claims,
     ClusterSnapshot,
     HostGroup,
+    HostPin,
     Limits,
     PlacementRequest,
     RequestRule,
@@ -184,3 +186,52 @@ def test_unknown_host_group_is_a_clear_failure_not_an_error():
                                           host_group="gpu"))
     assert not result.ok
     assert "'gpu'" in result.reason and "c1" in result.reason
+
+
+def test_anti_affinity_group_larger_than_the_usable_hosts_is_refused_clearly():
+    hosts = (host("h1"), host("h2"), host("h3"), host("h4", state="maintenance"))
+    snap = ClusterSnapshot(hosts, (vm("a", "h1", instance_uuid="ua"), vm("b", "h2"),
+                                   vm("c", "h3")), name="c1")
+    group = RequestRule(frozenset({"ua", "b", "c"}), affinity=False, name="sg-web")
+    result = place(snap, req(1, iid="d", rules=(group,)), allow_migrations=True)
+    assert not result.ok and result.unsatisfiable_rule == "anti-affinity rule 'sg-web' (must)"
+    assert "3 other member(s) here already run on all 3 usable host(s)" in result.reason
+    assert "larger than the usable host count" in result.reason and "c1" in result.reason
+    assert not result.moves and not result.rejections
+    # Members elsewhere (another cluster, not built yet) do not count.
+    elsewhere = RequestRule(frozenset({"ua", "b", "zz"}), affinity=False, name="sg-web")
+    assert place(snap, req(1, iid="d", rules=(elsewhere,))).host_id == "h3"
+    # A should rule is broken rather than refused, as before.
+    soft = RequestRule(frozenset({"ua", "b", "c"}), affinity=False, mandatory=False)
+    assert place(snap, req(1, iid="d", rules=(soft,))).ok
+
+
+def test_group_size_counts_claimed_members_and_the_hosts_pins_allow():
+    hosts = tuple(host(f"h{i}") for i in range(4))
+    snap = ClusterSnapshot(hosts, host_groups=(HostGroup("two", frozenset({"h0", "h1"})),))
+    claims = Claims()
+    pin = "two"
+    members = ["m0", "m1", "m2"]
+    for i, iid in enumerate(members[:2]):  # spawning, not in any snapshot yet
+        others = frozenset(m for m in members if m != iid)
+        rule = RequestRule(others, affinity=False, name="sg")
+        assert place(snap, req(1, iid=iid, rules=(rule,), host_group=pin),
+                     claims=claims).host_id == f"h{i}"
+    rule = RequestRule(frozenset(members[:2]), affinity=False, name="sg")
+    third = place(snap, req(1, iid="m2", rules=(rule,), host_group=pin), claims=claims)
+    assert not third.ok and third.unsatisfiable_rule is not None
+    assert "all 2 usable host(s) it may use" in third.reason and "m2" not in claims
+    # Without the pin the cluster has room for a third member.
+    assert place(snap, req(1, iid="m2", rules=(rule,)), claims=claims).ok
+
+
+def test_host_pins_off_a_group_and_unknown_pins():
+    snap = ClusterSnapshot((host("h1"), host("h2")), (vm("a", "h2", memory_gb=40),),
+                           host_groups=(HostGroup("mgmt", frozenset({"h1"})),))
+    assert place(snap, req(2)).host_id == "h1"
+    off = place(snap, req(2, host_pins=(HostPin("mgmt", affine=False),)))
+    assert off.host_id == "h2"
+    assert "must run off it" in place(snap, req(30, host_pins=(
+        HostPin("mgmt", affine=False),))).rejections["h1"]
+    missing = place(snap, req(2, host_pins=(HostPin("nope"),)))
+    assert not missing.ok and "'nope'" in missing.reason

@@ -1,8 +1,12 @@
+import dataclasses
+
 import pytest
 
 from nova_vsphere_driver.drs import (
     Claims,
     ClusterSnapshot,
+    HostGroup,
+    HostPin,
     MoveKind,
     PlacementRequest,
     RequestRule,
@@ -117,3 +121,59 @@ def test_max_unit_is_achievable_on_random_clusters(seed):
         after = snap.with_moves(result.moves)
         assert not over_capacity_hosts(after)
         assert place(after, PlacementRequest("x", 1, unit.memory_mb)).host_id == result.host_id
+
+
+def pinned_cluster():
+    """h0 is almost empty, h1 and h2 are busy; only h1 and h2 are 'licensed'."""
+    hosts = tuple(host(f"h{i}", memory_gb=64) for i in range(3))
+    vms = (vm("a", "h0", memory_gb=4), vm("b1", "h1", memory_gb=32), vm("b2", "h1", memory_gb=16),
+           vm("c1", "h2", memory_gb=40), vm("c2", "h2", memory_gb=12))
+    return ClusterSnapshot(hosts, vms, host_groups=(
+        HostGroup("licensed", frozenset({"h1", "h2"})), HostGroup("spare", frozenset({"h0"}))))
+
+
+def test_max_unit_counts_only_hosts_the_pins_allow():
+    snap = pinned_cluster()
+    free = max_unit(snap, max_moves=0)
+    assert (free.memory_mb, free.memory_host) == (60 * GB, "h0")
+    pin = HostPin("licensed")
+    pinned = max_unit(snap, max_moves=0, pins=(pin,))
+    assert (pinned.memory_mb, pinned.memory_host) == (16 * GB, "h1")
+    assert "2 of 3 usable hosts allowed by host group pin 'licensed'" in pinned.reason
+    # "Must run off the spare host" is the same constraint said the other way.
+    off = max_unit(snap, max_moves=0, pins=(HostPin("spare", affine=False),))
+    assert (off.memory_mb, off.memory_host) == (16 * GB, "h1")
+    # A 20 GB flavor fits only h0: with the pin it is not advertised...
+    assert pinned.memory_mb < 20 * GB <= free.memory_mb
+    assert not place(snap, req(20, host_pins=(pin,))).ok
+    # ... unless room is made on a licensed host, moving VMs to any host.
+    room = max_unit(snap, max_moves=2, pins=(pin,))
+    assert room.memory_host in ("h1", "h2") and room.memory_mb > 20 * GB
+    made = make_room(snap, req(room.memory_mb // GB, host_pins=(pin,)), max_moves=2)
+    assert made.ok and made.host_id == room.memory_host
+    assert not make_room(snap, PlacementRequest("x", 2, room.memory_mb + 1, host_pins=(pin,)),
+                         max_moves=2).ok
+
+
+def test_max_unit_with_pins_nothing_allows():
+    snap = pinned_cluster()
+    unknown = max_unit(snap, pins=(HostPin("gpu"),))
+    assert unknown.memory_mb == unknown.vcpus == 0 and unknown.memory_host is None
+    assert "'gpu'" in unknown.reason and "no such group" in unknown.reason
+    both = max_unit(snap, pins=(HostPin("licensed"), HostPin("spare")))
+    assert both.memory_mb == 0 and "none of the 3 usable hosts" in both.reason
+    assert not place(snap, req(1, host_pins=(HostPin("gpu"),))).ok
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_max_unit_with_pins_is_achievable_on_random_clusters(seed):
+    base = random_cluster(300 + seed, rules=False, maintenance=False, fill=0.8)
+    half = frozenset(h.id for h in base.hosts[::2])
+    snap = dataclasses.replace(base, host_groups=(HostGroup("half", half),))
+    pins = (HostPin("half"),)
+    unit = max_unit(snap, max_moves=3, pins=pins)
+    assert unit.memory_host in half
+    result = make_room(snap, PlacementRequest("x", 1, unit.memory_mb, host_pins=pins),
+                       max_moves=3)
+    assert result.ok and result.host_id in half, result.reason
+    assert unit.memory_mb <= max_unit(snap, max_moves=3).memory_mb
