@@ -7,6 +7,7 @@ builds snapshots and carries out the results.
 
 from nova_vsphere_driver.drs.balancer import THRESHOLDS, BalancePlan, balance
 from nova_vsphere_driver.drs.claims import Claim, Claims
+from nova_vsphere_driver.drs.costs import MoveCost, VMotionTiming
 from nova_vsphere_driver.drs.evacuation import EvacuationError, EvacuationPlan, evacuate
 from nova_vsphere_driver.drs.model import (
     DEFAULT_LIMITS,
@@ -37,9 +38,9 @@ from nova_vsphere_driver.drs.waves import InfeasiblePlanError, schedule_waves
 __all__ = [
     "DEFAULT_LIMITS", "THRESHOLDS", "VM", "BalancePlan", "Claim", "Claims", "ClusterSnapshot",
     "EvacuationError", "EvacuationPlan", "Host", "HostGroup", "HostPin", "HostState",
-    "HostUsage", "InfeasiblePlanError", "Limits", "MaxUnit", "Move", "MoveKind",
+    "HostUsage", "InfeasiblePlanError", "Limits", "MaxUnit", "Move", "MoveCost", "MoveKind",
     "PlacementRequest", "PlacementResult", "Policy", "PowerState", "RequestRule", "VMGroup",
-    "VMHostRule", "VMVMRule", "available_policies", "balance", "evacuate",
+    "VMHostRule", "VMVMRule", "VMotionTiming", "available_policies", "balance", "evacuate",
     "host_usage", "imbalance", "load_policy", "load_weights", "make_room", "max_unit",
     "normalized_loads", "place", "schedule_waves",
 ]

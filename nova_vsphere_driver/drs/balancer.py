@@ -7,35 +7,55 @@ A pass repeats rounds of three phases until a round plans nothing:
 2. repair violated should rules (migration threshold >= 2);
 3. load moves (threshold >= 2 and a policy that spreads load): while the
    imbalance exceeds the threshold's tolerance, apply the migration with
-   the best benefit/cost ratio, provided the ratio clears the threshold's
-   bar.  Load only ever moves to a less loaded host.
+   the most benefit per unit of cost among those whose benefit clears the
+   threshold's minimum; when no single migration does, the best exchange
+   of two VMs between a busy and an idle host that has no room for the
+   busy VM until a lighter VM of its own leaves (a swap).  Load only ever
+   moves to a less loaded host.
 
 No move breaks a must rule, newly breaks a should rule, or puts a host over
-capacity; each one is feasible right after the previous one (see
-:mod:`.waves` for running them concurrently).
+capacity; each one is feasible right after the previous one.  The plan
+carries its waves (:mod:`.waves`, under the per-host vMotion limit) and
+their expected duration (:mod:`.costs`).
 
-Cost/benefit.  The benefit of a move is the drop in the sum of squared
-deviations of host load from the mean, ``B`` (n times the drop in variance);
-its cost is the memory vMotion copies plus a fixed per-migration overhead
-``MOVE_OVERHEAD_MB``, as a fraction of the mean host memory.  Moving a VM
-that carries load ``a`` from a host ``g`` above the target's load gives
-``B ~ 2 a g``, so requiring ``B / cost > 2 * min_gap`` reads: "a VM whose
-share of load matches its share of memory moves only across a load gap of
-at least ``min_gap``".  VMs carrying much load per GiB (CPU-heavy, small)
-move first; big idle VMs almost never move.
+Benefit and cost.  The benefit ``B`` of a move is the drop in the sum of
+squared deviations of host load from the mean (n times the drop in
+variance).  Its cost is a fixed weight per migration plus the memory it
+copies (:class:`~.costs.MoveCost`: by default one vMotion weighs like
+256 GiB, so the planner prefers few moves with a high benefit, large busy
+VMs from the hottest hosts first, and picks a smaller VM only when it does
+nearly as well).  As in VMware's DRS (Gulati et al., "VMware Distributed
+Resource Management: Design, Implementation, and Lessons Learned", VMware
+Technical Journal, 2012), moves are taken greedily by goodness, and a move
+whose benefit is too small is not worth a vMotion at all: moving load
+``a`` from source ``s`` to target ``t`` on equal hosts gives
+``B = 2 a (load_s - load_t - a)``, and a move qualifies only if
+``B >= 2 a min_gap``: its *net gap* ``B / 2a`` (the load gap between the
+two hosts minus the load moved; on unequal hosts ``a`` is the load it
+leaves behind on the source) is at least ``min_gap``.  This minimum does
+not depend on the VM's size, so a plan stops when the remaining gaps are
+small, not when the VMs are.
 
-Migration threshold (like vSphere's 1 = conservative ... 5 = aggressive):
+Tolerance.  VMware derives the tolerance from the migration threshold and
+the cluster size (KB 1007485: a recommendation's priority is
+``6 - ceil(imbalance / 0.1 * sqrt(hosts))``, so threshold ``L`` acts while
+``imbalance > 0.1 (5 - L) / sqrt(hosts)``): the tolerance bounds
+``sqrt(sum of squared deviations)``, the load misplaced in the whole
+cluster, rather than the standard deviation.  We keep that shape with a
+quarter of VMware's constant: VMware's own (0.2 / sqrt(hosts) at the
+default threshold, 0.071 on 8 hosts) would leave small clusters less
+balanced than a greedy "max-min gap under 10 points" balancer leaves them.
 
-=====  ==================  ==========  ============================
-level  moves               min_gap     tolerance (stop at imbalance)
-=====  ==================  ==========  ============================
-1      mandatory only      -           -
-2      + should rules,     0.20        0.10
+=====  ==================  ========  ===================================
+level  moves               min_gap   tolerance (stop at imbalance)
+=====  ==================  ========  ===================================
+1      mandatory only      -         -
+2      + should rules,     0.10      0.075 / sqrt(hosts)
        large imbalance
-3      default             0.10        0.05
-4                          0.05        0.02
-5      aggressive          0.02        0.01
-=====  ==================  ==========  ============================
+3      default             0.05      0.05 / sqrt(hosts)  (0.018 on 8)
+4                          0.025     0.025 / sqrt(hosts)
+5      aggressive          0.01      0 (min_gap alone stops the pass)
+=====  ==================  ========  ===================================
 
 Stability: the plan stops only when a complete round (every source and
 target host considered) finds nothing to do, and every decision is a pure
@@ -52,7 +72,9 @@ no later VM can beat the best move found, and a source stops pairing with
 targets once the same bound rules out every remaining target.  Each step
 first searches only the busiest sources, idlest targets and best few VMs per
 pair, and falls back to the exact search (a superset, so it finds whatever
-the cheap one would) only when that finds nothing.
+the cheap one would) only when that finds nothing.  Swaps are searched
+among the busiest sources, the idlest targets and the best VMs of each
+source that do not fit the target as is.
 """
 
 from __future__ import annotations
@@ -63,6 +85,13 @@ import math
 from collections.abc import Callable
 
 from nova_vsphere_driver.drs.claims import Claims
+from nova_vsphere_driver.drs.costs import (
+    DEFAULT_MOVE_COST,
+    DEFAULT_TIMING,
+    GIB,
+    MoveCost,
+    VMotionTiming,
+)
 from nova_vsphere_driver.drs.explain import summarize_rejections
 from nova_vsphere_driver.drs.model import DEFAULT_LIMITS, ClusterSnapshot, HostState, Limits
 from nova_vsphere_driver.drs.moves import Move, MoveKind
@@ -71,14 +100,12 @@ from nova_vsphere_driver.drs.room import movable_off, next_to_free
 from nova_vsphere_driver.drs.rules import GroupRule
 from nova_vsphere_driver.drs.state import State
 from nova_vsphere_driver.drs.targets import Check, Target, best_target
+from nova_vsphere_driver.drs.waves import schedule_waves
 
-#: Fixed cost of one migration, as MB of memory copied: vMotion of even a tiny
-#: VM costs setup, precopy rounds and a switch-over, about what copying a
-#: couple of GiB takes on 10 GbE.  Keeps the planner from issuing many tiny
-#: moves for crumbs of benefit.
-MOVE_OVERHEAD_MB = 2048
 #: Bounds of the cheap search tried before the exact one at every step.
 FAST_SOURCES, FAST_TARGETS, FAST_VMS = 6, 12, 12
+#: Bounds of the swap search: sources, targets, VMs per source.
+SWAP_SOURCES, SWAP_TARGETS, SWAP_VMS = 4, 6, 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,16 +113,24 @@ class Threshold:
     level: int
     balance: bool  # load moves at all
     fix_should: bool
+    #: The least net gap (load gap minus load moved) a load move may have.
     min_gap: float
-    tolerance: float
+    #: Tolerance on sqrt(sum of squared load deviations) = imbalance * sqrt(hosts).
+    deviation: float
+
+    def tolerance(self, hosts: int) -> float:
+        """The imbalance below which no load moves are planned on ``hosts`` hosts."""
+        if not self.balance:
+            return math.inf
+        return self.deviation / math.sqrt(hosts) if hosts > 0 else 0.0
 
 
 THRESHOLDS = {
     1: Threshold(1, False, False, math.inf, math.inf),
-    2: Threshold(2, True, True, 0.20, 0.10),
-    3: Threshold(3, True, True, 0.10, 0.05),
-    4: Threshold(4, True, True, 0.05, 0.02),
-    5: Threshold(5, True, True, 0.02, 0.01),
+    2: Threshold(2, True, True, 0.10, 0.075),
+    3: Threshold(3, True, True, 0.05, 0.05),
+    4: Threshold(4, True, True, 0.025, 0.025),
+    5: Threshold(5, True, True, 0.01, 0.0),
 }
 
 
@@ -115,6 +150,12 @@ class BalancePlan:
     #: Problems no move could fix (VMs stuck on a host entering maintenance,
     #: violated rules, hosts over capacity), with reasons.
     unresolved: tuple[str, ...] = ()
+    #: The moves grouped into waves that may run concurrently (:mod:`.waves`).
+    waves: tuple[tuple[Move, ...], ...] = ()
+    #: Expected wall-clock seconds to run the waves (:class:`~.costs.VMotionTiming`).
+    expected_seconds: float = 0.0
+    #: The per-host concurrent vMotion limit the waves respect.
+    max_concurrent_per_host: int = DEFAULT_TIMING.max_concurrent_per_host
 
     @property
     def memory_mb(self) -> int:
@@ -126,12 +167,16 @@ class BalancePlan:
 
 def balance(snapshot: ClusterSnapshot, threshold: int = 3, max_moves: int | None = 8,
             policy: Policy | str | None = None, limits: Limits = DEFAULT_LIMITS,
-            claims: Claims | None = None, max_memory_mb: int | None = None) -> BalancePlan:
+            claims: Claims | None = None, max_memory_mb: int | None = None,
+            cost: MoveCost = DEFAULT_MOVE_COST,
+            timing: VMotionTiming = DEFAULT_TIMING) -> BalancePlan:
     """Plan one balancing pass (see the module docstring).
 
     ``max_moves`` caps all moves (None: no cap); ``max_memory_mb`` caps the
     memory that load moves may copy.  In-flight ``claims`` count for
     capacity, load and rules; VMs with a migration claim stay put.
+    ``cost`` weighs the load moves; ``timing`` gives the per-host vMotion
+    limit of the plan's waves and the model of their duration.
     """
     if threshold not in THRESHOLDS:
         raise ValueError(f"migration threshold must be 1..5, not {threshold!r}")
@@ -140,17 +185,21 @@ def balance(snapshot: ClusterSnapshot, threshold: int = 3, max_moves: int | None
     policy = resolve_policy(policy)
     active = claims.active_for(snapshot) if claims is not None else ()
     state = State(snapshot, limits, active)
-    planner = _Planner(state, policy, THRESHOLDS[threshold], max_moves, max_memory_mb)
+    settings = THRESHOLDS[threshold]
+    planner = _Planner(state, policy, settings, max_moves, max_memory_mb, cost)
     before = state.imbalance
     planner.run()
-    return BalancePlan(tuple(planner.moves), before, state.imbalance, threshold, policy.name,
-                       THRESHOLDS[threshold].tolerance, planner.truncated,
-                       tuple(planner.unresolved()))
+    moves = tuple(planner.moves)
+    waves = tuple(schedule_waves(snapshot, moves, limits, timing.max_concurrent_per_host,
+                                 active))
+    return BalancePlan(moves, before, state.imbalance, threshold, policy.name,
+                       planner.tolerance, planner.truncated, tuple(planner.unresolved()),
+                       waves, timing.pass_seconds(waves), timing.max_concurrent_per_host)
 
 
 class _Planner:
     def __init__(self, state: State, policy: Policy, settings: Threshold,
-                 max_moves: int | None, max_memory_mb: int | None) -> None:
+                 max_moves: int | None, max_memory_mb: int | None, cost: MoveCost) -> None:
         self.state = state
         self.policy = policy
         self.settings = settings
@@ -159,9 +208,11 @@ class _Planner:
         self.moves: list[Move] = []
         self.truncated = False
         self.load_moves = settings.balance and policy.balances_load
-        self.min_ratio = 2 * settings.min_gap
-        mean_mem = state.mean_mem_cap
-        self.cost = [(m + MOVE_OVERHEAD_MB) / mean_mem for m in state.vm_cfg_mem]
+        self.tolerance = settings.tolerance(len(state.usable_idx))
+        #: A load move qualifies when benefit >= gap_floor * (load it leaves behind).
+        self.gap_floor = 2 * settings.min_gap
+        #: Each VM's move weight, in GiB-equivalents.
+        self.cost = [cost.weight(m) / GIB for m in state.vm_cfg_mem]
         # Per-host movable VMs as (-load/cost, vm), ascending: best first.
         self.cands: list[list[tuple[float, int]]] = [[] for _ in range(state.n)]
         self.key: dict[int, tuple[float, int]] = {}
@@ -343,39 +394,51 @@ class _Planner:
 
     # -- load moves --
     def _balance_load(self) -> int:
-        """Apply best-ratio load moves while the imbalance exceeds the tolerance.
+        """Apply the best qualifying load moves while the imbalance exceeds the tolerance.
 
         Each step first tries a cheap, bounded search (the busiest sources,
         the idlest targets, the best few VMs per pair); when that finds
         nothing, an exact scan of every pair decides, which is also what a
-        re-plan does first, so "nothing left" means the same in both.
+        re-plan does first, so "nothing left" means the same in both.  When
+        no single move qualifies, a swap may.
         """
         st = self.state
         made = 0
-        while st.imbalance > self.settings.tolerance and self._budget_left():
+        while st.imbalance > self.tolerance and self._budget_left():
             best = self._best_move(FAST_SOURCES, FAST_TARGETS, FAST_VMS) or self._best_move()
-            if best is None:
+            if best is not None:
+                ratio, v, s, t = best
+                self._apply_load_move(v, s, t, ratio)
+                made += 1
+                continue
+            swap = self._best_swap()
+            if swap is None:
                 break
-            ratio, v, s, t = best
-            self._apply_load_move(v, s, t, ratio)
-            made += 1
+            made += self._apply_swap(*swap)
         return made
+
+    def _describe(self, s: int, t: int, ls: float, lt: float, imb: float) -> str:
+        st = self.state
+        return (f"{st.hosts[s].name} load {ls:.3f} -> {st.load[s]:.3f}, "
+                f"{st.hosts[t].name} load {lt:.3f} -> {st.load[t]:.3f}; imbalance "
+                f"{imb:.4f} -> {st.imbalance:.4f}")
 
     def _apply_load_move(self, v: int, s: int, t: int, ratio: float) -> None:
         st = self.state
         ls, lt = st.load[s], st.load[t]
         imb = st.imbalance
+        a_s = st.vm_load(v, s)
+        benefit = ratio * self.cost[v]
         self._apply(v, t, MoveKind.BALANCE, "")
         self.memory_left -= st.vm_cfg_mem[v]
         self.moves[-1] = dataclasses.replace(self.moves[-1], reason=(
-            f"balance: {st.hosts[s].name} load {ls:.3f} -> {st.load[s]:.3f}, "
-            f"{st.hosts[t].name} load {lt:.3f} -> {st.load[t]:.3f}; imbalance "
-            f"{imb:.4f} -> {st.imbalance:.4f} for {st.vm_cfg_mem[v]} MB "
-            f"(benefit/cost {ratio:.3f} > {self.min_ratio:.3f})"))
+            f"balance: {self._describe(s, t, ls, lt, imb)} for {st.vm_cfg_mem[v]} MB "
+            f"(benefit/cost {benefit:.4f}/{self.cost[v]:.0f} GiB-eq; net gap "
+            f"{benefit / (2 * a_s):.3f} >= {self.settings.min_gap:g})"))
 
     def _best_move(self, sources: int | None = None, targets: int | None = None,
                    vms: int | None = None) -> tuple[float, int, int, int] | None:
-        """The best (ratio, vm, source, target), or None.
+        """The best qualifying (ratio, vm, source, target), or None.
 
         Exact over every pair unless limited to the ``sources`` busiest and
         ``targets`` idlest hosts and the ``vms`` best candidates per pair.
@@ -387,14 +450,14 @@ class _Planner:
             srcs, tgts = srcs[:sources], tgts[:targets]
         best = None
         for s in srcs:
-            found = self._scan(s, tgts, best[0] if best else self.min_ratio, vms)
+            found = self._scan(s, tgts, best[0] if best else 0.0, vms)
             if found is not None:
                 best = (found[0], found[1], s, found[2])
         return best
 
     def _scan(self, s: int, tgts: list[int], floor: float,
               vms: int | None = None) -> tuple[float, int, int] | None:
-        """The best (ratio, vm, target) from source ``s`` with ratio > ``floor``.
+        """The best qualifying (ratio, vm, target) from source ``s`` with ratio > ``floor``.
 
         ``tgts`` in ascending load order.  Pruned by upper bounds: the
         benefit of moving load ``a`` is at most ``2 a (gap_s + kappa gap_t)``,
@@ -419,17 +482,24 @@ class _Planner:
         cpu_cap, mem_cap = st.cpu_cap, st.mem_cap
         rules = st.rules
         budget = self.memory_left
+        gap_floor = self.gap_floor
         best = None
         best_ratio = floor
+        min_gap = self.settings.min_gap
         for t in tgts:
             dt = mu - load[t]
-            if load[t] >= load[s] or 2 * e_max * (ds_pos + kmax * max(dt, 0.0)) <= best_ratio:
+            reach = ds_pos + kmax * max(dt, 0.0)
+            # B <= 2 a_s (ds+ + kappa dt+): below min_gap nothing qualifies.
+            if load[t] >= load[s] or reach < min_gap or 2 * e_max * reach <= best_ratio:
                 break  # targets only get busier from here
             free_mem = st.mem_limit[t] - st.mem_used[t]
             if free_mem < self.min_vm_mem:
                 continue
             kap = max(cpu_cap[s] / cpu_cap[t], mem_cap[s] / mem_cap[t])
-            bound = 2 * (ds_pos + kap * max(dt, 0.0))
+            reach = ds_pos + kap * max(dt, 0.0)
+            if reach < min_gap or 2 * e_max * reach <= best_ratio:
+                continue  # this target cannot beat the best (or the minimum)
+            bound = 2 * reach
             cut = best_ratio / bound
             free_vc = st.vcpu_limit[t] - st.vcpu_used[t]
             threads, mounted = st.threads[t], st.datastores[t]
@@ -441,9 +511,10 @@ class _Planner:
                     continue
                 a_s = kc_s * cpu[v] + km_s * memd[v]
                 a_t = kc_t * cpu[v] + km_t * memd[v]
-                ratio = (2 * a_s * ds + 2 * a_t * dt - a_s * a_s - a_t * a_t
-                         + (a_t - a_s) ** 2 / n) / cost[v]
-                if ratio <= best_ratio:
+                b = (2 * a_s * ds + 2 * a_t * dt - a_s * a_s - a_t * a_t
+                     + (a_t - a_s) ** 2 / n)
+                ratio = b / cost[v]
+                if ratio <= best_ratio or b < gap_floor * a_s:
                     continue
                 if cfg[v] > budget:
                     self.truncated = True
@@ -455,6 +526,111 @@ class _Planner:
                 best_ratio, best = ratio, (ratio, v, t)
                 cut = best_ratio / bound
         return best
+
+    # -- swaps --
+    def _best_swap(self) -> tuple[int, int, int, int, tuple[int, int, int, int]] | None:
+        """The best qualifying swap (vm, source, partner, target, order), or None.
+
+        For when one move cannot help: ``vm`` would lower the imbalance on an
+        idle ``target`` that has no room for it until ``partner`` (a VM of
+        the target, lighter on the load) leaves for the busy ``source``.  A
+        swap is two vMotions: its benefit must clear the minimum for the
+        load of both VMs, and it is weighed by the sum of both moves' costs.
+        """
+        st = self.state
+        if self.max_moves is not None and len(self.moves) + 2 > self.max_moves:
+            self.truncated = True  # a swap might still help: the next pass may go on
+            return None
+        n = len(st.usable_idx)
+        order = sorted(st.usable_idx, key=lambda i: (st.load[i], i))
+        cands = []
+        for s in order[::-1][:SWAP_SOURCES]:
+            for t in order[:SWAP_TARGETS]:
+                if st.load[t] >= st.load[s]:
+                    break
+                cands.extend(self._swaps(s, t, n))
+        cands.sort(key=lambda c: (-c[0], c[1:]))
+        for _, v, s, u, t in cands:
+            order = self._swap_order(v, s, u, t)
+            if order is not None:
+                return v, s, u, t, order
+        return None
+
+    def _swaps(self, s: int, t: int, n: int) -> list[tuple[float, int, int, int, int]]:
+        """Qualifying swaps between ``s`` and ``t`` as (ratio, v, s, u, t); capacity only.
+
+        ``v`` does not fit ``t`` now; ``u`` fits ``s`` now and frees enough
+        of ``t`` for ``v`` (the partner moves first).
+        """
+        st = self.state
+        if st.load[s] - st.load[t] < self.settings.min_gap:
+            return []  # B <= 2 net (load_s - load_t): nothing can clear the minimum
+        free_s = st.mem_limit[s] - st.mem_used[s]
+        free_t = st.mem_limit[t] - st.mem_used[t]
+        vfree_s = st.vcpu_limit[s] - st.vcpu_used[s]
+        vfree_t = st.vcpu_limit[t] - st.vcpu_used[t]
+        mem, vc, cfg = st.vm_mem, st.vm_vcpu_c, st.vm_cfg_mem
+        budget = self.memory_left
+        blocked = [v for _, v in self.cands[s][:SWAP_VMS]
+                   if (mem[v] > free_t or vc[v] > vfree_t) and st.vm_vcpus[v] <= st.threads[t]
+                   and cfg[v] <= budget]
+        if not blocked:
+            return []
+        mu, cost, floor = st.mean, self.cost, self.gap_floor
+        ds, dt = st.load[s] - mu, st.load[t] - mu
+        kc_s, km_s, kc_t, km_t = st.k_cpu[s], st.k_mem[s], st.k_cpu[t], st.k_mem[t]
+        cpu, memd = st.vm_cpu, st.vm_memd
+        partners = [u for u in sorted(st.on_host[t]) if u < st.n_real_vms and st.vm_movable[u]
+                    and st.vm_on[u] and mem[u] <= free_s and vc[u] <= vfree_s
+                    and st.vm_vcpus[u] <= st.threads[s]]
+        out = []
+        for v in blocked:
+            av_s = kc_s * cpu[v] + km_s * memd[v]
+            av_t = kc_t * cpu[v] + km_t * memd[v]
+            need_mem, need_vc = mem[v] - free_t, vc[v] - vfree_t
+            for u in partners:
+                if mem[u] < need_mem or vc[u] < need_vc or cfg[v] + cfg[u] > budget:
+                    continue
+                au_s = kc_s * cpu[u] + km_s * memd[u]
+                au_t = kc_t * cpu[u] + km_t * memd[u]
+                if au_s >= av_s:
+                    continue
+                d_s, d_t = au_s - av_s, av_t - au_t
+                b = -(2 * d_s * ds + 2 * d_t * dt + d_s * d_s + d_t * d_t
+                      - (d_s + d_t) ** 2 / n)
+                # Two vMotions: the load each one carries must earn its keep.
+                if b < floor * (av_s + au_t):
+                    continue
+                out.append((b / (cost[v] + cost[u]), v, s, u, t))
+        return out
+
+    def _swap_order(self, v: int, s: int, u: int, t: int) -> tuple[int, int, int, int] | None:
+        """(partner, source, vm, target) if the partner can go first and then the
+        VM, keeping capacity and rules at each step; else None."""
+        st = self.state
+        if st.vm_conflict(u, s) is not None:
+            return None
+        st.move(u, s)
+        ok = st.vm_conflict(v, t) is None
+        st.move(u, t)
+        return (u, s, v, t) if ok else None
+
+    def _apply_swap(self, v: int, s: int, u: int, t: int,
+                    order: tuple[int, int, int, int]) -> int:
+        st = self.state
+        ls, lt = st.load[s], st.load[t]
+        imb = st.imbalance
+        first, f_to, second, s_to = order
+        for w, to in ((first, f_to), (second, s_to)):
+            other = u if w == v else v
+            self._apply(w, to, MoveKind.BALANCE, f"swap with {st.vm_names[other]}")
+            self.memory_left -= st.vm_cfg_mem[w]
+        why = (f"balance by swapping {st.vm_names[v]} ({st.vm_cfg_mem[v]} MB) for "
+               f"{st.vm_names[u]} ({st.vm_cfg_mem[u]} MB): {self._describe(s, t, ls, lt, imb)}"
+               f" (no single move qualifies)")
+        for i in (-2, -1):
+            self.moves[i] = dataclasses.replace(self.moves[i], reason=why)
+        return 2
 
     # -- what is left --
     def unresolved(self) -> list[str]:
@@ -487,4 +663,4 @@ def _breaks(target: Target) -> str:
     return f"; no host keeps every should rule: {target.breaks}" if target.breaks else ""
 
 
-__all__ = ["BalancePlan", "Threshold", "THRESHOLDS", "MOVE_OVERHEAD_MB", "balance"]
+__all__ = ["BalancePlan", "Threshold", "THRESHOLDS", "balance"]

@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from nova_vsphere_driver.drs.claims import Claims
+from nova_vsphere_driver.drs.costs import DEFAULT_TIMING, VMotionTiming
 from nova_vsphere_driver.drs.explain import summarize_rejections
 from nova_vsphere_driver.drs.model import DEFAULT_LIMITS, ClusterSnapshot, HostState, Limits
 from nova_vsphere_driver.drs.moves import Move, MoveKind
@@ -22,6 +23,7 @@ from nova_vsphere_driver.drs.policies import Policy, resolve_policy
 from nova_vsphere_driver.drs.room import free_host
 from nova_vsphere_driver.drs.state import State
 from nova_vsphere_driver.drs.targets import best_target
+from nova_vsphere_driver.drs.waves import schedule_waves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,10 @@ class EvacuationPlan:
     unplaceable: Mapping[str, str]
     imbalance_before: float
     imbalance_after: float
+    #: The moves grouped into waves that may run concurrently (:mod:`.waves`).
+    waves: tuple[tuple[Move, ...], ...] = ()
+    #: Expected wall-clock seconds to run the waves (:class:`~.costs.VMotionTiming`).
+    expected_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -58,8 +64,13 @@ class EvacuationError(Exception):
 
 def evacuate(snapshot: ClusterSnapshot, hosts: str | Iterable[str],
              policy: Policy | str | None = None, limits: Limits = DEFAULT_LIMITS,
-             claims: Claims | None = None, room_moves: int = 2) -> EvacuationPlan:
-    """Plan the migrations that empty ``hosts`` (ids); nothing lands on any of them."""
+             claims: Claims | None = None, room_moves: int = 2,
+             timing: VMotionTiming = DEFAULT_TIMING) -> EvacuationPlan:
+    """Plan the migrations that empty ``hosts`` (ids); nothing lands on any of them.
+
+    ``timing`` gives the per-host vMotion limit of the plan's waves and the
+    model of their duration.
+    """
     hosts = (hosts,) if isinstance(hosts, str) else tuple(hosts)
     for h in hosts:
         if h not in snapshot.host_by_id:
@@ -109,7 +120,10 @@ def evacuate(snapshot: ClusterSnapshot, hosts: str | Iterable[str],
             apply(u, target, MoveKind.ROOM,
                   f"make room on {state.hosts[t].name} for {state.vm_names[v]} leaving {name}")
         apply(v, t, MoveKind.MAINTENANCE, f"evacuate {name} for maintenance")
-    return EvacuationPlan(hosts, tuple(moves), unplaceable, before, state.imbalance)
+    waves = tuple(schedule_waves(snapshot, moves, limits, timing.max_concurrent_per_host,
+                                 active))
+    return EvacuationPlan(hosts, tuple(moves), unplaceable, before, state.imbalance, waves,
+                          timing.pass_seconds(waves))
 
 
 def _make_room_for(state: State, policy: Policy, v: int,

@@ -6,9 +6,11 @@ time.  While a VM migrates it counts against BOTH its source and its target
 (vMotion holds memory on both until switch-over), so within a wave:
 
 * each host has at most ``max_concurrent_per_host`` migrations in flight
-  (as source or target);
+  (as source or target; vSphere's limit is 8 per host on 10 GbE networks,
+  4 on 1 GbE, see :mod:`.costs`);
 * each target fits its committed memory/vCPUs plus every VM migrating into
-  it in this wave, with the VMs leaving it still counted;
+  it in this wave, with the VMs leaving it still counted (and the capacity
+  in-flight claims hold);
 * no VM migrates onto a host that a member of one of its must
   anti-affinity rules is leaving or entering in the same wave (the pair
   would share the host while both are in flight).
@@ -24,14 +26,12 @@ wave, and scheduling never deadlocks on a sequentially feasible plan.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from nova_vsphere_driver.drs.claims import Claim
+from nova_vsphere_driver.drs.costs import DEFAULT_MAX_CONCURRENT_PER_HOST
 from nova_vsphere_driver.drs.model import DEFAULT_LIMITS, ClusterSnapshot, Limits
 from nova_vsphere_driver.drs.moves import Move
-
-#: vSphere allows more concurrent vMotions per host (4 on 1 GbE, 8 on
-#: 10 GbE); two keeps the load a balancing pass adds on any host modest.
-DEFAULT_MAX_CONCURRENT_PER_HOST = 2
 
 
 class InfeasiblePlanError(ValueError):
@@ -41,13 +41,23 @@ class InfeasiblePlanError(ValueError):
 def schedule_waves(snapshot: ClusterSnapshot, moves: Sequence[Move],
                    limits: Limits = DEFAULT_LIMITS,
                    max_concurrent_per_host: int = DEFAULT_MAX_CONCURRENT_PER_HOST,
-                   ) -> list[tuple[Move, ...]]:
-    """Group ``moves`` (in plan order) into waves (see the module docstring)."""
+                   claims: Iterable[Claim] = ()) -> list[tuple[Move, ...]]:
+    """Group ``moves`` (in plan order) into waves (see the module docstring).
+
+    ``claims`` are in-flight claims (new VMs, migration targets) whose
+    capacity the snapshot does not show yet.
+    """
     if max_concurrent_per_host < 1:
         raise ValueError("max_concurrent_per_host must be >= 1")
     host_by_id = snapshot.host_by_id
     mem = {h: u.memory_committed_mb for h, u in snapshot.usage.items()}
     vcpus = {h: u.vcpus_committed for h, u in snapshot.usage.items()}
+    for claim in claims:
+        # As in planning: a spawn claim the snapshot already shows is spent.
+        if claim.host_id in mem and (claim.moving or claim.instance_id not in
+                                     snapshot.vm_by_ref):
+            mem[claim.host_id] += claim.memory_mb
+            vcpus[claim.host_id] += claim.vcpus
     mem_limit = {h.id: h.memory_limit_mb(limits) for h in snapshot.hosts}
     vcpu_limit = {h.id: h.vcpu_limit(limits) for h in snapshot.hosts}
     where = {vm.id: vm.host for vm in snapshot.vms}

@@ -85,7 +85,7 @@ def test_evacuating_several_hosts_never_targets_any_of_them():
     assert not over_capacity_hosts(after)
     before = rule_violations(snap, mandatory=True)
     assert all(n <= before[k] for k, n in rule_violations(after, mandatory=True).items())
-    check_waves(snap, schedule_waves(snap, plan.moves), 2)
+    check_waves(snap, schedule_waves(snap, plan.moves, max_concurrent_per_host=2), 2)
 
 
 def test_evacuation_makes_room_when_fragmented():

@@ -1,6 +1,7 @@
 import pytest
 
 from nova_vsphere_driver.drs import (
+    Claims,
     ClusterSnapshot,
     InfeasiblePlanError,
     Move,
@@ -76,3 +77,40 @@ def test_waves_of_real_plans_keep_every_host_within_capacity(seed, k):
     check_waves(snap, waves, k)
     evac = evacuate(snap, snap.hosts[0].id)
     check_waves(snap, schedule_waves(snap, evac.moves, max_concurrent_per_host=k), k)
+
+
+def test_default_limit_is_vspheres_eight_vmotions_per_host():
+    hosts = tuple(host(f"h{i}", memory_gb=256) for i in range(11))
+    snap = ClusterSnapshot(hosts, tuple(vm(f"v{i}", "h0") for i in range(10)))
+    moves = [mv(f"v{i}", "h0", f"h{1 + i}") for i in range(10)]
+    waves = schedule_waves(snap, moves)
+    assert [len(w) for w in waves] == [8, 2]
+    check_waves(snap, waves, 8)
+
+
+def test_targets_busy_in_two_waves_keep_the_limit_on_both_ends():
+    # Every host is source of some moves and target of others.
+    hosts = tuple(host(f"h{i}", memory_gb=256) for i in range(3))
+    vms = tuple(vm(f"v{h}{i}", f"h{h}") for h in range(3) for i in range(4))
+    snap = ClusterSnapshot(hosts, vms)
+    moves = [mv(f"v{h}{i}", f"h{h}", f"h{(h + 1) % 3}") for h in range(3) for i in range(4)]
+    for k in (1, 3, 8):
+        waves = schedule_waves(snap, moves, max_concurrent_per_host=k)
+        check_waves(snap, waves, k)
+        assert sum(map(len, waves)) == len(moves)
+        assert max(len(w) for w in waves) <= 3 * k // 2
+
+
+def test_claims_hold_capacity_while_waves_run():
+    # h1 has 16 GB; a spawn claimed 8 GB of it: the 12 GB VM cannot move in.
+    hosts = (host("h0", memory_gb=32), host("h1", memory_gb=16))
+    snap = ClusterSnapshot(hosts, (vm("a", "h0", memory_gb=12),))
+    claims = Claims()
+    claims.claim("new-vm", "h1", 2, 8 * GB)
+    move = mv("a", "h0", "h1", 12)
+    assert schedule_waves(snap, [move]) == [(move,)]
+    with pytest.raises(InfeasiblePlanError, match="lacks memory"):
+        schedule_waves(snap, [move], claims=claims.active())
+    # Once the snapshot shows the new VM, its claim is spent, not counted twice.
+    shown = snap.with_vms([vm("vm-9", "h1", memory_gb=2, instance_uuid="new-vm")])
+    assert schedule_waves(shown, [move], claims=claims.active()) == [(move,)]
