@@ -543,12 +543,16 @@ class _Planner:
             return None
         n = len(st.usable_idx)
         order = sorted(st.usable_idx, key=lambda i: (st.load[i], i))
+        movable: dict[int, list[int]] = {}  # target -> its VMs that could go back
         cands = []
         for s in order[::-1][:SWAP_SOURCES]:
             for t in order[:SWAP_TARGETS]:
                 if st.load[t] >= st.load[s]:
                     break
-                cands.extend(self._swaps(s, t, n))
+                if t not in movable:
+                    movable[t] = [u for u in sorted(st.on_host[t]) if u < st.n_real_vms
+                                  and st.vm_movable[u] and st.vm_on[u]]
+                cands.extend(self._swaps(s, t, n, movable[t]))
         cands.sort(key=lambda c: (-c[0], c[1:]))
         for _, v, s, u, t in cands:
             order = self._swap_order(v, s, u, t)
@@ -556,11 +560,12 @@ class _Planner:
                 return v, s, u, t, order
         return None
 
-    def _swaps(self, s: int, t: int, n: int) -> list[tuple[float, int, int, int, int]]:
+    def _swaps(self, s: int, t: int, n: int,
+               movable: list[int]) -> list[tuple[float, int, int, int, int]]:
         """Qualifying swaps between ``s`` and ``t`` as (ratio, v, s, u, t); capacity only.
 
-        ``v`` does not fit ``t`` now; ``u`` fits ``s`` now and frees enough
-        of ``t`` for ``v`` (the partner moves first).
+        ``v`` does not fit ``t`` now; ``u`` (one of ``movable``, on ``t``) fits
+        ``s`` now and frees enough of ``t`` for ``v`` (the partner moves first).
         """
         st = self.state
         if st.load[s] - st.load[t] < self.settings.min_gap:
@@ -580,9 +585,9 @@ class _Planner:
         ds, dt = st.load[s] - mu, st.load[t] - mu
         kc_s, km_s, kc_t, km_t = st.k_cpu[s], st.k_mem[s], st.k_cpu[t], st.k_mem[t]
         cpu, memd = st.vm_cpu, st.vm_memd
-        partners = [u for u in sorted(st.on_host[t]) if u < st.n_real_vms and st.vm_movable[u]
-                    and st.vm_on[u] and mem[u] <= free_s and vc[u] <= vfree_s
-                    and st.vm_vcpus[u] <= st.threads[s]]
+        threads_s = st.threads[s]
+        partners = [u for u in movable if mem[u] <= free_s and vc[u] <= vfree_s
+                    and st.vm_vcpus[u] <= threads_s]
         out = []
         for v in blocked:
             av_s = kc_s * cpu[v] + km_s * memd[v]
