@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from oslo_log import log as logging
@@ -54,6 +55,71 @@ MAX_RELOGINS = 2
 
 class TaskTimeout(Exception):
     """A vCenter task did not finish within the configured bound."""
+
+
+class StableMoRef:
+    """A managed object reference that finds its object again when vCenter forgets it.
+
+    A VM keeps its instance UUID for life, but its reference changes when it
+    is unregistered and registered again (an operator's repair, a restore,
+    HA). A call through the session that fails with ManagedObjectNotFound
+    naming this reference calls ``refind`` once, takes the new reference and
+    repeats; holders (the driver's cache) keep this object, so every later
+    call uses the new reference too. ``refind`` returning None means the
+    object is really gone: the fault stands. (Nova's in-tree driver does the
+    same with its StableMoRefProxy.)
+
+    Attributes of the current reference (``value``, ``_type``) read through,
+    so ``vim_util.get_moref_value`` works on it; the session hands vCenter
+    the current plain reference.
+    """
+
+    __slots__ = ("_ref", "_refind", "_lock")
+
+    def __init__(self, ref: Any, refind: Callable[[], Any]) -> None:
+        self._ref = ref
+        self._refind = refind
+        self._lock = threading.Lock()
+
+    @property
+    def ref(self) -> Any:
+        """The current plain reference."""
+        return self._ref
+
+    @staticmethod
+    def plain(ref: Any) -> Any:
+        """The plain reference vCenter understands, whether ``ref`` is stable or not."""
+        return ref.ref if isinstance(ref, StableMoRef) else ref
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for what the reference itself has: never protocols (copy,
+        # pickle) nor this object's own slots before they are set.
+        if name.startswith("__") or name in StableMoRef.__slots__:
+            raise AttributeError(name)
+        return getattr(self._ref, name)
+
+    def __repr__(self) -> str:
+        return f"StableMoRef({vim_util.get_moref_type(self._ref)}:" \
+            f"{vim_util.get_moref_value(self._ref)})"
+
+    def recover(self, lost: str) -> bool:
+        """Find the object again after vCenter said it does not know ``lost``.
+
+        True when the reference now differs from ``lost`` (also when another
+        thread found it again meanwhile): the call may be repeated.
+        """
+        with self._lock:
+            if vim_util.get_moref_value(self._ref) != lost:
+                return True
+            found = self._refind()
+            if isinstance(found, StableMoRef):
+                found = found.ref
+            if found is None or vim_util.get_moref_value(found) == lost:
+                return False
+            LOG.info("vCenter no longer knows %s %s; found it again as %s",
+                     vim_util.get_moref_type(self._ref), lost, vim_util.get_moref_value(found))
+            self._ref = found
+            return True
 
 
 class VSphereSession:
@@ -125,6 +191,28 @@ class VSphereSession:
         return self._api.vim.client.factory.create("ns0:" + type_name)
 
     def _invoke_api(self, module: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One vCenter call; :class:`StableMoRef` arguments vCenter lost are found again."""
+        stable = [a for a in (*args, *kwargs.values()) if isinstance(a, StableMoRef)]
+        if not stable:
+            return self._invoke_once(module, method, *args, **kwargs)
+        plain = StableMoRef.plain
+        recoveries = 0
+        while True:
+            # What this attempt sends: another thread may find a reference
+            # again while the call is under way.
+            sent = [(r, vim_util.get_moref_value(r.ref)) for r in stable]
+            try:
+                return self._invoke_once(module, method, *(plain(a) for a in args),
+                                         **{k: plain(v) for k, v in kwargs.items()})
+            except vexc.ManagedObjectNotFoundException as exc:
+                lost = str((exc.details or {}).get("obj") or "")
+                holder = next((r for r, value in sent if value == lost), None)
+                # Each argument is found again at most once per call.
+                if holder is None or recoveries >= len(stable) or not holder.recover(lost):
+                    raise
+                recoveries += 1
+
+    def _invoke_once(self, module: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         """One vCenter call, with re-login and bounded retries.
 
         Like oslo.vmware's ``invoke_api``, but (1) after logging in again it

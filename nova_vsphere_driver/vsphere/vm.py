@@ -11,7 +11,7 @@ from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
 from nova_vsphere_driver.vsphere.cluster_state import NOVA_EXTENSION_KEY, NetworkState
-from nova_vsphere_driver.vsphere.session import VSphereSession
+from nova_vsphere_driver.vsphere.session import StableMoRef, VSphereSession
 
 LOG = logging.getLogger(__name__)
 
@@ -222,30 +222,68 @@ def build_config_spec(session: VSphereSession, spec: VmSpec):
     return config
 
 
+def method_not_found(exc: vexc.VimFaultException) -> bool:
+    """True when the endpoint does not implement the method called (vmodl MethodNotFound)."""
+    return "MethodNotFound" in (exc.fault_list or [])
+
+
 class VmOperations:
     """VM operations on one vCenter session; every method is thread-safe."""
 
     def __init__(self, session: VSphereSession) -> None:
         self.session = session
+        #: False once the endpoint said it has no FindAllByUuid (vcsim):
+        #: FindByUuid from then on, without asking again each time.
+        self._find_all_by_uuid = True
 
-    def find_by_uuid(self, instance_uuid: str):
-        """The VM whose instanceUuid is ``instance_uuid``, or None (one round trip)."""
-        found = self.session.invoke("FindAllByUuid", self.session.content.searchIndex,
-                                    uuid=instance_uuid, vmSearch=True, instanceUuid=True)
-        refs = list(found or [])
-        if len(refs) > 1:
-            LOG.warning("%d VMs carry instance UUID %s; using %s", len(refs), instance_uuid,
-                        vim_util.get_moref_value(refs[0]))
-        return refs[0] if refs else None
+    def find_by_uuid(self, instance_uuid: str) -> StableMoRef | None:
+        """The VM whose instanceUuid is ``instance_uuid``, or None (one round trip).
+
+        The reference finds the VM again by this UUID when vCenter forgets
+        it (the VM was registered again).
+        """
+        ref = self._find(instance_uuid)
+        return None if ref is None else self.reference(ref, instance_uuid)
+
+    def reference(self, ref, instance_uuid: str) -> StableMoRef:
+        """``ref``, the VM of ``instance_uuid``, as a reference that survives re-registration."""
+        return StableMoRef(StableMoRef.plain(ref), lambda: self._find(instance_uuid))
+
+    def _find(self, instance_uuid: str):
+        """FindAllByUuid where vCenter has it (5.0+: a duplicate is noticed).
+
+        FindByUuid, its older equivalent, where the endpoint answers
+        MethodNotFound (VMware's vcsim); asked once per session.
+        """
+        index = self.session.content.searchIndex
+        if self._find_all_by_uuid:
+            try:
+                found = self.session.invoke("FindAllByUuid", index, uuid=instance_uuid,
+                                            vmSearch=True, instanceUuid=True)
+            except vexc.VimFaultException as exc:
+                if not method_not_found(exc):
+                    raise
+                LOG.info("vCenter has no FindAllByUuid; finding VMs with FindByUuid")
+                self._find_all_by_uuid = False
+            else:
+                refs = list(found or [])
+                if len(refs) > 1:
+                    LOG.warning("%d VMs carry instance UUID %s; using %s", len(refs),
+                                instance_uuid, vim_util.get_moref_value(refs[0]))
+                return refs[0] if refs else None
+        return self.session.invoke("FindByUuid", index, uuid=instance_uuid, vmSearch=True,
+                                   instanceUuid=True) or None
 
     def properties(self, vm_ref, names: list[str]) -> dict[str, Any]:
         content = self.session.call("get_object_properties_dict", vm_ref, names)
         return content or {}
 
     def create(self, folder_ref, pool_ref, host_ref, config):
-        """CreateVM_Task; returns the new VM's reference."""
-        return self.session.run_task("CreateVM_Task", folder_ref, config=config, pool=pool_ref,
-                                     host=host_ref)
+        """CreateVM_Task; returns the new VM's reference (stable when the spec has its UUID)."""
+        ref = self.session.run_task("CreateVM_Task", folder_ref, config=config, pool=pool_ref,
+                                    host=host_ref)
+        uuid = getattr(config, "instanceUuid", None)
+        return self.reference(ref, uuid) if uuid else ref
 
     def power_on(self, vm_ref, host_ref=None) -> None:
         kwargs = {"host": host_ref} if host_ref is not None else {}
