@@ -38,16 +38,16 @@ class NicResolver:
                 raise exception.NetworkNotFoundForBridge(bridge=names[0] or names[1])
             switch_uuid = None
             if match.portgroup_key is not None:
-                switch_uuid = self._switch_uuid(match.switch)
+                switch_uuid = self._switch_uuid(match.switch, match.switch_type)
             nics.append(Nic(network=match, mac_address=vif.get("address"),
                             iface_id=vif.get("id") or "", switch_uuid=switch_uuid))
         return tuple(nics)
 
-    def _switch_uuid(self, switch_moref: str) -> str:
+    def _switch_uuid(self, switch_moref: str, switch_type: str) -> str:
         with self._lock:
             cached = self._switch_uuids.get(switch_moref)
         if cached is None:
-            ref = vim_util.get_moref(switch_moref, "VmwareDistributedVirtualSwitch")
+            ref = vim_util.get_moref(switch_moref, switch_type)
             cached = self._session.call("get_object_property", ref, "uuid")
             with self._lock:
                 self._switch_uuids[switch_moref] = cached

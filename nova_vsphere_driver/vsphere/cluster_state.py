@@ -84,6 +84,9 @@ class NetworkState:
     #: For distributed port groups: (switch moref, portgroup key).
     portgroup_key: str | None = None
     switch: str | None = None
+    #: The switch's managed object type as vCenter names it: VMware's own
+    #: switches are VmwareDistributedVirtualSwitch, others (and vcsim's) not.
+    switch_type: str = "VmwareDistributedVirtualSwitch"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,7 +376,9 @@ class ClusterStateReader:
                 switch = props.get("config.distributedVirtualSwitch")
                 networks.append(NetworkState(
                     moref=ref, name=props.get("name", ref), portgroup_key=props.get("key"),
-                    switch=moref_value(switch) if switch is not None else None))
+                    switch=moref_value(switch) if switch is not None else None,
+                    switch_type=vim_util.get_moref_type(switch) if switch is not None
+                    else NetworkState.switch_type))
             elif kind == "Network":
                 networks.append(NetworkState(moref=ref, name=props.get("name", ref)))
             elif kind == "Task":
