@@ -1,44 +1,66 @@
 #!/usr/bin/env python3
-"""Simulator benchmark: big inventory load, and property reads through pyVmomi and oslo.vmware.
+"""Simulator benchmark: this simulator side by side with VMware's vcsim, in one run.
 
-Prints absolute figures and ratios to baselines measured in the same run
-(the machine is shared and noisy: compare ratios across runs, not seconds):
+Both serve the same shape of inventory (8-host clusters, 64 hosts and 10,000
+VMs by default) over HTTP on loopback, each in its own process, and are
+measured the same way by the same clients:
 
-* inventory load (64 hosts, 10,000 VMs) vs building the same number of bare
-  pyVmomi ConfigInfo objects (the floor any pyVmomi-based simulator pays);
+* start-up: process start until a client is logged in; memory: the server
+  process's resident set after start-up and its peak at the end;
 * median latency of one RetrievePropertiesEx of three properties over all
-  64 hosts through a ContainerView vs the median of CurrentTime, the cheapest
-  authenticated round trip, on the same connection.
+  hosts through a ContainerView, through pyVmomi and through oslo.vmware,
+  each also as a multiple of the server's cheapest authenticated round
+  trip (CurrentTime);
+* create + power-on throughput: 200 VMs from 4 threads (one session each),
+  CreateVM_Task then PowerOnVM_Task, waiting for each task as pyVmomi
+  clients do;
+* a full read of every VM (name, power state, host) through a
+  ContainerView, paged with maxObjects and ContinueRetrievePropertiesEx
+  (vcsim ignores maxObjects and answers in one page).
 
-Usage: python tools/bench/simulator.py [--hosts 64] [--vms 10000] [--repeat 50]
+The machine is shared and noisy: the ratios ours / vcsim (times; for the
+throughput the inverse of the rates) are what to compare across runs, never
+the seconds. vcsim is built from Debian's govmomi (tests/interop/golang.py);
+where Go is missing its column is skipped with a message.
+
+Usage: python tools/bench/simulator.py [--hosts 64] [--vms 10000] [--repeat 20]
+           [--creates 200] [--threads 4] [--page-size 1000] [--no-vcsim]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path.insert(0, ROOT)
 
+from pyVim.connect import Disconnect, SmartConnect  # noqa: E402
+from pyVim.task import WaitForTask  # noqa: E402
 from pyVmomi import vim, vmodl  # noqa: E402
-
-from nova_vsphere_driver.simulator import Simulator, SimulatorServer  # noqa: E402
 
 PC = vmodl.query.PropertyCollector
 HOST_PATHS = ["name", "summary.quickStats", "runtime.connectionState"]
+VM_PATHS = ["name", "runtime.powerState", "runtime.host"]
+HOSTS_PER_CLUSTER = 8
 
 
 def build_inventory(hosts: int, vms: int) -> dict:
-    per_cluster = 8
+    """This simulator's inventory: 8-host clusters, VMs spread over every host."""
     clusters = []
-    for c in range(max(1, hosts // per_cluster)):
+    for c in range(max(1, hosts // HOSTS_PER_CLUSTER)):
         clusters.append({"name": f"cl{c}", "hosts": [
             {"name": f"esx{c}-{h}", "cores": 16 + 8 * (h % 3), "mhz": 2400,
-             "memory_mb": 524288 + 131072 * (h % 2)} for h in range(per_cluster)]})
+             "memory_mb": 524288 + 131072 * (h % 2)} for h in range(HOSTS_PER_CLUSTER)]})
     host_names = [(cl["name"], h["name"]) for cl in clusters for h in cl["hosts"]]
     vm_list = []
     for i in range(vms):
@@ -51,11 +73,110 @@ def build_inventory(hosts: int, vms: int) -> dict:
                              "clusters": clusters, "vms": vm_list}]}
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def process_memory_mb(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) MB of process ``pid``."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024.0
+    return values["VmRSS"], values["VmHWM"]
 
 
-def median_ms(fn, repeat: int) -> float:
+class Server:
+    """One simulator process under test."""
+
+    name = ""
+    port = 0
+    pid = 0
+    username = ""
+    password = ""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def connect(self):
+        return SmartConnect(host="127.0.0.1", port=self.port, user=self.username,
+                            pwd=self.password, protocol="http")
+
+
+class OurSimulator(Server):
+    """``python -m nova_vsphere_driver.simulator`` with the benchmark's inventory."""
+
+    name = "ours"
+
+    def __init__(self, hosts: int, vms: int) -> None:
+        self._inventory = build_inventory(hosts, vms)
+        self._proc: subprocess.Popen | None = None
+        self._dir = tempfile.mkdtemp(prefix="bench-sim-")
+
+    def start(self) -> None:
+        path = os.path.join(self._dir, "inventory.json")
+        with open(path, "w") as out:
+            json.dump(self._inventory, out)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "nova_vsphere_driver.simulator", "--listen", "127.0.0.1:0",
+             "--inventory", path], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True)
+        self.pid = self._proc.pid
+        for line in self._proc.stdout:
+            if match := re.search(r"listening on http://127\.0\.0\.1:(\d+)/sdk", line):
+                self.port = int(match.group(1))
+            elif match := re.match(r"\s+(user|password): (\S+)", line):
+                setattr(self, "username" if match.group(1) == "user" else "password",
+                        match.group(2))
+            elif line.strip().startswith("inventory:"):
+                return
+        raise RuntimeError("the simulator exited before serving")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
+            self._proc = None
+
+
+class VcsimServer(Server):
+    """VMware's vcsim with the same number of clusters, hosts and VMs."""
+
+    name = "vcsim"
+
+    def __init__(self, binary: str, hosts: int, vms: int) -> None:
+        from tests.interop.vcsim import Vcsim, VcsimInventory
+
+        clusters = max(1, hosts // HOSTS_PER_CLUSTER)
+        # One resource pool per cluster: its VM count spreads the total.
+        self._vcsim = Vcsim(binary, VcsimInventory(
+            clusters=clusters, hosts_per_cluster=HOSTS_PER_CLUSTER, standalone_hosts=0,
+            vms=max(1, vms // clusters)), tls_enabled=False, startup_timeout=1800)
+
+    def start(self) -> None:
+        self._vcsim.start()
+        self.pid, self.port = self._vcsim.pid, self._vcsim.port
+        self.username, self.password = self._vcsim.username, self._vcsim.password
+
+    def stop(self) -> None:
+        self._vcsim.stop()
+
+
+def build_vcsim() -> tuple[str | None, str]:
+    """(vcsim binary, '') or (None, why not)."""
+    from tests.interop import golang
+
+    reason = golang.missing()
+    if reason is not None:
+        return None, reason
+    try:
+        return golang.build("vcsim", os.path.join(golang.REPO, ".cache", "go-bin")), ""
+    except golang.GoBuildError as exc:
+        return None, str(exc)
+
+
+def median_ms(fn: Callable[[], object], repeat: int) -> float:
     fn()  # warm up (connection, caches)
     samples = []
     for _ in range(repeat):
@@ -65,42 +186,44 @@ def median_ms(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
-def host_spec(view):
+def container_spec(view, kind, paths: list[str]) -> PC.FilterSpec:
     return PC.FilterSpec(
         objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[
             PC.TraversalSpec(name="view", type=vim.view.ContainerView, path="view",
                              skip=False)])],
-        propSet=[PC.PropertySpec(type=vim.HostSystem, pathSet=HOST_PATHS)])
+        propSet=[PC.PropertySpec(type=kind, pathSet=paths)])
 
 
-def bench_pyvmomi(server: SimulatorServer, repeat: int, hosts: int) -> tuple[float, float]:
-    from pyVim.connect import Disconnect, SmartConnect
+def read_all(pc, spec, page_size: int) -> tuple[int, int]:
+    """(objects, pages) of a paged RetrievePropertiesEx."""
+    result = pc.RetrievePropertiesEx([spec], PC.RetrieveOptions(maxObjects=page_size))
+    count, pages = len(result.objects), 1
+    while result.token:
+        result = pc.ContinueRetrievePropertiesEx(result.token)
+        count, pages = count + len(result.objects), pages + 1
+    return count, pages
 
-    sim = server.simulator
-    si = SmartConnect(host="127.0.0.1", port=server.port, user=sim.username,
-                      pwd=sim.password, protocol="http")
+
+def bench_pyvmomi_hosts(si, repeat: int, hosts: int) -> tuple[float, float]:
     content = si.RetrieveContent()
     view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
-    spec = host_spec(view)
+    spec = container_spec(view, vim.HostSystem, HOST_PATHS)
     pc = content.propertyCollector
 
     def read():
         result = pc.RetrievePropertiesEx([spec], PC.RetrieveOptions(maxObjects=1000))
         assert len(result.objects) == hosts, len(result.objects)
 
-    read_ms = median_ms(read, repeat)
-    base_ms = median_ms(si.CurrentTime, repeat)
-    Disconnect(si)
-    return read_ms, base_ms
+    return median_ms(read, repeat), median_ms(si.CurrentTime, repeat)
 
 
-def bench_oslo_vmware(server: SimulatorServer, repeat: int, hosts: int) -> tuple[float, float]:
+def bench_oslo_vmware_hosts(server: Server, wsdl: str, repeat: int,
+                            hosts: int) -> tuple[float, float]:
     from oslo_vmware import api, vim_util
 
-    sim = server.simulator
-    session = api.VMwareAPISession("127.0.0.1", sim.username, sim.password, api_retry_count=1,
-                                   task_poll_interval=0.1, port=server.port, scheme="http",
-                                   insecure=True)
+    session = api.VMwareAPISession("127.0.0.1", server.username, server.password,
+                                   api_retry_count=1, task_poll_interval=0.1, port=server.port,
+                                   scheme="http", insecure=True, wsdl_loc=wsdl)
     vim_obj = session.vim
     content = vim_obj.service_content
     view = session.invoke_api(vim_obj, "CreateContainerView", content.viewManager,
@@ -122,48 +245,170 @@ def bench_oslo_vmware(server: SimulatorServer, repeat: int, hosts: int) -> tuple
                                     content.propertyCollector, specSet=[fspec], options=options)
         assert len(result.objects) == hosts, len(result.objects)
 
+    instance = vim_util.get_moref("ServiceInstance", "ServiceInstance")
     read_ms = median_ms(read, repeat)
-    base_ms = median_ms(lambda: session.invoke_api(vim_obj, "CurrentTime",
-                                                   vim_util.get_moref("ServiceInstance",
-                                                                      "ServiceInstance")),
-                        repeat)
+    base_ms = median_ms(lambda: session.invoke_api(vim_obj, "CurrentTime", instance), repeat)
     session.logout()
     return read_ms, base_ms
+
+
+def bench_create_power_on(server: Server, si, count: int, threads: int) -> float:
+    """VMs created and powered on per second, ``threads`` sessions at once."""
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
+    hosts = [(h, h.parent.resourcePool, h.datastore[0].name) for h in view.view]
+    datacenter = next(e for e in content.rootFolder.childEntity
+                      if isinstance(e, vim.Datacenter))
+    folder = datacenter.vmFolder
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        own = server.connect()
+        try:
+            for n in range(index, count, threads):
+                host, pool, datastore = hosts[n % len(hosts)]
+                name = f"bench-{n:04d}"
+                spec = vim.vm.ConfigSpec(
+                    name=name, numCPUs=1, memoryMB=512, guestId="otherGuest64",
+                    files=vim.vm.FileInfo(vmPathName=f"[{datastore}] {name}/{name}.vmx"))
+                # Each thread's own session: the objects go through its stub.
+                task = vim.Folder(folder._moId, own._stub).CreateVM_Task(
+                    spec, vim.ResourcePool(pool._moId, own._stub),
+                    vim.HostSystem(host._moId, own._stub))
+                WaitForTask(task, si=own)
+                WaitForTask(task.info.result.PowerOnVM_Task(), si=own)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+        finally:
+            Disconnect(own)
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    start = time.perf_counter()
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return count / elapsed
+
+
+def bench_vm_read(si, repeat: int, page_size: int, expected: int) -> tuple[float, int]:
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine],
+                                                   True)
+    spec = container_spec(view, vim.VirtualMachine, VM_PATHS)
+    pages = []
+
+    def read():
+        count, used = read_all(content.propertyCollector, spec, page_size)
+        assert count == expected, (count, expected)
+        pages.append(used)
+
+    return median_ms(read, repeat), pages[-1]
+
+
+def measure(server: Server, args, wsdl: str) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    start = time.perf_counter()
+    server.start()
+    si = server.connect()
+    figures["startup_s"] = time.perf_counter() - start
+    figures["rss_start_mb"] = process_memory_mb(server.pid)[0]
+    try:
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(content.rootFolder,
+                                                       [vim.VirtualMachine], True)
+        vms = len(view.view)
+        view.DestroyView()
+        figures["host_read_ms"], figures["current_time_ms"] = bench_pyvmomi_hosts(
+            si, args.repeat, args.hosts)
+        figures["oslo_host_read_ms"], figures["oslo_current_time_ms"] = \
+            bench_oslo_vmware_hosts(server, wsdl, args.repeat, args.hosts)
+        figures["create_rate"] = bench_create_power_on(server, si, args.creates, args.threads)
+        figures["vm_read_ms"], figures["vm_read_pages"] = bench_vm_read(
+            si, max(1, args.repeat // 4), args.page_size, vms + args.creates)
+        figures["vms_read"] = vms + args.creates
+        figures["rss_end_mb"], figures["rss_peak_mb"] = process_memory_mb(server.pid)
+    finally:
+        Disconnect(si)
+        server.stop()
+    return figures
+
+
+ROWS = [
+    # (key, label, unit, format, lower is better)
+    ("startup_s", "start-up (process start to logged-in client)", "s", "{:.2f}", True),
+    ("rss_start_mb", "memory after start-up (resident)", "MB", "{:.0f}", True),
+    ("rss_peak_mb", "memory peak (resident, end of run)", "MB", "{:.0f}", True),
+    ("current_time_ms", "pyVmomi CurrentTime round trip (median)", "ms", "{:.2f}", True),
+    ("host_read_ms", "pyVmomi RetrievePropertiesEx of 3 properties x hosts", "ms", "{:.2f}",
+     True),
+    ("oslo_host_read_ms", "oslo.vmware RetrievePropertiesEx of 3 properties x hosts", "ms",
+     "{:.2f}", True),
+    ("create_rate", "create + power-on, VMs per second", "VMs/s", "{:.1f}", False),
+    ("vm_read_ms", "full read of every VM (name, power state, host), paged", "ms", "{:.0f}",
+     True),
+]
+
+
+def report(results: dict[str, dict[str, float]], args) -> None:
+    ours = results["ours"]
+    vcsim = results.get("vcsim")
+    print(f"{args.hosts} hosts in clusters of {HOSTS_PER_CLUSTER}, {args.vms} VMs; "
+          f"{args.creates} VMs created from {args.threads} threads; full VM read of "
+          f"{int(ours['vms_read'])} VMs in pages of {args.page_size} "
+          f"({int(ours['vm_read_pages'])} pages here"
+          + (f", {int(vcsim['vm_read_pages'])} from vcsim)" if vcsim else ")"))
+    header = f"{'figure':62s} {'ours':>10s}"
+    if vcsim:
+        header += f" {'vcsim':>10s} {'ours/vcsim':>11s}"
+    print(header)
+    for key, label, unit, fmt, lower_better in ROWS:
+        line = f"{label + ' (' + unit + ')':62s} {fmt.format(ours[key]):>10s}"
+        if vcsim:
+            # Times: ours / vcsim. Rates: vcsim's / ours, so that below 1.0
+            # is better for every row.
+            ratio = ours[key] / vcsim[key] if lower_better else vcsim[key] / ours[key]
+            line += f" {fmt.format(vcsim[key]):>10s} {'x' + format(ratio, '.2f'):>11s}"
+        print(line)
+    for name, figures in results.items():
+        print(f"{name:6s} pyVmomi RetrievePropertiesEx of {len(HOST_PATHS)} properties x "
+              f"{args.hosts} hosts via ContainerView: median {figures['host_read_ms']:.2f} ms "
+              f"(x{figures['host_read_ms'] / figures['current_time_ms']:.1f} of CurrentTime "
+              f"round trip {figures['current_time_ms']:.2f} ms)")
+        print(f"{name:6s} oslo.vmware RetrievePropertiesEx of {len(HOST_PATHS)} properties x "
+              f"{args.hosts} hosts: median {figures['oslo_host_read_ms']:.2f} ms "
+              f"(x{figures['oslo_host_read_ms'] / figures['oslo_current_time_ms']:.1f} of "
+              f"CurrentTime round trip {figures['oslo_current_time_ms']:.2f} ms)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=64)
     parser.add_argument("--vms", type=int, default=10000)
-    parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--creates", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--no-vcsim", action="store_true", help="measure this simulator only")
     args = parser.parse_args(argv)
 
-    inventory = build_inventory(args.hosts, args.vms)
-    rss_before = rss_mb()
-    start = time.perf_counter()
-    sim = Simulator(inventory)
-    load_s = time.perf_counter() - start
-    rss_after = rss_mb()
+    from nova_vsphere_driver.simulator import wsdl
 
-    start = time.perf_counter()
-    floor = [vim.vm.ConfigInfo(name=f"vm-{i}", hardware=vim.vm.VirtualHardware(
-        numCPU=1, memoryMB=1024)) for i in range(args.vms)]
-    floor_s = time.perf_counter() - start
-    del floor
-
-    print(f"inventory: {len(sim.hosts())} hosts, {len(sim.vms())} VMs, "
-          f"{len(sim.registry)} managed objects")
-    print(f"load time: {load_s:.2f} s  (x{load_s / floor_s:.1f} the time to build "
-          f"{args.vms} bare pyVmomi ConfigInfo objects: {floor_s:.3f} s)")
-    print(f"peak RSS: {rss_after:.0f} MB (before load {rss_before:.0f} MB, "
-          f"growth {rss_after - rss_before:.0f} MB)")
-
-    with SimulatorServer(sim) as server:
-        for name, bench in (("pyVmomi", bench_pyvmomi), ("oslo.vmware", bench_oslo_vmware)):
-            read_ms, base_ms = bench(server, args.repeat, len(sim.hosts()))
-            print(f"{name:12s} RetrievePropertiesEx of {len(HOST_PATHS)} properties x "
-                  f"{len(sim.hosts())} hosts via ContainerView: median {read_ms:.2f} ms "
-                  f"(x{read_ms / base_ms:.1f} of CurrentTime round trip {base_ms:.2f} ms)")
+    wsdl_url = "file://" + wsdl.write_documents(tempfile.mkdtemp(prefix="bench-wsdl-"))
+    servers: list[Server] = [OurSimulator(args.hosts, args.vms)]
+    if args.no_vcsim:
+        print("vcsim: not measured (--no-vcsim)")
+    else:
+        binary, why = build_vcsim()
+        if binary is None:
+            print(f"vcsim: not measured, cannot build it: {why}")
+        else:
+            servers.append(VcsimServer(binary, args.hosts, args.vms))
+    results = {server.name: measure(server, args, wsdl_url) for server in servers}
+    report(results, args)
     return 0
 
 
