@@ -178,11 +178,34 @@ def _strip_version_id(xml: str) -> str:
         ' xsi:type="ManagedObject"', ' xsi:type="ManagedObjectReference"')
 
 
+class Encoded:
+    """A call's result already in wire form: the content of ``<Method>Response``.
+
+    Assembled from :func:`encode_element` fragments (the property collector
+    caches them per object and property), so the bytes are those pyVmomi's
+    serializer writes for the same values.
+    """
+
+    __slots__ = ("xml",)
+
+    def __init__(self, xml: str) -> None:
+        self.xml = xml
+
+
+def encode_element(value: Any, name: str, vtype: type) -> str:
+    """``value`` as element ``name`` of declared type ``vtype``, as inside a response."""
+    info = VmomiSupport.Object(name=name, type=vtype, version=VERSION, flags=0)
+    return _strip_version_id(
+        SoapAdapter.SerializeToStr(value, info=info, version=VERSION, nsMap=_NS_MAP))
+
+
 def encode_response(method, result: Any) -> bytes:
-    """Encode ``result`` as the ``<Method>Response`` envelope."""
+    """Encode ``result`` (a value or :class:`Encoded`) as the ``<Method>Response`` envelope."""
     name = method.wsdlName
     parts = [_ENVELOPE_HEAD, f'<{name}Response xmlns="{VIM_NS}">']
-    if result is not None and not (isinstance(result, list) and not result):
+    if isinstance(result, Encoded):
+        parts.append(result.xml)
+    elif result is not None and not (isinstance(result, list) and not result):
         rtype = method.result
         if isinstance(result, list) and not issubclass(rtype, list):
             rtype = type(result)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from pyVmomi import SoapAdapter, VmomiSupport, vim, vmodl
 
+from nova_vsphere_driver.simulator import soap
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
 from nova_vsphere_driver.simulator.vim_data import declared_type, typed
 from nova_vsphere_driver.simulator.vim_faults import invalid_argument
@@ -119,33 +121,95 @@ class Retrieval:
                 out[path] = typed(value, declared_type(obj.vim_type, path))
         return out
 
-    def contents(self, specs: list) -> list:
-        """RetrieveProperties semantics: ObjectContent for every selected object."""
-        result: dict[str, Any] = {}
+    def _gather(self, specs: list) -> list:
+        """What RetrieveProperties returns, in order: ``(obj, paths)`` per selected
+        object (paths merged over the specs) and ``(None, ref)`` per missing one."""
+        gathered: dict[str, tuple] = {}
         for spec in specs:
             objects, missing = self.select(spec)
             for obj in objects:
                 paths = self.paths_for(obj, spec.propSet)
                 if paths is None:
                     continue
-                vals = self.values(obj, paths)
-                content = result.get(obj.moid)
-                if content is None:
-                    content = PC.ObjectContent(obj=obj.ref, propSet=[])
-                    result[obj.moid] = content
-                have = {p.name for p in content.propSet}
-                for path, val in vals.items():
-                    if path not in have:
-                        content.propSet.append(vmodl.DynamicProperty(name=path, val=val))
+                entry = gathered.get(obj.moid)
+                if entry is None:
+                    gathered[obj.moid] = (obj, list(paths))
+                else:
+                    entry[1].extend(p for p in paths if p not in entry[1])
             for ref in missing:
-                result.setdefault(
-                    f"missing:{ref._moId}",
-                    PC.ObjectContent(obj=ref, missingSet=[
-                        PC.MissingProperty(path="",
-                                           fault=vmodl.fault.ManagedObjectNotFound(obj=ref))
-                    ]),
-                )
-        return list(result.values())
+                gathered.setdefault(f"missing:{ref._moId}", (None, ref))
+        return list(gathered.values())
+
+    @staticmethod
+    def _missing_content(ref) -> PC.ObjectContent:
+        return PC.ObjectContent(obj=ref, missingSet=[
+            PC.MissingProperty(path="", fault=vmodl.fault.ManagedObjectNotFound(obj=ref))])
+
+    def contents(self, specs: list) -> list:
+        """RetrieveProperties semantics: ObjectContent for every selected object."""
+        result = []
+        for obj, paths in self._gather(specs):
+            if obj is None:  # paths: the missing object's reference
+                result.append(self._missing_content(paths))
+                continue
+            result.append(PC.ObjectContent(obj=obj.ref, propSet=[
+                vmodl.DynamicProperty(name=path, val=val)
+                for path, val in self.values(obj, paths).items()]))
+        return result
+
+    def encoded(self, specs: list) -> list[str]:
+        """:meth:`contents` in wire form: each ObjectContent's inner XML.
+
+        Each object's reference and each property value is serialized once
+        per registry generation (the values cannot change within one) and
+        reused by every read until then: a read of unchanged objects only
+        joins strings.
+        """
+        fragments = _fragments(self.sim.registry)
+        out = []
+        for obj, paths in self._gather(specs):
+            if obj is None:  # paths: the missing object's reference
+                content = self._missing_content(paths)
+                out.append(soap.encode_element(content.obj, "obj", _MANAGED_OBJECT) + "".join(
+                    soap.encode_element(m, "missingSet", PC.MissingProperty)
+                    for m in content.missingSet))
+                continue
+            parts = [fragments.get((obj.moid, "")) or
+                     fragments.setdefault((obj.moid, ""), soap.encode_element(
+                         obj.ref, "obj", _MANAGED_OBJECT))]
+            for path in paths:
+                key = (obj.moid, path)
+                fragment = fragments.get(key)
+                if fragment is None:
+                    fragment = self._encode_property(obj, path)
+                    if path.partition(".")[0] not in obj.uncached:
+                        fragments[key] = fragment
+                parts.append(fragment)
+            out.append("".join(parts))
+        return out
+
+    @staticmethod
+    def _encode_property(obj: ManagedObject, path: str) -> str:
+        value = obj.get_property(path)
+        if value is None:  # vCenter omits unset properties
+            return ""
+        prop = vmodl.DynamicProperty(name=path,
+                                     val=typed(value, declared_type(obj.vim_type, path)))
+        return soap.encode_element(prop, "propSet", vmodl.DynamicProperty)
+
+
+_MANAGED_OBJECT = VmomiSupport.GetVmodlType("vmodl.ManagedObject")
+#: registry -> its wire fragments {(moid, path): xml} and their generation.
+_FRAGMENT_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fragments(registry) -> dict:
+    """The registry's fragment cache, emptied when the registry changed (lock held)."""
+    generation, cache = _FRAGMENT_CACHES.get(registry, (None, None))
+    if generation != registry.generation:
+        cache = {}
+        _FRAGMENT_CACHES[registry] = (registry.generation, cache)
+    return cache
 
 
 class _SessionState:
@@ -226,26 +290,36 @@ class PropertyCollector(ManagedObject):
     def RetrieveContents(self, ctx: CallContext, specSet) -> list:  # noqa: N802,N803
         return self.RetrieveProperties(ctx, specSet)
 
-    def RetrieveProperties(self, ctx: CallContext, specSet) -> list:  # noqa: N802,N803
+    # Results go out as soap.Encoded, built from cached wire fragments:
+    # reads of unchanged objects (most reads) serialize nothing.
+
+    def RetrieveProperties(self, ctx: CallContext, specSet):  # noqa: N802,N803
         with self.sim.registry.lock:
-            return Retrieval(self.sim).contents(specSet)
+            objects = Retrieval(self.sim).encoded(specSet)
+        if not objects:
+            return []
+        return soap.Encoded("".join(f"<returnval>{o}</returnval>" for o in objects))
 
     def RetrievePropertiesEx(self, ctx: CallContext, specSet, options=None):  # noqa: N802,N803
-        with self.sim.registry.lock:
-            objects = Retrieval(self.sim).contents(specSet)
-        if not objects:
-            return None
         page = options.maxObjects if options is not None and options.maxObjects else None
         if page is not None and page < 0:
             raise invalid_argument("options.maxObjects")
+        with self.sim.registry.lock:
+            objects = Retrieval(self.sim).encoded(specSet)
+        if not objects:
+            return None
         return self._page(self._state(ctx), objects, page)
 
-    def _page(self, state: _SessionState, objects: list, page: int | None):
-        if page is None or len(objects) <= page:
-            return PC.RetrieveResult(objects=objects)
-        token = str(next(self._token_ids))
-        state.tokens[token] = (objects[page:], page)
-        return PC.RetrieveResult(token=token, objects=objects[:page])
+    def _page(self, state: _SessionState, objects: list[str], page: int | None):
+        """A RetrieveResult of encoded ObjectContents, the rest kept behind a token."""
+        token = ""
+        if page is not None and len(objects) > page:
+            token = str(next(self._token_ids))
+            state.tokens[token] = (objects[page:], page)
+            objects = objects[:page]
+            token = f"<token>{token}</token>"
+        return soap.Encoded("<returnval>" + token +
+                            "".join(f"<objects>{o}</objects>" for o in objects) + "</returnval>")
 
     def ContinueRetrievePropertiesEx(self, ctx: CallContext, token: str):  # noqa: N802
         state = self._state(ctx)
