@@ -118,18 +118,15 @@ class OurSimulator(Server):
         path = os.path.join(self._dir, "inventory.json")
         with open(path, "w") as out:
             json.dump(self._inventory, out)
+        self.username, self.password = "bench", "bench-password"
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "nova_vsphere_driver.simulator", "--listen", "127.0.0.1:0",
-             "--inventory", path], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True)
+             "--inventory", path, "--user", self.username, "--password", self.password],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.pid = self._proc.pid
         for line in self._proc.stdout:
             if match := re.search(r"listening on http://127\.0\.0\.1:(\d+)/sdk", line):
                 self.port = int(match.group(1))
-            elif match := re.match(r"\s+(user|password): (\S+)", line):
-                setattr(self, "username" if match.group(1) == "user" else "password",
-                        match.group(2))
-            elif line.strip().startswith("inventory:"):
                 return
         raise RuntimeError("the simulator exited before serving")
 
