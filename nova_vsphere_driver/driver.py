@@ -91,7 +91,8 @@ class Operations:
     image_cache: ImageCacheOps
 
 
-def build_operations(services: Services, schedule: PassSchedule) -> Operations:
+def build_operations(services: Services, schedule: PassSchedule,
+                     stopping: threading.Event | None = None) -> Operations:
     """Each operation object with exactly the collaborators it needs."""
     hosts = HostSelection(services)
     rules = InstanceRules(services.rules, services.states, services.nodes)
@@ -106,7 +107,7 @@ def build_operations(services: Services, schedule: PassSchedule) -> Operations:
         destroy=DestroyOps(services, rules, volumes),
         power=power,
         resources=ResourceReports(services),
-        drs_passes=DrsPasses(services, schedule),
+        drs_passes=DrsPasses(services, schedule, stopping),
         migrations=Migrations(services, hosts, rules, power),
         live_migrations=LiveMigrations(services, rules, nics),
         hosts=HostOperations(services),
@@ -221,7 +222,8 @@ class VSphereDriver(driver.ComputeDriver):
             raise
         drs_opts = CONF.vsphere_drs
         self.operations = build_operations(self.services,
-                                           PassSchedule(drs_opts.balance_interval))
+                                           PassSchedule(drs_opts.balance_interval),
+                                           self._stopping)
         if drs_opts.mode == "builtin":
             self.drs_thread = threading.Thread(target=self._drs_loop, name="vsphere-drs",
                                                daemon=True)

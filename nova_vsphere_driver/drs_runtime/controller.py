@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 
 from oslo_log import log as logging
 
 from nova_vsphere_driver import drs
 from nova_vsphere_driver.drs_runtime.cluster_snapshot import to_cluster_snapshot
-from nova_vsphere_driver.drs_runtime.vmotion_waves import MoveOutcome, run_waves
+from nova_vsphere_driver.drs_runtime.vmotion_waves import MoveOutcome, WaveProgress, run_waves
 from nova_vsphere_driver.vsphere.cluster_state import ClusterState
 from nova_vsphere_driver.vsphere.session import VSphereSession
 
@@ -30,7 +31,8 @@ class DrsSettings:
     max_moves_per_pass: int = 8
     make_room: bool = True
     max_room_moves: int = 4
-    max_vmotions_per_host: int = 2
+    #: Concurrent vMotions per host (source or target) in one wave.
+    max_vmotions_per_host: int = drs.VMotionTiming.max_concurrent_per_host
     reserved_host_cpus: int = 0
     reserved_host_memory_mb: int = 0
 
@@ -49,6 +51,16 @@ class PassReport:
     unresolved: tuple[str, ...] = ()
     #: Host moref -> name, to show moves in operators' words.
     host_names: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: The moves as the waves they run in (at most ``max_vmotions_per_host``
+    #: vMotions per host at once).
+    waves: tuple[tuple[drs.Move, ...], ...] = ()
+    #: The expected duration of running every wave (drs.VMotionTiming).
+    expected_seconds: float = 0.0
+    max_vmotions_per_host: int = drs.VMotionTiming.max_concurrent_per_host
+    #: Seconds the vMotions took (0 unless applied).
+    elapsed_seconds: float = 0.0
+    #: Asked to stop: the waves after the one running then did not run.
+    stopped: bool = False
 
     def describe(self, move: drs.Move) -> str:
         names = self.host_names
@@ -59,6 +71,46 @@ class PassReport:
     def failed(self) -> tuple[MoveOutcome, ...]:
         return tuple(o for o in self.outcomes if not o.ok)
 
+    @property
+    def done(self) -> tuple[drs.Move, ...]:
+        return tuple(o.move for o in self.outcomes if o.ok)
+
+    @property
+    def not_run(self) -> tuple[drs.Move, ...]:
+        """Planned moves that did not run (a failure or a stop ended the pass first)."""
+        if not self.applied:
+            return ()
+        ran = {id(o.move) for o in self.outcomes}
+        return tuple(m for m in self.moves if id(m) not in ran)
+
+    @property
+    def memory_mb(self) -> int:
+        """Memory the plan copies."""
+        return sum(m.memory_mb for m in self.moves)
+
+    def summary(self) -> str:
+        """One line: moves, waves, memory and the expected duration."""
+        return (f"{len(self.moves)} move(s) in {len(self.waves)} wave(s) of at most "
+                f"{self.max_vmotions_per_host} vMotion(s) per host, "
+                f"{self.memory_mb / 1024:.1f} GiB to copy, expected "
+                f"{format_duration(self.expected_seconds)}")
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as h/min/s, for operators."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+#: Hears of a pass's progress while its vMotions run.
+ProgressListener = Callable[[WaveProgress], None]
+
 
 class ClusterDrs:
     """DRS for every cluster of one driver; thread-safe."""
@@ -67,6 +119,8 @@ class ClusterDrs:
         self.session = session
         self.settings = settings
         self.policy = drs.load_policy(settings.policy)
+        #: The vMotion concurrency the plans' waves respect, and their duration model.
+        self.timing = drs.VMotionTiming(max_concurrent_per_host=settings.max_vmotions_per_host)
         self._claims: dict[str, drs.Claims] = {}
         self._pass_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -135,52 +189,85 @@ class ClusterDrs:
     # -- moves --------------------------------------------------------------------------
 
     def run_moves(self, state: ClusterState, snapshot: drs.ClusterSnapshot,
-                  moves: tuple[drs.Move, ...], limits: drs.Limits) -> list[MoveOutcome]:
+                  moves: tuple[drs.Move, ...], limits: drs.Limits,
+                  waves: tuple[tuple[drs.Move, ...], ...] | None = None,
+                  progress: ProgressListener | None = None,
+                  stop: threading.Event | None = None) -> list[MoveOutcome]:
         """Run ``moves`` (planned on ``snapshot``) as waves of vMotions; outcome per move.
 
-        The moves' targets are claimed while they run, so that placements
-        made meanwhile do not count on the room they take.
+        ``waves`` are the plan's (built under ``max_vmotions_per_host``);
+        without them the moves are grouped here. The moves' targets are
+        claimed while they run, so that placements made meanwhile do not
+        count on the room they take. ``stop`` set: no wave starts after the
+        running one.
         """
-        waves = drs.schedule_waves(snapshot, moves, limits,
-                                   max_concurrent_per_host=self.settings.max_vmotions_per_host)
+        if waves is None:
+            waves = tuple(drs.schedule_waves(snapshot, moves, limits,
+                                             self.timing.max_concurrent_per_host))
         claims = self.claims(state.ref.moref)
         # Spawns placed while the moves run see their targets as taken.
         claims.claim_moves(snapshot, moves)
         try:
-            return run_waves(self.session, waves, state.ref.resource_pool)
+            return run_waves(self.session, waves, state.ref.resource_pool,
+                             timing=self.timing, progress=progress, stop=stop)
         finally:
             for move in moves:
                 claims.release(move.vm)
 
     def _report(self, state: ClusterState, kind: str, plan, apply: bool,
                 limits: drs.Limits, snapshot: drs.ClusterSnapshot,
-                unresolved: tuple[str, ...] = ()) -> PassReport:
+                unresolved: tuple[str, ...] = (), progress: ProgressListener | None = None,
+                stop: threading.Event | None = None) -> PassReport:
         names = {h.moref: h.name for h in state.hosts}
         for move in plan.moves:
             LOG.info("DRS %s %s: %s -> %s: %s", "apply" if apply else "plan", state.ref.name,
                      move.vm_name or move.vm, names.get(move.target, move.target), move.reason)
         outcomes = ()
+        started = time.monotonic()
         if apply and plan.moves:
-            outcomes = tuple(self.run_moves(state, snapshot, plan.moves, limits))
-        return PassReport(state.ref.name, kind, tuple(plan.moves), plan.imbalance_before,
-                          plan.imbalance_after, apply and bool(plan.moves), outcomes, unresolved,
-                          {h.moref: h.name for h in state.hosts})
+            outcomes = tuple(self.run_moves(state, snapshot, plan.moves, limits,
+                                            tuple(plan.waves), progress, stop))
+        report = PassReport(
+            state.ref.name, kind, tuple(plan.moves), plan.imbalance_before,
+            plan.imbalance_after, apply and bool(plan.moves), outcomes, unresolved, names,
+            tuple(plan.waves), plan.expected_seconds, self.timing.max_concurrent_per_host,
+            time.monotonic() - started if outcomes else 0.0,
+            stop is not None and stop.is_set() and len(outcomes) < len(plan.moves))
+        if report.applied:
+            LOG.info("DRS %s of %s: %d of %d move(s) done, %d failed, %d not run, in %s "
+                     "(expected %s)%s", kind, state.ref.name, len(report.done),
+                     len(plan.moves), len(report.failed), len(report.not_run),
+                     format_duration(report.elapsed_seconds),
+                     format_duration(report.expected_seconds),
+                     "; stopped as asked" if report.stopped else "")
+        return report
 
-    def balance(self, state: ClusterState, limits: drs.Limits, apply: bool) -> PassReport:
-        """One balancing pass: plan (and with ``apply``, run) the moves."""
+    def balance(self, state: ClusterState, limits: drs.Limits, apply: bool,
+                progress: ProgressListener | None = None,
+                stop: threading.Event | None = None) -> PassReport:
+        """One balancing pass: plan (and with ``apply``, run) the moves.
+
+        ``progress`` hears of each wave and move as they end; ``stop`` set
+        ends the pass after the running wave.
+        """
         with self._pass_lock(state.ref.moref):
             snapshot = self.cluster_snapshot(state)
             plan = drs.balance(snapshot, self.settings.migration_threshold,
                                self.settings.max_moves_per_pass, self.policy, limits,
-                               self.claims(state.ref.moref))
-            LOG.info("DRS pass on %s: imbalance %.4f -> %.4f with %d move(s)%s",
+                               self.claims(state.ref.moref), timing=self.timing)
+            LOG.info("DRS pass on %s: imbalance %.4f -> %.4f with %d move(s) in %d wave(s) "
+                     "(at most %d vMotions per host), %.1f GiB, expected %s%s",
                      state.ref.name, plan.imbalance_before, plan.imbalance_after,
-                     len(plan.moves), "" if apply else " (dry run)")
+                     len(plan.moves), len(plan.waves), self.timing.max_concurrent_per_host,
+                     plan.memory_mb / 1024, format_duration(plan.expected_seconds),
+                     "" if apply else " (dry run)")
             unresolved = tuple(str(u) for u in plan.unresolved)
-            return self._report(state, "balance", plan, apply, limits, snapshot, unresolved)
+            return self._report(state, "balance", plan, apply, limits, snapshot, unresolved,
+                                progress, stop)
 
-    def evacuate(self, state: ClusterState, limits: drs.Limits,
-                 apply: bool = True) -> PassReport | None:
+    def evacuate(self, state: ClusterState, limits: drs.Limits, apply: bool = True,
+                 progress: ProgressListener | None = None,
+                 stop: threading.Event | None = None) -> PassReport | None:
         """Empty the hosts entering maintenance mode; None when there are none."""
         entering = [h.moref for h in state.hosts
                     if h.entering_maintenance and h.connected and not h.in_maintenance]
@@ -192,12 +279,17 @@ class ClusterDrs:
             if not on_them:
                 return None
             plan = drs.evacuate(snapshot, entering, self.policy, limits,
-                                self.claims(state.ref.moref))
+                                self.claims(state.ref.moref), timing=self.timing)
+            LOG.info("DRS evacuation of %s: %d move(s) in %d wave(s), %.1f GiB, expected %s",
+                     ", ".join(h.name for h in state.hosts if h.moref in entering),
+                     len(plan.moves), len(plan.waves), plan.memory_mb / 1024,
+                     format_duration(plan.expected_seconds))
             unresolved = tuple(f"{vm}: {why}" for vm, why in sorted(plan.unplaceable.items()))
             if unresolved:
                 LOG.warning("Cluster %s: %d VM(s) cannot leave host(s) entering maintenance: "
                             "%s", state.ref.name, len(unresolved), "; ".join(unresolved))
-            return self._report(state, "evacuation", plan, apply, limits, snapshot, unresolved)
+            return self._report(state, "evacuation", plan, apply, limits, snapshot,
+                                unresolved, progress, stop)
 
 
 class PassSchedule:

@@ -3,6 +3,7 @@ maintenance evacuation, balancing, making room, and deferring to vCenter."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -205,6 +206,83 @@ def test_balancing_plans_in_dry_run_and_moves_when_applied(skewed):
         if not drv.balance_cluster(node).moves:
             break
     assert drv.balance_cluster(node, dry_run=True).moves == ()
+
+
+@pytest.fixture
+def skewed_k2(conf_overrides, nova_db):
+    """The skewed cluster with at most two concurrent vMotions per host, each a while."""
+    with running_simulator(_skewed_inventory(), tls=True) as server:
+        configure(conf_overrides, server, clusters=("c1",))
+        conf_overrides("vsphere_drs", poll_interval=3600, balance_interval=0,
+                       max_vmotions_per_host=2, max_moves_per_pass=6)
+        server.simulator.faults.add_latency("RelocateVM_Task", 0.3)
+        drv = vsphere_driver.VSphereDriver(None)
+        drv.init_host("compute-1")
+        yield drv, server
+        drv.cleanup_host("compute-1")
+
+
+def _relocations(sim) -> list:
+    """(vm moref, start, end) of every finished RelocateVM_Task, oldest first."""
+    return [(t.entity.moid, t.start_time, t.complete_time) for t in sim.tasks.recent
+            if t.method == "RelocateVM_Task" and t.complete_time is not None]
+
+
+def test_balancing_runs_the_plans_waves_under_the_per_host_limit(skewed_k2):
+    drv, server = skewed_k2
+    sim = server.simulator
+    node = drv.get_available_nodes()[0]
+    heard = []
+    report = drv.services.drs.balance(drv.services.states.read(node), drv.services.limits(),
+                                      apply=True, progress=heard.append)
+    assert report.applied and not report.failed and not report.not_run
+    assert report.max_vmotions_per_host == 2
+    # All moves leave h1: two per wave, waves one after the other.
+    assert [len(w) for w in report.waves] == [2] * (len(report.moves) // 2) + \
+        [1] * (len(report.moves) % 2)
+    assert report.expected_seconds > 0 and "expected" in report.summary()
+    wave_of = {m.vm: i for i, wave in enumerate(report.waves) for m in wave}
+    tasks = _relocations(sim)
+    assert sorted(vm for vm, _, _ in tasks) == sorted(wave_of)
+    for vm, start, _ in tasks:
+        # A wave starts once every move of the previous wave has ended.
+        earlier = [end for other, _, end in tasks if wave_of[other] < wave_of[vm]]
+        assert all(end <= start for end in earlier)
+    # Progress: each wave started and ended, each move reported once, counts add up.
+    events = [p.event for p in heard]
+    assert events.count("wave started") == events.count("wave done") == len(report.waves)
+    assert events.count("move done") == len(report.moves)
+    last = heard[-1]
+    assert (last.done, last.failed, last.remaining) == (len(report.moves), 0, 0)
+    assert last.memory_mb_moved == report.memory_mb and last.eta_seconds is None
+    assert [p.wave for p in heard if p.event == "wave started"] == \
+        list(range(1, len(report.waves) + 1))
+    assert all(p.eta_seconds is not None for p in heard if p.event == "wave started")
+
+
+def test_a_stopped_pass_ends_after_the_running_wave(skewed_k2):
+    drv, server = skewed_k2
+    sim = server.simulator
+    node = drv.get_available_nodes()[0]
+    before = {v.moid: v.get_property("runtime.host")._moId for v in sim.vms()}
+    stop = threading.Event()
+
+    def listen(progress):
+        if progress.event == "move done":
+            stop.set()  # as Ctrl-C does in nova-vsphere-drs apply
+
+    report = drv.services.drs.balance(drv.services.states.read(node), drv.services.limits(),
+                                      apply=True, progress=listen, stop=stop)
+    assert report.stopped and len(report.waves) > 1
+    assert [o.move for o in report.outcomes] == list(report.waves[0])
+    assert report.not_run == tuple(m for wave in report.waves[1:] for m in wave)
+    for move in report.done:
+        assert sim.registry.get(move.vm).get_property("runtime.host")._moId == move.target
+    for move in report.not_run:
+        assert sim.registry.get(move.vm).get_property("runtime.host")._moId == before[move.vm]
+    assert all(v.get_property("runtime.powerState") == "poweredOn" for v in sim.vms())
+    # Nothing stays claimed: a later pass may move the rest.
+    assert not drv.services.drs.claims(drv.services.nodes[node].moref)
 
 
 def _fragmented_inventory() -> dict:
