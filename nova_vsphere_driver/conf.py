@@ -112,6 +112,17 @@ vsphere_drs_opts = [
                 "take after such moves."),
     cfg.IntOpt("max_room_moves", default=4, min=0,
                help="Most vMotions one spawn may need to make room for its instance."),
+    cfg.StrOpt("instance_vm_group",
+               help="A DRS VM group, made by the operator in vCenter, that every "
+               "instance's VM joins in the cluster it runs in (at spawn, resize and "
+               "migration). The cluster's enabled must VM-Host rules on this group -- "
+               "'must run on' or 'must not run on' a host group -- then bind every instance "
+               "of that cluster: the built-in DRS places instances only on hosts those rules "
+               "allow, placement's max_unit counts only those hosts (a flavor that fits only "
+               "elsewhere is not advertised), and vCenter's DRS and HA keep to them too. Use "
+               "it to keep instances off hosts reserved for other workloads or licences. A "
+               "cluster without this group binds its instances to no host group (a warning "
+               "at start). Unset: no such binding."),
     cfg.IntOpt("max_vmotions_per_host", default=8, min=1,
                help="Concurrent vMotions per ESXi host (as source or target) while a "
                "balancing or evacuation plan runs: its moves are grouped into waves that "

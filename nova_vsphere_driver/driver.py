@@ -95,7 +95,8 @@ def build_operations(services: Services, schedule: PassSchedule,
                      stopping: threading.Event | None = None) -> Operations:
     """Each operation object with exactly the collaborators it needs."""
     hosts = HostSelection(services)
-    rules = InstanceRules(services.rules, services.states, services.nodes)
+    rules = InstanceRules(services.rules, services.states, services.nodes,
+                          services.drs.settings.instance_vm_group)
     nics = NicResolver(services.session)
     folders = VmFolders(services.session)
     guest_types = GuestTypes(services.image_api)
@@ -252,6 +253,12 @@ class VSphereDriver(driver.ComputeDriver):
                     reason=f"[vsphere] datastore_regex={opts.datastore_regex!r} matches no "
                     f"accessible datastore of cluster {name} (it has: "
                     f"{', '.join(d.name for d in state.datastores) or 'none'})")
+            vm_group = CONF.vsphere_drs.instance_vm_group
+            if vm_group and not any(g.name == vm_group and g.kind == "vm"
+                                    for g in state.groups):
+                LOG.warning("[vsphere_drs] instance_vm_group = %s: cluster %s has no such "
+                            "DRS VM group; its instances are bound to no host group", vm_group,
+                            name)
             if CONF.vsphere_drs.mode == "vcenter" and not state.vcenter_drs:
                 LOG.warning("[vsphere_drs] mode = vcenter but vCenter DRS is not enabled on "
                             "cluster %s: vCenter cannot place instances there", name)
@@ -263,7 +270,8 @@ class VSphereDriver(driver.ComputeDriver):
             max_room_moves=drs_opts.max_room_moves,
             max_vmotions_per_host=drs_opts.max_vmotions_per_host,
             reserved_host_cpus=opts.reserved_host_cpus,
-            reserved_host_memory_mb=opts.reserved_host_memory_mb))
+            reserved_host_memory_mb=opts.reserved_host_memory_mb,
+            instance_vm_group=drs_opts.instance_vm_group))
         if not CONF.workarounds.disable_group_policy_check_upcall:
             LOG.warning("Nova checks server group policies per nova-compute service, which "
                         "here manages whole clusters; this driver enforces them per ESXi host "

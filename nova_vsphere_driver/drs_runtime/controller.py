@@ -35,6 +35,9 @@ class DrsSettings:
     max_vmotions_per_host: int = drs.VMotionTiming.max_concurrent_per_host
     reserved_host_cpus: int = 0
     reserved_host_memory_mb: int = 0
+    #: The operator's DRS VM group every instance joins; its must VM-Host rules
+    #: bind every instance of the cluster ([vsphere_drs] instance_vm_group).
+    instance_vm_group: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,13 +153,45 @@ class ClusterDrs:
 
     # -- placement --------------------------------------------------------------------
 
+    def instance_pins(self, state: ClusterState) -> tuple[drs.HostPin, ...]:
+        """The host-group pins every instance of this cluster honours.
+
+        The cluster's enabled must VM-Host rules on ``instance_vm_group``,
+        which every instance joins (none when it is unset or the cluster has
+        no such VM group).
+        """
+        name = self.settings.instance_vm_group
+        if not name:
+            return ()
+        host_groups = {g.name for g in state.groups if g.kind == "host"}
+        pins = []
+        for rule in state.rules:
+            if rule.kind != "vm-host" or rule.vm_group != name or not (
+                    rule.enabled and rule.mandatory):
+                continue
+            for group, affine in ((rule.affine_host_group, True),
+                                  (rule.anti_affine_host_group, False)):
+                if group and group in host_groups:
+                    pins.append(drs.HostPin(group, affine))
+        return tuple(sorted(set(pins), key=lambda p: (p.host_group, not p.affine)))
+
+    def with_instance_pins(self, state: ClusterState,
+                           request: drs.PlacementRequest) -> drs.PlacementRequest:
+        """``request`` bound by the pins every instance of the cluster honours."""
+        pins = tuple(p for p in self.instance_pins(state) if p not in request.host_pins)
+        if not pins:
+            return request
+        return dataclasses.replace(request, host_pins=request.host_pins + pins)
+
     def place(self, state: ClusterState, request: drs.PlacementRequest,
               limits: drs.Limits) -> drs.PlacementResult:
         """A host for ``request`` (claimed), making room first if needed and allowed.
 
+        The instance honours the cluster's instance pins as well as its own.
         Prerequisite moves run here; if one fails the claim is dropped and
         the result says so (no host).
         """
+        request = self.with_instance_pins(state, request)
         snapshot = self.cluster_snapshot(state)
         claims = self.claims(state.ref.moref)
         result = drs.place(snapshot, request, self.policy, claims, limits,
@@ -181,10 +216,15 @@ class ClusterDrs:
 
     def max_unit(self, state: ClusterState, limits: drs.Limits,
                  make_room: bool = True) -> drs.MaxUnit:
-        """The largest VM one host can take (after making room, when enabled)."""
+        """The largest VM one host can take (after making room, when enabled).
+
+        Only hosts the cluster's instance pins allow count: a flavor that fits
+        only a host every instance must keep off is not advertised.
+        """
         moves = self.settings.max_room_moves if make_room and self.settings.make_room else 0
         return drs.max_unit(self.cluster_snapshot(state), self.policy, limits,
-                            self.claims(state.ref.moref), max_moves=moves)
+                            self.claims(state.ref.moref), max_moves=moves,
+                            pins=self.instance_pins(state))
 
     # -- moves --------------------------------------------------------------------------
 

@@ -12,6 +12,15 @@ from nova_vsphere_driver.vsphere.cluster_state import ClusterState, EsxiHostStat
 LOG = logging.getLogger(__name__)
 
 
+class GroupRuleUnsatisfiable(exception.ComputeResourcesUnavailable):
+    """A must anti-affinity group of the instance has a member on every usable host
+    the instance may use: no capacity would help (``rule`` names the group's rule)."""
+
+    def __init__(self, reason: str, rule: str) -> None:
+        super().__init__(reason=reason)
+        self.rule = rule
+
+
 class HostSelection:
     """Initial placement of instances on ESXi hosts through the DRS runtime."""
 
@@ -23,15 +32,37 @@ class HostSelection:
         """The ESXi host for ``instance`` in ``state``, claimed for it until released.
 
         ``stores``: the datastores its files may go to (the host must mount
-        one). ComputeResourcesUnavailable (Nova may reschedule) when none fits.
+        one). ComputeResourcesUnavailable (Nova may reschedule) when none fits;
+        GroupRuleUnsatisfiable, one of them, when its anti-affinity group
+        already fills every host it may use.
         """
         request = policy.placement_request(instance, group, host_group,
                                            any_datastore=frozenset(d.moref for d in stores))
         services = self._services
         result = services.drs.place(state, request, services.limits())
         if not result.ok:
-            raise exception.ComputeResourcesUnavailable(
-                reason=f"cluster {state.ref.name}: {result.reason}")
+            reason = f"cluster {state.ref.name}: {result.reason}"
+            if result.unsatisfiable_rule is not None:
+                raise GroupRuleUnsatisfiable(reason, result.unsatisfiable_rule)
+            raise exception.ComputeResourcesUnavailable(reason=reason)
         LOG.info("Placing instance on ESXi host %s: %s", result.host_name, result.reason,
                  instance=instance)
         return state.host(result.host_id)
+
+    def place_new(self, state: ClusterState, instance, group, stores,
+                  host_group: str | None) -> EsxiHostState:
+        """:meth:`place` for a new instance, refusing a crowded anti-affinity group
+        as what it is to Nova: a server group policy violation.
+
+        Nova then reschedules the build by policy (to another cluster, if the
+        scheduler offers one) without counting a failed build against this
+        nova-compute -- which would weigh down every cluster it manages --
+        and the fault names the group's rule and why. No VM exists yet.
+        """
+        try:
+            return self.place(state, instance, group, stores, host_group)
+        except GroupRuleUnsatisfiable as exc:
+            LOG.warning("Refusing the instance: %s", exc.kwargs["reason"], instance=instance)
+            raise exception.GroupAffinityViolation(
+                message=exc.kwargs["reason"], instance_uuid=instance.uuid,
+                policy="Anti-affinity") from None

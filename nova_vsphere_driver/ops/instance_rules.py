@@ -34,10 +34,13 @@ def server_group(context, instance):
 class InstanceRules:
     """Keeps instances' VMs in their DRS rules, cluster by cluster."""
 
-    def __init__(self, rules: ClusterRules, states: ClusterStates, nodes: Nodes) -> None:
+    def __init__(self, rules: ClusterRules, states: ClusterStates, nodes: Nodes,
+                 instance_vm_group: str | None = None) -> None:
         self._rules = rules
         self._states = states
         self._nodes = nodes
+        #: The operator's VM group every instance joins ([vsphere_drs] instance_vm_group).
+        self._instance_vm_group = instance_vm_group
 
     def sync_group(self, ref: ClusterRef, instance, group) -> None:
         """Make the server group's DRS rule in ``ref`` hold its members there (idempotent).
@@ -61,12 +64,24 @@ class InstanceRules:
         except LookupError as exc:
             raise exception.ComputeResourcesUnavailable(reason=str(exc)) from None
 
+    def join_instance_group(self, ref: ClusterRef, vm_ref) -> None:
+        """Add the VM to the operator's instance VM group of ``ref``, if there is one.
+
+        Its must VM-Host rules then hold the VM in vCenter too (DRS, HA), as
+        our DRS already placed it by them.
+        """
+        if self._instance_vm_group:
+            self._rules.join_vm_group(ref, self._instance_vm_group,
+                                      vim_util.get_moref_value(vm_ref))
+
     def join(self, ref: ClusterRef, instance, vm_ref, settings: extra_specs.FlavorSettings,
              group) -> None:
-        """The VM arrives in ``ref`` (or its pin changed there): its group rule and pin."""
+        """The VM arrives in ``ref`` (or its pin changed there): its group rule, its pin
+        and the instance VM group."""
         self.sync_group(ref, instance, group)
         if settings.host_group:
             self.pin(ref, settings, vm_ref)
+        self.join_instance_group(ref, vm_ref)
 
     def unpin(self, ref: ClusterRef, vm_moref: str) -> None:
         """Take the VM out of our rules in ``ref`` before its pin changes.

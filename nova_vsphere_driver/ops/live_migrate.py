@@ -205,7 +205,9 @@ class LiveMigrations:
                 f"{committed / units.Gi:.1f} GiB")
         reasons = []
         for plan in plans:
-            result = try_place(self._request(context, instance, plan))
+            # Bound by the target cluster's instance pins, as a spawn there is.
+            result = try_place(self._drs.with_instance_pins(
+                state, self._request(context, instance, plan)))
             if result.ok:
                 return plan, result
             reasons.append(result.reason)
@@ -601,6 +603,12 @@ class LiveMigrations:
             except exception.NovaException as exc:
                 LOG.error("Host group %s: VM-Host rule not updated in cluster %s: %s",
                           settings.host_group, ref.name, exc, instance=instance)
+        try:
+            with errors.translated(instance):
+                self._rules.join_instance_group(ref, vm_ref)
+        except exception.NovaException as exc:
+            LOG.error("The VM did not join the instance VM group of cluster %s: %s", ref.name,
+                      exc, instance=instance)
 
     def rollback_at_destination(self, instance, migrate_data) -> None:
         """No trace at the destination: no claim, no rule entry -- and never the VM.

@@ -121,7 +121,7 @@ class SpawnOps:
         stores = datastores_with_room(state, CONF.vsphere.datastore_regex, need_bytes)
         # builtin: our DRS picks the host; vcenter: CreateVM_Task gets none and
         # vCenter's DRS decides.
-        host = self._hosts.place(state, instance, group, stores, settings.host_group) \
+        host = self._hosts.place_new(state, instance, group, stores, settings.host_group) \
             if CONF.vsphere_drs.mode == "builtin" else None
         return SpawnBuild(context=context, instance=instance, image_meta=image_meta,
                           network_info=network_info, block_device_info=block_device_info,

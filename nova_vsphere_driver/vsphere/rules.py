@@ -177,6 +177,31 @@ class ClusterRules:
                 rule_specs.append(self._rule_spec("edit" if rule else "add", spec))
             self._apply(cluster, rule_specs, group_specs)
 
+    # -- the operator's VM group -------------------------------------------------------
+
+    def join_vm_group(self, cluster: ClusterRef, vm_group: str, vm_moref: str) -> bool:
+        """Add the VM to the operator's VM group ``vm_group`` of the cluster.
+
+        The group and its rules are the operator's: only the membership
+        changes. False (and nothing changed) when the cluster has no such VM
+        group. vCenter drops the VM from the group itself when it leaves
+        the cluster or is destroyed.
+        """
+        with self.lock(cluster):
+            _, groups = self.read(cluster)
+            group = next((g for g in groups if g.name == vm_group and g.kind == "vm"), None)
+            if group is None:
+                return False
+            if vm_moref in group.members:
+                return True
+            info = self.session.factory("ClusterVmGroup")
+            info.name = vm_group
+            info.vm = self._refs(set(group.members) | {vm_moref})
+            LOG.debug("Adding VM %s to VM group %s of cluster %s", vm_moref, vm_group,
+                      cluster.name)
+            self._apply(cluster, group_spec=[self._group_spec("edit", info)])
+            return True
+
     # -- clean-up ----------------------------------------------------------------------
 
     def prune(self, cluster: ClusterRef, gone: set[str]) -> None:

@@ -361,6 +361,95 @@ def test_make_room_with_no_moves_allowed_is_the_best_free_host(loaded_sim, start
     assert inv[orc.MEMORY_MB]["max_unit"] == expected_memory_max_unit(sim, "cluster-a")
 
 
+# -- max_unit with the host groups every instance must honour --------------------------------
+
+
+def bind_instances(server, cluster: str, hosts: list[str], affine: bool = False) -> None:
+    """The operator's setup in vCenter: host group "reserved" (``hosts``), VM group
+    "openstack" and a must VM-Host rule: its VMs run on (``affine``) or off the group."""
+    si = connect(server)
+    try:
+        sim = server.simulator
+        ref = si.content.searchIndex.FindByInventoryPath(f"dc1/host/{cluster}")
+        members = [vim.HostSystem(sim.host(h).moid, si._stub) for h in hosts]
+        rule = vim.cluster.VmHostRuleInfo(name="openstack-placement", enabled=True,
+                                          mandatory=True, vmGroupName="openstack")
+        if affine:
+            rule.affineHostGroupName = "reserved"
+        else:
+            rule.antiAffineHostGroupName = "reserved"
+        spec = vim.cluster.ConfigSpecEx(
+            groupSpec=[vim.cluster.GroupSpec(operation="add", info=vim.cluster.HostGroup(
+                           name="reserved", host=members)),
+                       vim.cluster.GroupSpec(operation="add", info=vim.cluster.VmGroup(
+                           name="openstack", vm=[]))],
+            rulesSpec=[vim.cluster.RuleSpec(operation="add", info=rule)])
+        WaitForTask(ref.ReconfigureComputeResource_Task(spec, True))
+    finally:
+        Disconnect(si)
+
+
+@pytest.mark.parametrize("affine", [False, True], ids=["must-run-off", "must-run-on"])
+def test_max_unit_counts_only_hosts_the_instance_vm_group_rules_allow(loaded_sim, start,
+                                                                      affine):
+    sim = loaded_sim.simulator
+    free = {h.name: h.memory_mb - h.used_memory_mb() for h in sim.cluster("cluster-a").hosts}
+    best = max(free, key=free.get)  # esx-a2: the only host with 160 GiB free
+    drv = start(loaded_sim, ["cluster-a"], drs={"make_room": False,
+                                                "instance_vm_group": "openstack"})
+    node = node_of(drv, "cluster-a")
+    assert inventory(drv, node)[orc.MEMORY_MB]["max_unit"] == free[best]
+    # Instances must keep off the best host from now on: a flavor that fits only
+    # there is no longer advertised.
+    if affine:
+        bind_instances(loaded_sim, "cluster-a", [h for h in free if h != best], affine=True)
+    else:
+        bind_instances(loaded_sim, "cluster-a", [best])
+    inv = inventory(drv, node)
+    assert inv[orc.MEMORY_MB]["max_unit"] == max(f for h, f in free.items() if h != best)
+    assert inv[orc.MEMORY_MB]["max_unit"] < free[best]
+    # Totals stay the cluster's: the rule binds where instances go, not what exists.
+    assert inv[orc.MEMORY_MB]["total"] == sum(h.memory_mb for h in sim.cluster("cluster-a").hosts)
+    # A driver whose instances join another VM group is not bound by this one's rules.
+    other = start(loaded_sim, ["cluster-a"], drs={"make_room": False,
+                                                  "instance_vm_group": "elsewhere"})
+    assert inventory(other, node)[orc.MEMORY_MB]["max_unit"] == free[best]
+
+
+def test_spawn_keeps_to_the_instance_vm_group_rules_and_joins_the_group(loaded_sim, start,
+                                                                       nova_db):
+    from nova import context as nova_context
+    from nova import exception
+
+    from tests.driver.conftest import make_instance
+
+    sim = loaded_sim.simulator
+    free = {h.name: h.memory_mb - h.used_memory_mb() for h in sim.cluster("cluster-a").hosts}
+    best = max(free, key=free.get)
+    bind_instances(loaded_sim, "cluster-a", [best])
+    drv = start(loaded_sim, ["cluster-a"], drs={"make_room": False,
+                                                "instance_vm_group": "openstack"})
+    node = node_of(drv, "cluster-a")
+    ctx = nova_context.get_admin_context()
+    # Without the rule the balanced policy would pick the emptiest host, the reserved one.
+    inst = make_instance(node, vcpus=2, memory_mb=32768, root_gb=1, name="bound")
+    drv.spawn(ctx, inst, None, [], None, {}, network_info=[])
+    vm = sim.vm(inst.uuid)
+    assert vm.get_property("runtime.host")._moId != sim.host(best).moid
+    group = next(g for g in sim.cluster("cluster-a").groups if g.name == "openstack")
+    assert {r._moId for r in group.vm} == {vm.moid}
+    # A flavor only the reserved host could take is refused before any VM exists.
+    big = make_instance(node, vcpus=2, memory_mb=free[best], root_gb=1, name="too-big")
+    with pytest.raises(exception.ComputeResourcesUnavailable) as err:
+        drv.spawn(ctx, big, None, [], None, {}, network_info=[])
+    assert "reserved" in str(err.value)
+    assert not drv.instance_exists(big)
+    assert big.uuid not in drv.services.drs.claims(drv.services.nodes[node].moref)
+    drv.destroy(ctx, inst, [])
+    group = next(g for g in sim.cluster("cluster-a").groups if g.name == "openstack")
+    assert not group.vm  # vCenter drops a destroyed VM from its groups; the group stays
+
+
 # -- disk --------------------------------------------------------------------------------------
 
 

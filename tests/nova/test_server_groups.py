@@ -11,6 +11,7 @@ to.  Groups with ``max_server_per_host`` (microversion 2.64) work too.
 from __future__ import annotations
 
 import pytest
+from nova import objects
 from pyVmomi import vim
 
 
@@ -70,6 +71,12 @@ def test_anti_affinity_refuses_a_member_no_host_can_take(stack):
     extra = stack.boot("five-extra", flavor, group=group["id"], cluster="cluster-a",
                        status="ERROR")
     assert stack.sim_vm(extra["id"]) is None
+    # Refused by the driver's DRS claim as a group policy violation: Nova
+    # rescheduled it by policy, without recording a failed build -- which its
+    # BuildFailureWeigher would hold against every cluster of this nova-compute.
+    stack.run_periodics()
+    node = objects.ComputeNode.get_by_nodename(stack.ctxt, stack.nodes["cluster-a"])
+    assert int(node.stats.get("failed_builds", 0)) == 0, node.stats
     (rule,) = group_rules(stack, "cluster-a", group["id"])
     assert rule_vms(rule) == {stack.sim_vm(s["id"]).moid for s in servers}
 
