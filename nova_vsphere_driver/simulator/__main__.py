@@ -12,6 +12,7 @@ import sys
 import threading
 
 from nova_vsphere_driver.simulator import inventory as inventory_mod
+from nova_vsphere_driver.simulator import persistence
 from nova_vsphere_driver.simulator.server import SimulatorServer
 from nova_vsphere_driver.simulator.service import DEFAULT_USER, Simulator
 
@@ -64,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", help="PEM private key for HTTPS")
     parser.add_argument("--inventory", metavar="FILE",
                         help="YAML or JSON inventory (default: 2 clusters of 4 hosts)")
+    parser.add_argument("--state", metavar="FILE",
+                        help="keep the simulator's state (inventory, VMs, files, tasks) in "
+                        "FILE: loaded at start if it exists (then --inventory is not used), "
+                        "saved periodically and at exit; large file contents go to "
+                        "FILE.blobs/")
+    parser.add_argument("--save-interval", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds between saves of --state when something changed "
+                        "(default 30): a killed simulator loses at most that much")
     parser.add_argument("--session-timeout", type=float, default=1800.0,
                         help="idle seconds before a session expires (default 1800)")
     parser.add_argument("--memory-overcommit", type=float, default=1.0,
@@ -94,8 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     else:
         password = args.password
+    if args.save_interval <= 0:
+        print("error: --save-interval must be a positive number of seconds", file=sys.stderr)
+        return 2
+    state = persistence.StateFile(args.state) if args.state else None
     try:
-        data = inventory_mod.read_file(args.inventory) if args.inventory else None
+        if state is not None and state.exists():
+            # The saved state replaces any inventory: start from an empty one.
+            data = {"datacenters": []}
+        else:
+            data = inventory_mod.read_file(args.inventory) if args.inventory else None
         sim = Simulator(data, username=args.user, password=password,
                         session_idle_timeout=args.session_timeout,
                         memory_overcommit=args.memory_overcommit)
@@ -106,11 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server = SimulatorServer(sim, host=host, port=port, tls_enabled=args.tls or bool(args.cert),
-                             cert_file=args.cert, key_file=args.key)
+                             cert_file=args.cert, key_file=args.key, state_file=args.state,
+                             save_interval=args.save_interval)
     try:
         server.start()
+    except persistence.StateError as exc:
+        print(f"error: --state: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        print(f"error: --listen {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        where = "--state" if exc.filename else f"--listen {host}:{port}"
+        print(f"error: {where}: {exc.strerror or exc}" +
+              (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
         return 2
     hosts = len(sim.hosts())
     print(f"vCenter simulator listening on {server.url}", flush=True)
@@ -120,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if server.ca_file:
         print(f"  CA certificate: {server.ca_file}", flush=True)
     print(f"  inventory: {hosts} hosts, {len(sim.vms())} VMs", flush=True)
+    if state is not None:
+        print(f"  state: {state.path} (saved every {args.save_interval:g} s and at exit)",
+              flush=True)
     try:
         stop.wait()
     except KeyboardInterrupt:

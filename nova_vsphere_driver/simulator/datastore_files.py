@@ -201,6 +201,18 @@ class DatastoreFiles:
             self._used[ds_name] += delta_bytes
             return entry
 
+    def entries(self) -> dict[str, list[FileEntry]]:
+        """Every file and directory, by datastore (a saved state's copy)."""
+        with self._lock:
+            return {ds: list(store.values()) for ds, store in self._stores.items()}
+
+    def replace(self, entries: dict[str, list[FileEntry]]) -> None:
+        """Hold exactly ``entries`` (a loaded state's), recounting the space used."""
+        with self._lock:
+            self._stores = {ds: {e.path: e for e in files} for ds, files in entries.items()}
+            self._used = {ds: sum(e.size for e in files if not e.is_dir)
+                          for ds, files in entries.items()}
+
     def used_bytes(self, ds_name: str) -> int:
         with self._lock:
             self._store(ds_name)

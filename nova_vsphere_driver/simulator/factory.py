@@ -56,6 +56,17 @@ _SINGLETONS: dict[str, type[ManagedObject]] = {
 }
 
 
+def _object_classes() -> dict[str, type[ManagedObject]]:
+    """Every simulator object class by name (all are imported by this module)."""
+    found: dict[str, type[ManagedObject]] = {}
+    pending = [ManagedObject]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
 class ObjectFactory:
     """Builds the managed objects of one simulated vCenter and registers them.
 
@@ -70,6 +81,23 @@ class ObjectFactory:
 
     def _add(self, obj: ManagedObject) -> Any:
         return self.registry.add(obj)
+
+    # -- objects loaded from a saved state (simulator/persistence.py) -------------
+
+    def blank(self, class_name: str, moid: str) -> ManagedObject:
+        """An object of the simulator class ``class_name`` with only its moid set.
+
+        Not registered: the loader sets its saved attributes first. Only
+        classes of the simulator can be named.
+        """
+        cls = _object_classes().get(class_name)
+        if cls is None:
+            raise ValueError(f"no simulator object class {class_name!r}")
+        obj = cls.__new__(cls)
+        obj.sim = self.sim
+        obj.moid = moid
+        obj._cache = {}
+        return obj
 
     # -- the service's own objects ------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import itertools
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
@@ -42,18 +41,29 @@ class Registry:
         # kind (a vim25 type name) -> {moid: object}, for the object's type
         # and each managed type it extends, in creation order.
         self._by_kind: dict[str, dict[str, ManagedObject]] = collections.defaultdict(dict)
-        self._counters: dict[str, itertools.count] = collections.defaultdict(
-            lambda: itertools.count(1)
-        )
+        # id prefix -> the next number to hand out ("vm" -> 13 makes vm-13 next).
+        self._next_ids: dict[str, int] = {}
 
     def new_id(self, prefix: str) -> str:
         """A fresh moref id in vCenter's style: ``vm-12``, ``group-v3``, ``domain-c7``."""
         sep = "" if prefix[-2:-1] == "-" else "-"
         with self.lock:
             while True:
-                moid = f"{prefix}{sep}{next(self._counters[prefix])}"
+                number = self._next_ids.get(prefix, 1)
+                self._next_ids[prefix] = number + 1
+                moid = f"{prefix}{sep}{number}"
                 if moid not in self._objects:
                     return moid
+
+    def id_counters(self) -> dict[str, int]:
+        """The next number of each moid prefix (vCenter never hands out a moid twice)."""
+        with self.lock:
+            return dict(self._next_ids)
+
+    def set_id_counters(self, counters: dict[str, int]) -> None:
+        """Continue numbering where a saved simulator stopped (simulator/persistence.py)."""
+        with self.lock:
+            self._next_ids = {str(k): int(v) for k, v in counters.items()}
 
     def add(self, obj: ManagedObject) -> ManagedObject:
         with self.lock:

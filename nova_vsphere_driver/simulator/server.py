@@ -20,7 +20,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from nova_vsphere_driver.simulator import soap, tls, vmdk_stream
+from nova_vsphere_driver.simulator import persistence, soap, tls, vmdk_stream
 from nova_vsphere_driver.simulator.faults import make_fault
 from nova_vsphere_driver.simulator.objects.nfc_lease import LeaseGone, find_download
 from nova_vsphere_driver.simulator.objects.vapp_import import find_upload
@@ -625,14 +625,25 @@ class SimulatorServer:
     Usable as a context manager (the in-process test fixture). ``restart()``
     drops the listener and every session but keeps the inventory, like a
     vCenter service restart.
+
+    With ``state_file``, the simulator's state survives the process: the
+    first ``start()`` loads the file if it exists (else writes it at once),
+    a save runs every ``save_interval`` seconds when something changed and
+    at ``stop()``, and ``restart()`` goes through the file as a real restart
+    would (simulator/persistence.py).
     """
 
     def __init__(self, simulator: Simulator | None = None, host: str = "127.0.0.1",
                  port: int = 0, tls_enabled: bool = False, cert_file: str | None = None,
                  key_file: str | None = None, *, head_timeout: float = HEAD_TIMEOUT,
                  read_timeout: float = READ_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT, state_file: str | None = None,
+                 save_interval: float = 30.0) -> None:
         self.simulator = simulator or Simulator()
+        self.state = persistence.StateFile(state_file) if state_file else None
+        self.save_interval = save_interval
+        self._keeper: persistence.StateKeeper | None = None
+        self._state_opened = False
         self.head_timeout = head_timeout
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
@@ -668,6 +679,7 @@ class SimulatorServer:
         with self._lock:
             if self._httpd is not None:
                 return self
+            self._open_state()
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
             _HTTPServer.address_family = family
             if self.tls_enabled and self.tls_context is None:
@@ -692,22 +704,55 @@ class SimulatorServer:
                                             kwargs={"poll_interval": 0.01},
                                             name=f"vsphere-sim-{self.port}", daemon=True)
             self._thread.start()
+            if self.state is not None and self._keeper is None:
+                # The file holds the current state (just loaded or written, or
+                # saved by the last stop): the first period saves only changes.
+                self._keeper = persistence.StateKeeper(
+                    self.simulator, self.state, self.save_interval,
+                    saved_generation=self.simulator.registry.generation)
+                self._keeper.start()
         return self
+
+    def _open_state(self) -> None:
+        """Load the state file at the first start (or create it)."""
+        if self.state is None:
+            return
+        if not self._state_opened:
+            if self.state.exists():
+                count = self.state.load(self.simulator)
+                LOG.info("loaded %d objects from %s", count, self.state.path)
+            else:
+                self.state.save(self.simulator)
+            self._state_opened = True
+
+    def save_state(self) -> persistence.SaveStats | None:
+        """Save the state now (None: no state file, or nothing changed since the last save)."""
+        keeper = self._keeper
+        return keeper.save_if_changed() if keeper is not None else None
 
     def stop(self) -> None:
         with self._lock:
             httpd, self._httpd = self._httpd, None
             thread, self._thread = self._thread, None
+            keeper, self._keeper = self._keeper, None
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        if keeper is not None:
+            keeper.stop()  # saves once more
 
     def restart(self) -> None:
-        """Stop listening, forget every session, listen again on the same port."""
+        """Stop listening, forget every session, listen again on the same port.
+
+        With a state file, the state is saved at the stop and loaded again
+        from the file, as a restarted process would.
+        """
         self.stop()
         self.simulator.expire_sessions()
+        if self.state is not None:
+            self.state.load(self.simulator)
         self.start()
 
     def __enter__(self) -> SimulatorServer:

@@ -20,7 +20,7 @@ from nova_vsphere_driver.simulator.datastore_files import DatastoreFiles
 from nova_vsphere_driver.simulator.factory import ObjectFactory
 from nova_vsphere_driver.simulator.faults import FaultInjector, complete_fault
 from nova_vsphere_driver.simulator.login_throttle import LoginThrottle
-from nova_vsphere_driver.simulator.objects.base import CallContext
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
 from nova_vsphere_driver.simulator.registry import Registry
 from nova_vsphere_driver.simulator.vim_data import typed
 
@@ -135,6 +135,25 @@ class Simulator:
                                                child_types=("Folder", "Datacenter"))
         inventory_mod.load(self, inventory if inventory is not None
                            else inventory_mod.default_inventory())
+
+    def rebind_objects(self) -> None:
+        """Point this simulator's attributes (``root_folder``, ...) at the registered objects.
+
+        After a saved state was loaded (simulator/persistence.py): each
+        attribute holding a managed object now holds the loaded object of
+        the same moid; one the state lacks (saved by an older version) is
+        registered as it is.
+        """
+        registry = self.registry
+        with registry.lock:
+            for name, value in list(vars(self).items()):
+                if not isinstance(value, ManagedObject):
+                    continue
+                if value.moid in registry:
+                    setattr(self, name, registry.get(value.moid))
+                else:
+                    registry.add(value)
+            self.datastores = {ds.name: ds for ds in registry.all("Datastore")}
 
     # -- sessions -----------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyVmomi import VmomiSupport, vim
@@ -15,6 +17,18 @@ from nova_vsphere_driver.simulator.vim_faults import (
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Session, Simulator
+
+
+def monotonic_at(when: datetime.datetime | None) -> float | None:
+    """The ``time.monotonic()`` reading of the past moment ``when`` in this process.
+
+    Monotonic readings do not survive a restart; a loaded object derives
+    them again from the wall-clock times it saved.
+    """
+    if when is None:
+        return None
+    ago = (datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()
+    return time.monotonic() - max(ago, 0.0)
 
 
 class CallContext:
@@ -55,6 +69,22 @@ class ManagedObject:
     def release(self) -> None:
         """Free this object (its owning session ended; call with the registry lock)."""
         self.sim.registry.remove(self.moid)
+
+    # -- surviving a restart (simulator/persistence.py) -----------------------------
+    #: Instance attributes that are not saved: rebuilt by ``restored()``.
+    transient: ClassVar[frozenset[str]] = frozenset({"sim", "_cache"})
+
+    def persists(self) -> bool:
+        """Is this object saved with the simulator's state?
+
+        Objects of a session (views, collectors) end with it, as at a
+        vCenter restart.
+        """
+        return self.owner_session is None
+
+    def restored(self) -> None:
+        """Rebuild the transient attributes of an object loaded from a saved state."""
+        self._cache = {}
 
     @property
     def kind(self) -> str:

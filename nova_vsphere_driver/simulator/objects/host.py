@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
-from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, monotonic_at
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource
@@ -59,6 +59,12 @@ class HostSystem(ManagedEntity):
         self.vms: list[VirtualMachine] = []
         self.datastores: list[Datastore] = []
         self.networks: list = []
+
+    transient = ManagedEntity.transient | {"_boot_monotonic"}
+
+    def restored(self) -> None:
+        super().restored()
+        self._boot_monotonic = monotonic_at(self.boot_time)
 
     # -- accounting -------------------------------------------------------------
 

@@ -133,6 +133,9 @@ class HttpNfcLease(ManagedObject):
         self.timeout = LEASE_TIMEOUT_SECONDS
         self.last_activity = time.monotonic()
 
+    def persists(self) -> bool:
+        return False  # a transfer in flight ends with the service, as on vCenter
+
     @property
     def active(self) -> bool:
         self._expire()

@@ -241,6 +241,9 @@ class PropertyFilter(ManagedObject):
         # even once the object is gone from the registry).
         self.refs: dict[str, Any] = {}
 
+    def persists(self) -> bool:
+        return False  # a session's filter
+
     def _get_spec(self):
         return self.spec
 
@@ -265,6 +268,14 @@ class PropertyCollector(ManagedObject):
         super().__init__(sim, moid or f"session[{uuid.uuid4()}]{uuid.uuid4().hex[:8]}")
         self.owner_session = owner
         self._states: dict[str, _SessionState] = {}
+        self._token_ids = itertools.count(1)
+
+    # Per-session state (filters, paging tokens) ends with the sessions.
+    transient = ManagedObject.transient | {"_states", "_token_ids"}
+
+    def restored(self) -> None:
+        super().restored()
+        self._states = {}
         self._token_ids = itertools.count(1)
 
     def _state(self, ctx: CallContext) -> _SessionState:

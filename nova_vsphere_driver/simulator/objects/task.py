@@ -87,6 +87,25 @@ class Task(ManagedObject):
         #: as a vMotion in progress ends soon after vCenter is asked to cancel it.
         self.cancel_requested = threading.Event()
 
+    transient = ManagedObject.transient | {"done", "cancel_requested"}
+
+    def restored(self) -> None:
+        super().restored()
+        self.done = threading.Event()
+        self.cancel_requested = threading.Event()
+        if self.state in (vim.TaskInfo.State.queued, vim.TaskInfo.State.running):
+            # Its worker thread did not survive the restart: the task failed.
+            self.state = vim.TaskInfo.State.error
+            self.error = vmodl.fault.SystemError(
+                reason="the vCenter service restarted while the task ran",
+                msg="A general system error occurred: the vCenter service restarted "
+                "while the task ran")
+            if isinstance(self.entity, ManagedEntity) and self in self.entity.recent_tasks:
+                self.entity.recent_tasks.remove(self)
+        if self.complete_time is None:
+            self.complete_time = _now()
+        self.done.set()
+
     def _get_info(self) -> vim.TaskInfo:
         info = vim.TaskInfo(
             key=self.moid,

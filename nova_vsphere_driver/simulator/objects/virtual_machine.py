@@ -18,7 +18,12 @@ from pyVmomi import vim
 from nova_vsphere_driver.simulator import delta_disks
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
 from nova_vsphere_driver.simulator.objects import boot_options, consoles, serial_console
-from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
+from nova_vsphere_driver.simulator.objects.base import (
+    CallContext,
+    ManagedEntity,
+    ManagedObject,
+    monotonic_at,
+)
 from nova_vsphere_driver.simulator.vim_faults import check_entity_name, invalid_argument
 
 if TYPE_CHECKING:
@@ -174,6 +179,13 @@ class VirtualMachine(ManagedEntity):
         self._keys = keys if keys is not None else itertools.count(1)
         self.datastores = _datastores_of(self)
         self.networks = _networks_of(config, sim, host)
+
+    transient = ManagedEntity.transient | {"_boot_monotonic"}
+
+    def restored(self) -> None:
+        super().restored()
+        # The guest kept running on its host while vCenter restarted.
+        self._boot_monotonic = monotonic_at(self.boot_time) if self.powered_on else None
 
     # -- derived state ----------------------------------------------------------
 
