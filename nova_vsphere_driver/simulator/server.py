@@ -49,8 +49,14 @@ IDLE_TIMEOUT = 960.0
 #: Seconds a TLS client may take to complete its handshake.
 HANDSHAKE_TIMEOUT = 10.0
 
+#: Bytes a request's line and headers may take together (as envoy in front of
+#: vCenter allows by default: 60 KiB).
+HEAD_LIMIT = 64 * 1024
+
 _CONTENT_LENGTH = re.compile(r"[0-9]+")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+#: A header field name (RFC 9110 token).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 #: How a client that hangs up, stalls or breaks TLS shows in a handler.
@@ -64,6 +70,25 @@ class _HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class _HeadTooLarge(Exception):
+    """The request's line and headers exceed HEAD_LIMIT."""
+
+
+class _HeadReader:
+    """The connection's reader while a request head is read: counts what it takes."""
+
+    def __init__(self, rfile: io.BufferedReader, limit: int) -> None:
+        self._rfile = rfile
+        self.left = limit
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._rfile.readline(size)
+        self.left -= len(line)
+        if self.left < 0:
+            raise _HeadTooLarge()
+        return line
 
 
 class _TimedSocketReader(io.RawIOBase):
@@ -100,6 +125,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "VMware-vCenter-simulator"
     sys_version = ""
+    # What http.server assumes before it has read a version: "HTTP/0.9"
+    # would make it answer a garbled request line without a status line.
+    default_request_version = "HTTP/1.0"
 
     # -- plumbing -------------------------------------------------------------
 
@@ -119,7 +147,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Every read goes through a timeout (see _TimedSocketReader).
         self.rfile.close()
         self._reader = _TimedSocketReader(self.connection)
-        self.rfile = io.BufferedReader(self._reader, 64 * 1024)
+        self._body_file = io.BufferedReader(self._reader, 64 * 1024)
+        self.rfile = self._body_file
         self._requests_served = 0
 
     def handle_one_request(self) -> None:
@@ -143,16 +172,55 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._framing: tuple[str, int] = ("none", 0)
         self._body_read = True
         self._expect_continue = False
-        super().handle_one_request()
+        self.requestline = ""
+        self.command = None
+        # One byte more than the limit: a longer request line alone is http.server's 414.
+        self.rfile = _HeadReader(self._body_file, HEAD_LIMIT + 1)  # type: ignore[assignment]
+        try:
+            super().handle_one_request()
+        except _HeadTooLarge:
+            self.rfile = self._body_file
+            self.close_connection = True
+            self.send_error(431, f"Request header fields too large (at most {HEAD_LIMIT} "
+                            "bytes with the request line)")
+        finally:
+            self.rfile = self._body_file
 
     def parse_request(self) -> bool:
+        if self.raw_requestline in (b"\r\n", b"\n"):
+            # RFC 9112 2.2: one empty line before a request line is ignored.
+            self.raw_requestline = self.rfile.readline(65537)
+        words = self.raw_requestline.split()
+        if not words or len(self.raw_requestline) > 65536:
+            self.request_version = self.default_request_version
+            self.close_connection = True
+            self.send_error(400 if not words else 414,
+                            "Empty request line" if not words else "Request-URI Too Long")
+            return False
+        if len(words) == 2:
+            # HTTP/0.9 (a request line without version): answered without a
+            # status line, a client could not tell an error from a document.
+            self.request_version = self.default_request_version
+            self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+            self.close_connection = True
+            self.send_error(400, "HTTP/0.9 requests are not supported")
+            return False
         ok = super().parse_request()
-        if ok:
-            # The head is in: from here on each read (and write) has its own timeout.
-            self._reader.deadline = None
-            self._reader.timeout = self.server.front.read_timeout  # type: ignore[attr-defined]
-            self.connection.settimeout(self._reader.timeout)
-        return ok
+        self.rfile = self._body_file
+        if not ok:
+            return False
+        if self.headers.defects or self.headers.get_payload() or any(
+                not _TOKEN.fullmatch(name) for name in self.headers.keys()):
+            # A line that is no "name: value" ends http.client's header parsing
+            # silently: the fields after it (Content-Length...) would be lost.
+            self.close_connection = True
+            self.send_error(400, "Invalid header field")
+            return False
+        # The head is in: from here on each read (and write) has its own timeout.
+        self._reader.deadline = None
+        self._reader.timeout = self.server.front.read_timeout  # type: ignore[attr-defined]
+        self.connection.settimeout(self._reader.timeout)
+        return True
 
     def handle_expect_100(self) -> bool:
         # "100 Continue" only once the request is accepted (see _body_pieces):

@@ -77,6 +77,14 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
         self._pending: tuple[str | None, bool] | None = None
         self._deser: SoapAdapter.SoapDeserializer | None = None
         SoapAdapter.SetHandlers(self.parser, SoapAdapter.GetHandlers(self))
+        # SOAP 1.1 (section 3): "A SOAP message MUST NOT contain a Document
+        # Type Declaration". Refusing it refuses entity tricks too (billion
+        # laughs, external entities) before expat expands anything.
+        self.parser.StartDoctypeDeclHandler = self._doctype
+
+    @staticmethod
+    def _doctype(*_args: Any) -> None:
+        raise SoapDecodeError("a SOAP message must not contain a document type declaration")
 
     def decode(self, body: bytes) -> SoapCall:
         try:
@@ -106,11 +114,18 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
         self._resume()
         self.depth += 1
         ns, _, name = tag.rpartition(_NS_SEP)
-        if self.depth == 2:
+        if self.depth == 1:
+            if (ns, name) != (_SOAPENV, "Envelope"):
+                raise SoapDecodeError(f"the root element is not a SOAP 1.1 Envelope ({_SOAPENV})")
+        elif self.depth == 2:
+            if ns != _SOAPENV or name not in ("Header", "Body"):
+                raise SoapDecodeError(f"unexpected element {name} in the SOAP Envelope")
             # Header blocks (oslo.vmware's operationID) are not the call.
             self.in_body = name == "Body"
         elif not self.in_body:
             return
+        elif self.depth == 3 and self.method is not None:
+            raise SoapDecodeError("more than one call in the SOAP Body")
         elif self.depth == 3 and name == "Fetch":
             # pyVmomi's lazy property reads call a private method that is not
             # in the type registry: Fetch(prop) -> the property's value.

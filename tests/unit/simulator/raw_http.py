@@ -6,6 +6,7 @@ import base64
 import http.client
 import socket
 import ssl
+import weakref
 
 from nova_vsphere_driver.simulator import soap
 
@@ -64,14 +65,42 @@ class Answer:
         return f"<Answer {self.status} {self.body[:200]!r}>"
 
 
+#: One buffered reader per socket: answers to pipelined requests follow each other.
+_READERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def read_answer(sock: socket.socket, method: str = "POST") -> Answer:
     """Read one response; raises ``ConnectionError`` when the server closed without one."""
-    resp = http.client.HTTPResponse(sock, method=method)
-    try:
-        resp.begin()
-    except http.client.RemoteDisconnected as exc:
-        raise ConnectionError("the server closed the connection without answering") from exc
-    return Answer(resp.status, resp.msg, resp.read())
+    rfile = _READERS.get(sock)
+    if rfile is None:
+        rfile = _READERS[sock] = sock.makefile("rb")
+    line = rfile.readline(65537)
+    if not line:
+        raise ConnectionError("the server closed the connection without answering")
+    version, status, _reason = (line.decode("latin-1").rstrip("\r\n").split(" ", 2) + [""])[:3]
+    if not version.startswith("HTTP/1.") or not status.isdigit():
+        raise AssertionError(f"not an HTTP response: {line[:200]!r}")
+    status_code = int(status)
+    headers = http.client.parse_headers(rfile)
+    if status_code == 100:
+        return read_answer(sock, method)
+    if method == "HEAD" or status_code in (204, 304):
+        body = b""
+    elif "chunked" in (headers.get("Transfer-Encoding") or ""):
+        body = b""
+        while True:
+            size = int(rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                while rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                break
+            body += rfile.read(size)
+            rfile.readline()
+    elif headers.get("Content-Length") is not None:
+        body = rfile.read(int(headers["Content-Length"]))
+    else:
+        body = rfile.read()
+    return Answer(status_code, headers, body)
 
 
 def exchange(server, data: bytes, method: str = "POST", timeout: float = 10.0) -> Answer:
