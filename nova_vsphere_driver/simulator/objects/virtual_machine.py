@@ -507,7 +507,7 @@ class VirtualMachine(ManagedEntity):
     # -- placement ------------------------------------------------------------------------
 
     def _relocate(self, host_ref=None, pool_ref=None, datastore_ref=None,
-                  state=None, device_change=None) -> None:
+                  state=None, device_change=None, disk_locators=None) -> None:
         registry = self.sim.registry
         self._require_connected()
         if state is not None and state != self.power_state:
@@ -532,8 +532,14 @@ class VirtualMachine(ManagedEntity):
                                        "a target host is required")
         if host not in cluster.hosts:
             raise invalid_argument("host", f"host {host.name} is not in cluster {cluster.name}")
-        needed = [target_ds] if target_ds is not None else self.datastores
-        for ds in needed:
+        disk_targets = {}
+        for locator in disk_locators or []:
+            disk_targets[locator.diskId] = registry.lookup(locator.datastore)
+            if not any(d.key == locator.diskId for d in self.disks()):
+                raise invalid_argument("spec.disk.diskId", f"no disk with key {locator.diskId}")
+        needed = [target_ds, *disk_targets.values()] if target_ds is not None \
+            else self.datastores
+        for ds in dict.fromkeys(needed):
             if ds not in host.datastores:
                 raise vim.fault.InvalidDatastore(
                     datastore=ds.ref, name=ds.name,
@@ -546,8 +552,8 @@ class VirtualMachine(ManagedEntity):
                                                  msg=f"Host {host.name} cannot take VMs now")
         # NICs last among the checks: all of them pass before anything changes.
         nic_config = relocated_nics(self, host, device_change)
-        if target_ds is not None and [target_ds] != self.datastores:
-            move_storage(self, target_ds)
+        if target_ds is not None and ([target_ds] != self.datastores or disk_targets):
+            move_storage(self, target_ds, disk_targets)
         if nic_config is not None:
             self.config = nic_config
         self.networks = _networks_of(self.config, self.sim, host)
@@ -562,7 +568,7 @@ class VirtualMachine(ManagedEntity):
     def RelocateVM_Task(self, ctx: CallContext, spec, priority=None):  # noqa: N802
         def work():
             self._relocate(spec.host, spec.pool, spec.datastore,
-                           device_change=spec.deviceChange)
+                           device_change=spec.deviceChange, disk_locators=spec.disk)
 
         return self.sim.tasks.start(ctx, self, "RelocateVM_Task", work)
 
@@ -793,6 +799,8 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
                       index=changes.index(change))
         elif isinstance(device, Dev.VirtualEthernetCard):
             _check_nic(device, sim, host)
+        elif isinstance(device, Dev.VirtualCdrom):
+            _check_cdrom(device, sim, host)
         label = _label(device)
         same = sum(isinstance(d, type(device)) for d in devices) + 1
         if device.deviceInfo is None:
@@ -926,6 +934,23 @@ def _add_disk(vm_name, vm_dir, disk, file_operation, sim, host, created, *,
     backing.uuid = entry.disk_uuid
 
 
+def _check_cdrom(cdrom, sim: Simulator, host: HostSystem) -> None:
+    """An ISO-backed drive needs its file, on a datastore the VM's host mounts."""
+    backing = cdrom.backing
+    if not isinstance(backing, Dev.VirtualCdrom.IsoBackingInfo):
+        return
+    ds_name, rel = parse_datastore_path(backing.fileName or "")
+    ds = _datastore_for(sim, ds_name)
+    if ds not in host.datastores:
+        raise vim.fault.InvalidDatastore(datastore=ds.ref, name=ds.name,
+                                         msg=f"Datastore {ds.name} is not mounted on {host.name}")
+    entry = sim.files.get(ds_name, rel)  # FileNotFound when it is not there
+    if entry.is_dir:
+        raise invalid_argument("deviceChange.device.backing.fileName",
+                               f"[{ds_name}] {rel} is a folder, not an ISO file")
+    backing.datastore = ds.ref
+
+
 def _is_portgroup(network: ManagedEntity) -> bool:
     return issubclass(network.vim_type, vim.dvs.DistributedVirtualPortgroup)
 
@@ -975,13 +1000,19 @@ def _networks_of(config, sim: Simulator, host: HostSystem) -> list:
 
 def _datastores_of(vm: VirtualMachine) -> list:
     # As vCenter's VirtualMachine.datastore: every datastore holding a file of
-    # the VM, its disks' parents (a linked clone's base disk) included.
+    # the VM, its disks' parents (a linked clone's base disk) and the ISO
+    # files of its CD-ROM drives included.
     chains = []
     for disk in vm.disks():
         backing = disk.backing
         while backing is not None and getattr(backing, "fileName", None):
             chains.append(backing.fileName)
             backing = getattr(backing, "parent", None)
+    for cdrom in vm.config.hardware.device:
+        if isinstance(cdrom, Dev.VirtualCdrom) and \
+                isinstance(cdrom.backing, Dev.VirtualCdrom.IsoBackingInfo) and \
+                cdrom.backing.fileName:
+            chains.append(cdrom.backing.fileName)
     names = []
     for path in [vm.config.files.vmPathName, *chains]:
         ds_name, _ = parse_datastore_path(path)
@@ -1167,45 +1198,60 @@ def reconfigure(vm: VirtualMachine, spec) -> None:
     sim.registry.touch()
 
 
-def move_storage(vm: VirtualMachine, target: Datastore) -> None:
-    """Storage vMotion of every file of ``vm`` to ``target``."""
+def move_storage(vm: VirtualMachine, target: Datastore,
+                 disk_targets: dict[int, Datastore] | None = None) -> None:
+    """Storage vMotion of the files of ``vm`` to ``target``.
+
+    ``disk_targets`` (RelocateSpec.disk: device key -> datastore) sends a disk
+    outside the VM's folder elsewhere, or keeps it where it is (a Cinder
+    volume's); the folder and every other disk go to ``target``.
+    """
     sim = vm.sim
+    disk_targets = disk_targets or {}
     ds_name, rel = parse_datastore_path(vm.config.files.vmPathName)
     directory = posixpath.dirname(rel)
-    paths = [(ds_name, directory or rel)]
-    paths += [parse_datastore_path(p) for p in vm.disk_files()
-              if not parse_datastore_path(p)[1].startswith(directory + "/")]
-    need = 0
-    for ds_n, path in paths:
-        if ds_n != target.name:
-            entry = sim.files.get(ds_n, path)
-            need += sum(e.size for e in sim.files.listdir(ds_n, path, True)) \
-                if entry.is_dir else entry.size
-    target.ensure_space(need)
-    for ds_n, path in paths:
-        if ds_n != target.name:
-            # A disk outside the VM's folder (e.g. a Cinder volume's) keeps its path.
-            parent = posixpath.dirname(path)
-            if parent and not sim.files.exists(target.name, parent):
-                sim.files.mkdir(target.name, parent, create_parents=True)
-            sim.files.move(ds_n, path, target.name, path, copy=False)
-    config = vm.config
-    config.files.vmPathName = f"[{target.name}] {rel}"
+    # (datastore, path, where it goes) of what moves.
+    moves = [(ds_name, directory or rel, target)]
     for disk in vm.disks():
         d_ds, d_rel = parse_datastore_path(disk.backing.fileName)
-        disk.backing.fileName = f"[{target.name}] {d_rel}"
-        disk.backing.datastore = target.ref
-    # Other file-backed devices in the VM's folder (the serial console log)
-    # moved with it.
+        if directory and d_rel.startswith(directory + "/") and d_ds == ds_name:
+            continue  # moves with the folder
+        moves.append((d_ds, d_rel, disk_targets.get(disk.key, target)))
+    moves = [(d, p, t) for d, p, t in moves if d != t.name]
+    need: dict[str, int] = {}
+    for ds_n, path, dest in moves:
+        entry = sim.files.get(ds_n, path)
+        size = sum(e.size for e in sim.files.listdir(ds_n, path, True)) \
+            if entry.is_dir else entry.size
+        need[dest.name] = need.get(dest.name, 0) + size
+    for dest_name, size in need.items():
+        sim.datastore_by_name(dest_name).ensure_space(size)
+    moved: dict[tuple[str, str], str] = {}
+    for ds_n, path, dest in moves:
+        # A disk outside the VM's folder (e.g. a Cinder volume's) keeps its path.
+        parent = posixpath.dirname(path)
+        if parent and not sim.files.exists(dest.name, parent):
+            sim.files.mkdir(dest.name, parent, create_parents=True)
+        sim.files.move(ds_n, path, dest.name, path, copy=False)
+        moved[(ds_n, path)] = dest.name
+    config = vm.config
+    home = moved.get((ds_name, directory or rel), ds_name)
+    config.files.vmPathName = f"[{home}] {rel}"
     for dev in config.hardware.device:
         backing = getattr(dev, "backing", None)
-        if isinstance(dev, Dev.VirtualDisk) or not isinstance(
-                backing, Dev.VirtualDevice.FileBackingInfo) or not backing.fileName:
+        if not isinstance(backing, Dev.VirtualDevice.FileBackingInfo) or not backing.fileName:
             continue
         f_ds, f_rel = parse_datastore_path(backing.fileName)
-        if f_ds == ds_name and directory and f_rel.startswith(directory + "/"):
-            backing.fileName = f"[{target.name}] {f_rel}"
-    vm.datastores = [target]
+        dest_name = moved.get((f_ds, f_rel))
+        if dest_name is None and f_ds == ds_name and directory \
+                and f_rel.startswith(directory + "/"):
+            # In the VM's folder (disks, the serial console log, a config drive).
+            dest_name = home
+        if dest_name is not None:
+            backing.fileName = f"[{dest_name}] {f_rel}"
+            if isinstance(dev, Dev.VirtualDisk):
+                backing.datastore = sim.datastore_by_name(dest_name).ref
+    vm.datastores = _datastores_of(vm)
 
 
 def clone_plan(source: VirtualMachine, name: str,
