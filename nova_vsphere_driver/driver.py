@@ -30,6 +30,7 @@ from nova_vsphere_driver.drs_runtime.controller import (
     PassReport,
     PassSchedule,
 )
+from nova_vsphere_driver.ops.config_drive import ConfigDrives
 from nova_vsphere_driver.ops.console import SERIAL_UNSUPPORTED, Consoles
 from nova_vsphere_driver.ops.destroy import DestroyOps
 from nova_vsphere_driver.ops.diagnostics import Diagnostics
@@ -104,7 +105,8 @@ def build_operations(services: Services, schedule: PassSchedule,
     power = PowerOps(services)
     volumes = Volumes(services)
     return Operations(
-        spawn=SpawnOps(services, hosts, rules, nics, folders, root_disks, guest_types),
+        spawn=SpawnOps(services, hosts, rules, nics, folders, root_disks, guest_types, volumes,
+                       ConfigDrives(services)),
         destroy=DestroyOps(services, rules, volumes),
         power=power,
         resources=ResourceReports(services),
@@ -131,7 +133,8 @@ class VSphereDriver(driver.ComputeDriver):
         "supports_evacuate": False,
         "supports_migrate_to_same_host": True,
         "supports_image_type_vmdk": True,
-        "supports_image_type_iso": False,
+        # ISO images boot from a CD-ROM drive with a blank root disk (ops/spawn.py).
+        "supports_image_type_iso": True,
         # NIC hot-plug (ops/guest.py); no device tags on vSphere NICs.
         "supports_attach_interface": True,
         # Rescue (ops/guest.py) is for image-backed instances; a volume root
@@ -366,7 +369,7 @@ class VSphereDriver(driver.ComputeDriver):
               network_info=None, block_device_info=None, power_on=True, accel_info=None,
               share_info=None) -> None:
         self.operations.spawn.spawn(context, instance, image_meta, network_info,
-                                    block_device_info, power_on)
+                                    block_device_info, power_on, injected_files, admin_password)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True) -> None:

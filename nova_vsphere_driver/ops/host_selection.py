@@ -28,16 +28,18 @@ class HostSelection:
         self._services = services
 
     def place(self, state: ClusterState, instance, group, stores,
-              host_group: str | None) -> EsxiHostState:
+              host_group: str | None, required: frozenset[str] = frozenset()) -> EsxiHostState:
         """The ESXi host for ``instance`` in ``state``, claimed for it until released.
 
         ``stores``: the datastores its files may go to (the host must mount
-        one). ComputeResourcesUnavailable (Nova may reschedule) when none fits;
+        one); ``required``: datastores (morefs) the host must mount all of (its
+        volumes'). ComputeResourcesUnavailable (Nova may reschedule) when none fits;
         GroupRuleUnsatisfiable, one of them, when its anti-affinity group
         already fills every host it may use.
         """
         request = policy.placement_request(instance, group, host_group,
-                                           any_datastore=frozenset(d.moref for d in stores))
+                                           any_datastore=frozenset(d.moref for d in stores),
+                                           datastores=required)
         services = self._services
         result = services.drs.place(state, request, services.limits())
         if not result.ok:
@@ -50,7 +52,8 @@ class HostSelection:
         return state.host(result.host_id)
 
     def place_new(self, state: ClusterState, instance, group, stores,
-                  host_group: str | None) -> EsxiHostState:
+                  host_group: str | None, required: frozenset[str] = frozenset()
+                  ) -> EsxiHostState:
         """:meth:`place` for a new instance, refusing a crowded anti-affinity group
         as what it is to Nova: a server group policy violation.
 
@@ -60,7 +63,7 @@ class HostSelection:
         and the fault names the group's rule and why. No VM exists yet.
         """
         try:
-            return self.place(state, instance, group, stores, host_group)
+            return self.place(state, instance, group, stores, host_group, required)
         except GroupRuleUnsatisfiable as exc:
             LOG.warning("Refusing the instance: %s", exc.kwargs["reason"], instance=instance)
             raise exception.GroupAffinityViolation(

@@ -17,7 +17,7 @@ from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
 from nova_vsphere_driver.datastore_selection import matching_datastores
-from nova_vsphere_driver.ops.root_disk import RootDisks, image_disk
+from nova_vsphere_driver.ops.root_disk import RootDisks, image_disk, is_iso
 from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
 from nova_vsphere_driver.vsphere.images import CachedImage
@@ -44,12 +44,14 @@ class ImageCacheOps:
         then, so the image goes into the cache of every datastore matching
         ``[vsphere] datastore_regex`` that a usable host of a managed cluster
         mounts (a datastore shared by clusters once): the next spawn anywhere
-        finds it there, as the cache's own fetch would have made it. True when
-        at least one copy was made, False when every datastore had it.
-        ImageUnacceptable for an image vSphere cannot boot, before any copy.
+        finds it there, as the cache's own fetch would have made it (an ISO
+        image as the ISO file its CD-ROM drives use). True when at least one
+        copy was made, False when every datastore had it. ImageUnacceptable
+        for an image vSphere cannot boot, before any copy.
         """
         image_meta = objects.ImageMeta.from_dict(self._image_api.get(context, image_id))
-        image = image_disk(image_meta)
+        iso = is_iso(image_meta)
+        image = None if iso else image_disk(image_meta)
         made = False
         seen: set[str] = set()
         for nodename, ref in self._nodes.items():
@@ -58,6 +60,14 @@ class ImageCacheOps:
                       if d.moref not in seen]
             seen.update(d.moref for d in stores)
             for datastore in stores:
+                if iso:
+                    with errors.translated():
+                        if self._images.iso_cached(ref.datacenter_name, datastore.name,
+                                                   image_id):
+                            continue
+                    self._root_disks.iso_image(context, None, image_meta, ref, datastore)
+                    made = True
+                    continue
                 with errors.translated():
                     found = self._images.lookup(ref.datacenter_name, datastore.name, image_id)
                 if isinstance(found, CachedImage):

@@ -10,6 +10,10 @@ capacity, which is the cached disk or, for a bigger flavor, the cache's
 copy of it extended to the flavor's size -- or (``[vsphere]
 use_linked_clone = False``) a thin full copy grown to the flavor's size.
 Rescue (ops/guest.py) gets its image through the same typed cache.
+
+An ISO image (``disk_format = iso``) is cached per datastore as
+``<id>/<id>.iso`` and boots from a CD-ROM drive; the root disk is then a
+blank thin disk of the flavor's size (none for a flavor without one).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from nova_vsphere_driver.vsphere.images import (
 from nova_vsphere_driver.vsphere.vm import DEFAULT_ADAPTER_TYPE, RootDisk
 
 CONF = nova.conf.CONF
+ISO = "iso"
 
 #: Nova's hw_scsi_model values (from vmware_adaptertype) -> our adapter types.
 SCSI_MODELS = {
@@ -73,14 +78,24 @@ def adapter_type(image_id: str, props) -> str:
             f"vSphere (use one of {', '.join(sorted(SCSI_MODELS))})") from None
 
 
+def is_iso(image_meta) -> bool:
+    """Whether the image is an ISO 9660 image (booted from a CD-ROM drive)."""
+    return image_meta is not None and image_meta.obj_attr_is_set("disk_format") and \
+        image_meta.disk_format == ISO
+
+
+def image_props(image_meta):
+    return image_meta.properties if image_meta.obj_attr_is_set("properties") else None
+
+
 def image_disk(image_meta) -> ImageDisk:
     """What the image is, from its properties; ImageUnacceptable when vSphere cannot boot it."""
     image_id = image_meta.id
     disk_format = getattr(image_meta, "disk_format", None)
     if disk_format != "vmdk":
         raise exception.ImageUnacceptable(
-            image_id=image_id, reason=f"disk format {disk_format!r} is not supported; "
-            "the vSphere driver boots VMDK images")
+            image_id=image_id, reason=f"disk format {disk_format!r} is not supported here; "
+            "the vSphere driver boots VMDK and ISO images (ISO images not as rescue images)")
     props = image_meta.properties if image_meta.obj_attr_is_set("properties") else None
     disk_type = _prop(props, "hw_disk_type") or DEFAULT_DISK_TYPE
     if disk_type not in DISK_TYPES:
@@ -147,6 +162,34 @@ class RootDisks:
                     ds_ref=vim_util.get_moref(ds_moref, "Datastore"))
         except InvalidImage as exc:
             raise exception.ImageUnacceptable(image_id=image.image_id, reason=str(exc)) from None
+
+    def iso_image(self, context, instance, image_meta, ref, datastore) -> str:
+        """The ISO image in the cache of ``datastore`` ("[ds] path.iso"), uploaded if needed."""
+        image_id = image_meta.id
+        size = int(getattr(image_meta, "size", 0) or 0)
+        if size <= 0:
+            raise exception.ImageUnacceptable(image_id=image_id, reason="the image has no data")
+        adapter_type(image_id, image_props(image_meta))  # the blank disk's bus, checked now
+
+        def download(writer) -> None:
+            self._image_api.download(context, image_id, data=writer)
+
+        dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
+        try:
+            with errors.translated(instance):
+                return self._images.fetch_iso(
+                    dc_ref, ref.datacenter_name, datastore.name, image_id, size, download,
+                    ds_ref=vim_util.get_moref(datastore.moref, "Datastore"))
+        except InvalidImage as exc:
+            raise exception.ImageUnacceptable(image_id=image_id, reason=str(exc)) from None
+
+    def blank_root_disk(self, instance, image_meta) -> RootDisk | None:
+        """An ISO-booted VM's root disk: blank, thin, of the flavor's size (None for 0 GB)."""
+        flavor_kb = int(instance.flavor.root_gb or 0) * units.Mi
+        if not flavor_kb:
+            return None
+        return RootDisk(capacity_kb=flavor_kb,
+                        adapter_type=adapter_type(image_meta.id, image_props(image_meta)))
 
     def root_disk(self, context, instance, image_meta, ref, datastore) -> RootDisk | None:
         """The new VM's root disk on ``datastore`` (None: no image and no root disk)."""

@@ -28,7 +28,7 @@ from nova_vsphere_driver.ops import disks
 from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
 from nova_vsphere_driver.vsphere.session import TaskTimeout
-from nova_vsphere_driver.vsphere.vm import POWERED_OFF
+from nova_vsphere_driver.vsphere.vm import POWERED_OFF, ExtraDisk
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
@@ -50,6 +50,28 @@ class VolumeDisk:
     volume_id: str
     backing_ref: Any
     disk: disks.Disk
+
+    @property
+    def datastore_name(self) -> str:
+        return self.disk.path[1:].split("]", 1)[0] if self.disk.path.startswith("[") else ""
+
+    @property
+    def capacity_kb(self) -> int:
+        return self.disk.capacity_bytes // 1024
+
+    def extra_disk(self, adapter_type: str) -> ExtraDisk:
+        """The volume's file as a disk of a new VM (attached as it is, nothing created)."""
+        source = self.disk.device.backing
+        thin = getattr(source, "thinProvisioned", None)
+        return ExtraDisk(adapter_type=adapter_type, path=self.disk.path,
+                         capacity_kb=self.capacity_kb, create=False,
+                         thin=bool(thin) if thin is not None else True,
+                         disk_mode=getattr(source, "diskMode", None) or "persistent",
+                         eagerly_scrub=getattr(source, "eagerlyScrub", None))
+
+    def record(self) -> tuple[str, str]:
+        """The VM's extraConfig entry that says which of its disks is this volume."""
+        return disks.VOLUME_OPTION.format(self.volume_id), self.disk.uuid or ""
 
 
 def _vmdk_data(connection_info: dict) -> dict:
@@ -100,6 +122,28 @@ class Volumes:
         except vexc.ManagedObjectNotFoundException:
             return None
         return disks.device_list(value)
+
+    def volume_disk(self, connection_info: dict) -> VolumeDisk:
+        """The backing VM and disk of a vmdk volume (VolumeDriverNotFound for other types,
+        VolumeNotFound when Cinder's backing VM is gone)."""
+        return self._volume(_vmdk_data(connection_info))
+
+    def relocate_backing(self, volume: VolumeDisk, datastore_moref: str, pool: str,
+                         host: str | None) -> VolumeDisk:
+        """Move the volume's backing VM (and so its disk) to a datastore the instance's
+        host reaches, as the in-tree driver does for a root volume; the volume as it is
+        then. vCenter relocates all or nothing: a failure leaves the volume where it was."""
+        spec = self._session.factory("VirtualMachineRelocateSpec")
+        spec.datastore = vim_util.get_moref(datastore_moref, "Datastore")
+        spec.pool = vim_util.get_moref(pool, "ResourcePool")
+        if host is not None:
+            spec.host = vim_util.get_moref(host, "HostSystem")
+        LOG.info("Moving volume %s from %s to datastore %s, where the instance's host "
+                 "reaches it", volume.volume_id, volume.disk.path, datastore_moref)
+        with errors.translated():
+            self._session.run_task("RelocateVM_Task", volume.backing_ref, spec=spec)
+        return self._volume({"volume_id": volume.volume_id,
+                             "volume": vim_util.get_moref_value(volume.backing_ref)})
 
     def _volume(self, data: dict) -> VolumeDisk:
         """The backing VM and disk of the volume; VolumeNotFound when Cinder's VM is gone."""
@@ -347,19 +391,33 @@ class Volumes:
         """Take every Cinder volume off the VM before it is destroyed.
 
         vCenter's Destroy_Task deletes every disk attached to the VM: a volume
-        still attached would lose its data. Disks already gone are skipped.
+        still attached would lose its data. The volumes are those of
+        ``block_device_info`` and those the VM's extraConfig records
+        (``volume-<id>``), so that a mapping Nova no longer has (a failed
+        spawn, a BDM already deleted) loses nothing either. Disks already gone
+        are skipped.
         """
         mapping = virt_driver.block_device_info_get_mapping(block_device_info)
-        volumes = [bdm for bdm in mapping
-                   if (bdm.get("connection_info") or {}).get("driver_volume_type") == "vmdk"]
-        if not volumes or self._vm_refs.find(instance, required=False) is None:
+        infos = {}
+        for bdm in mapping:
+            info = bdm.get("connection_info") or {}
+            if info.get("driver_volume_type") == "vmdk" and (info.get("data") or {}).get(
+                    "volume_id"):
+                infos[str(info["data"]["volume_id"])] = (info, bdm.get("mount_device"))
+        if self._vm_refs.find(instance, required=False) is None:
+            return
+        _, props = self._vm_state(instance)
+        recorded = disks.volume_uuids(disks.option_values(props.get("config.extraConfig")))
+        for volume_id in recorded:
+            # Found by the volume's ID: Cinder's backing VM has it as instance UUID.
+            infos.setdefault(volume_id, ({"driver_volume_type": "vmdk",
+                                          "data": {"volume_id": volume_id}}, None))
+        if not infos:
             return
         # IDE disks cannot be hot-removed; the VM is about to go anyway.
         self._vm_refs.with_vm(instance, self._vmops.power_off)
-        for bdm in volumes:
+        for volume_id, (info, mountpoint) in infos.items():
             try:
-                self.detach_volume(context, bdm["connection_info"], instance,
-                              bdm.get("mount_device"))
+                self.detach_volume(context, info, instance, mountpoint)
             except exception.DiskNotFound:
-                LOG.info("Volume %s is no longer on the VM", bdm.get("mount_device"),
-                         instance=instance)
+                LOG.info("Volume %s is no longer on the VM", volume_id, instance=instance)

@@ -156,11 +156,14 @@ class FirstSector:
 
     ``open(first_sector)`` checks it and returns the real writer (which has
     ``write``, ``finish`` and ``close``); nothing is created for an image
-    that fails the check.
+    that fails the check. ``head_bytes``: how much of the image the check
+    sees (one VMDK sector unless told).
     """
 
-    def __init__(self, open_writer: Callable[[bytes], Any]) -> None:
+    def __init__(self, open_writer: Callable[[bytes], Any],
+                 head_bytes: int = vmdk.SECTOR) -> None:
         self._open_writer = open_writer
+        self._head_bytes = head_bytes
         self._buffer = bytearray()
         self.target: Any = None
 
@@ -169,13 +172,13 @@ class FirstSector:
             self.target.write(data)
             return
         self._buffer += data
-        if len(self._buffer) >= vmdk.SECTOR:
+        if len(self._buffer) >= self._head_bytes:
             self._open()
 
     def _open(self) -> None:
         data = bytes(self._buffer)
         self._buffer.clear()
-        self.target = self._open_writer(data[:vmdk.SECTOR])
+        self.target = self._open_writer(data[:self._head_bytes])
         if data:
             self.target.write(data)
 

@@ -81,6 +81,9 @@ LEFTOVER_AGE_TIMEOUTS = 2
 __all__ = ["DISK_TYPES", "CachedImage", "ImageCache", "ImageDisk", "ImportTarget",
            "InvalidImage"]
 
+#: The first byte of an ISO 9660 primary volume descriptor: sector 16 of the image.
+ISO9660_DESCRIPTOR_OFFSET = 16 * 2048
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageDisk:
@@ -142,6 +145,10 @@ class ImageCache:
 
     def path(self, image_id: str) -> str:
         return f"{self.cache_dir}/{image_id}/{image_id}.vmdk"
+
+    def iso_path(self, image_id: str) -> str:
+        """Where an ISO image is cached (``disk_format = iso``), as the in-tree driver keeps it."""
+        return f"{self.cache_dir}/{image_id}/{image_id}.iso"
 
     def sized_path(self, image_id: str, capacity_gb: int) -> str:
         """The cached disk of ``image_id`` extended to ``capacity_gb`` GiB."""
@@ -262,6 +269,83 @@ class ImageCache:
                             self.datastore_path(ds_name, image.image_id))
             return self._make(dc_ref, dc_name, ds_name, image, download, target,
                               replace=found is STALE)
+
+    def iso_cached(self, dc_name: str, ds_name: str, image_id: str) -> bool:
+        """Whether the ISO image ``image_id`` is in the cache of ``ds_name``."""
+        return self._exists(dc_name, ds_name, self.iso_path(image_id))
+
+    def fetch_iso(self, dc_ref, dc_name: str, ds_name: str, image_id: str, size: int,
+                  download: Callable[[object], None], *, ds_ref=None) -> str:
+        """The cached ISO file of ``image_id`` on ``ds_name`` ("[ds] path"), uploaded first
+        if needed: into a temporary folder that is renamed into place when complete,
+        as the disks are. Raises InvalidImage when the data is not an ISO 9660 image."""
+        if ds_ref is not None:
+            self._sweep_once(dc_ref, ds_ref, ds_name)
+        rel = self.iso_path(image_id)
+        with self._lock(ds_name, image_id):
+            self._took(ds_name, image_id)
+            if self._exists(dc_name, ds_name, rel):
+                return f"[{ds_name}] {rel}"
+            folder = f"{self.cache_dir}/{image_id}"
+            work = f"{folder}.part-{uuid.uuid4().hex[:8]}"
+            LOG.info("Caching ISO image %s (%d bytes) on datastore %s", image_id, size, ds_name)
+            fm = self.session.content.fileManager
+            self._working_on(work, True)
+            made = False
+            try:
+                self.session.invoke("MakeDirectory", fm, name=f"[{ds_name}] {work}",
+                                    datacenter=dc_ref, createParentDirectories=True)
+                made = True
+                self._upload_iso(dc_name, ds_name, f"{work}/{image_id}.iso", size, download)
+                if self._exists(dc_name, ds_name, folder):
+                    # A folder without the ISO (an interrupted older attempt): replaced.
+                    self._delete(dc_ref, f"[{ds_name}] {folder}")
+                self.session.run_task("MoveDatastoreFile_Task", fm,
+                                      sourceName=f"[{ds_name}] {work}", sourceDatacenter=dc_ref,
+                                      destinationName=f"[{ds_name}] {folder}",
+                                      destinationDatacenter=dc_ref, force=False)
+            except vexc.FileAlreadyExistsException:
+                # Another nova-compute cached it meanwhile: use theirs.
+                self._delete_quietly(dc_ref, f"[{ds_name}] {work}")
+                if self._exists(dc_name, ds_name, rel):
+                    return f"[{ds_name}] {rel}"
+                raise
+            except BaseException:
+                if made:
+                    self._delete_quietly(dc_ref, f"[{ds_name}] {work}")
+                raise
+            finally:
+                self._working_on(work, False)
+        return f"[{ds_name}] {rel}"
+
+    def _upload_iso(self, dc_name: str, ds_name: str, rel: str, size: int,
+                    download: Callable[[object], None]) -> None:
+        def check(head: bytes) -> None:
+            signature = head[ISO9660_DESCRIPTOR_OFFSET + 1:ISO9660_DESCRIPTOR_OFFSET + 6]
+            if signature != b"CD001":
+                raise InvalidImage("the image is no ISO 9660 file system (no CD001 volume "
+                                   "descriptor at sector 16)")
+
+        self._upload(dc_name, ds_name, rel, size, download, check,
+                     head_bytes=ISO9660_DESCRIPTOR_OFFSET + 6)
+
+    def _exists(self, dc_name: str, ds_name: str, rel: str) -> bool:
+        """Whether ``[ds_name] rel`` exists (one HTTP request, no SOAP call)."""
+        url = self._url(dc_name, ds_name, rel)
+        try:
+            resp = self._get(url)
+        except requests.RequestException as exc:
+            raise vexc.VimConnectionException(f"cannot read the image cache: {exc}",
+                                              exc) from exc
+        try:
+            if resp.status_code == 404:
+                return False
+            if resp.status_code != 200:
+                raise vexc.VimException(f"cannot read [{ds_name}] {rel}: HTTP "
+                                        f"{resp.status_code}")
+            return True
+        finally:
+            resp.close()
 
     def _sweep_once(self, dc_ref, ds_ref, ds_name: str) -> None:
         with self._guard:
@@ -397,14 +481,15 @@ class ImageCache:
         return CachedImage(self.datastore_path(ds_name, image.image_id), capacity_kb)
 
     def _upload(self, dc_name: str, ds_name: str, rel: str, size: int,
-                download: Callable[[object], None], check: Callable[[bytes], None]) -> None:
-        """Upload the image to ``rel`` once ``check`` has accepted its first sector."""
+                download: Callable[[object], None], check: Callable[[bytes], None],
+                head_bytes: int = vmdk.SECTOR) -> None:
+        """Upload the image to ``rel`` once ``check`` has accepted its first bytes."""
         def open_upload(first_sector: bytes) -> DatastoreUpload:
             check(first_sector)
             return DatastoreUpload(self.session, dc_name, ds_name, rel, size,
                                    scheme=self.scheme, verify=self.verify)
 
-        writer = FirstSector(open_upload)
+        writer = FirstSector(open_upload, head_bytes)
         try:
             download(writer)
             writer.finish()

@@ -11,6 +11,7 @@ from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
 from nova_vsphere_driver.vsphere.cluster_state import NOVA_EXTENSION_KEY, NetworkState
+from nova_vsphere_driver.vsphere.device_layout import DeviceLayout
 from nova_vsphere_driver.vsphere.session import StableMoRef, VSphereSession
 
 LOG = logging.getLogger(__name__)
@@ -18,8 +19,10 @@ LOG = logging.getLogger(__name__)
 POWERED_ON = "poweredOn"
 POWERED_OFF = "poweredOff"
 SUSPENDED = "suspended"
-SCSI_CONTROLLER_KEY = -100
 ROOT_DISK_KEY = -101
+#: Temporary keys of the other disks and of the CD-ROM drives (counting down).
+FIRST_EXTRA_DISK_KEY = -400
+FIRST_CDROM_KEY = -500
 #: Key of the first of the two IDE controllers vCenter gives every new VM.
 IDE_CONTROLLER_KEY = 200
 DEFAULT_ADAPTER_TYPE = "lsiLogic"
@@ -72,6 +75,22 @@ class RootDisk:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExtraDisk:
+    """A disk besides the root disk: a new thin disk (ephemeral, swap) or an existing
+    file (a Cinder volume's), on a controller of ``adapter_type``."""
+
+    adapter_type: str
+    #: "[ds] folder/file.vmdk"
+    path: str
+    capacity_kb: int
+    #: True: vCenter creates the file; False: the file exists and is attached as is.
+    create: bool
+    thin: bool = True
+    disk_mode: str = "persistent"
+    eagerly_scrub: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class VmSpec:
     name: str
     instance_uuid: str
@@ -87,6 +106,11 @@ class VmSpec:
     extra_config: tuple[tuple[str, str], ...] = ()
     #: Virtual hardware version ("vmx-19"); None: the host's default.
     hw_version: str | None = None
+    #: Disks after the root disk, in the order they take controller slots.
+    disks: tuple[ExtraDisk, ...] = ()
+    #: ISO files ("[ds] path.iso") of CD-ROM drives, in IDE slot order: the
+    #: first one is the drive the firmware boots from.
+    cdroms: tuple[str, ...] = ()
 
 
 def _allocation(session: VSphereSession, limit, reservation, level, shares):
@@ -146,6 +170,77 @@ def _nic_device(session: VSphereSession, nic: Nic, key: int):
     return card
 
 
+def _scsi_controller(session: VSphereSession, new):
+    controller = session.factory(new.vim_type)
+    controller.key = new.key
+    controller.busNumber = new.bus
+    controller.sharedBus = "noSharing"
+    return controller
+
+
+def _disk_device(session: VSphereSession, key: int, slot, capacity_kb: int, backing):
+    disk = session.factory("VirtualDisk")
+    disk.key = key
+    disk.controllerKey = slot.controller_key
+    disk.unitNumber = slot.unit
+    if capacity_kb:
+        disk.capacityInKB = capacity_kb
+    disk.backing = backing
+    return disk
+
+
+def _root_disk_add(session: VSphereSession, spec: VmSpec, layout: DeviceLayout):
+    root = spec.root_disk
+    slot = layout.disk_slot(root.adapter_type)
+    backing = session.factory("VirtualDiskFlatVer2BackingInfo")
+    backing.diskMode = "persistent"
+    backing.thinProvisioned = root.thin
+    if root.existing_path:
+        backing.fileName = root.existing_path
+        operation = None
+    else:
+        backing.fileName = f"[{spec.datastore_name}] {spec.instance_uuid}/" \
+            f"{spec.instance_uuid}.vmdk"
+        operation = "create"
+        if root.parent_path:
+            parent = session.factory("VirtualDiskFlatVer2BackingInfo")
+            parent.fileName = root.parent_path
+            parent.diskMode = "persistent"
+            backing.parent = parent
+    disk = _disk_device(session, ROOT_DISK_KEY, slot, root.capacity_kb, backing)
+    return _device_add(session, disk, operation)
+
+
+def _extra_disk_add(session: VSphereSession, extra: ExtraDisk, key: int,
+                    layout: DeviceLayout):
+    slot = layout.disk_slot(extra.adapter_type)
+    backing = session.factory("VirtualDiskFlatVer2BackingInfo")
+    backing.fileName = extra.path
+    backing.diskMode = extra.disk_mode
+    backing.thinProvisioned = extra.thin
+    if extra.eagerly_scrub is not None:
+        backing.eagerlyScrub = extra.eagerly_scrub
+    disk = _disk_device(session, key, slot, extra.capacity_kb if extra.create else 0, backing)
+    return _device_add(session, disk, "create" if extra.create else None)
+
+
+def _cdrom_device(session: VSphereSession, iso_path: str, key: int, layout: DeviceLayout):
+    slot = layout.ide_slot()
+    cdrom = session.factory("VirtualCdrom")
+    cdrom.key = key
+    cdrom.controllerKey = slot.controller_key
+    cdrom.unitNumber = slot.unit
+    backing = session.factory("VirtualCdromIsoBackingInfo")
+    backing.fileName = iso_path
+    cdrom.backing = backing
+    connect = session.factory("VirtualDeviceConnectInfo")
+    connect.startConnected = True
+    connect.allowGuestControl = True
+    connect.connected = True
+    cdrom.connectable = connect
+    return cdrom
+
+
 def build_config_spec(session: VSphereSession, spec: VmSpec):
     """A VirtualMachineConfigSpec for CreateVM_Task."""
     config = session.factory("VirtualMachineConfigSpec")
@@ -173,37 +268,19 @@ def build_config_spec(session: VSphereSession, spec: VmSpec):
         config.memoryAllocation = mem
     extra = [_option(session, "nvp.vm-uuid", spec.instance_uuid)]
     changes = []
+    layout = DeviceLayout()
+    disk_changes = []
     if spec.root_disk is not None:
-        controller_type = CONTROLLER_TYPES[spec.root_disk.adapter_type]
-        controller_key = IDE_CONTROLLER_KEY
-        if controller_type is not None:
-            controller = session.factory(controller_type)
-            controller.key = controller_key = SCSI_CONTROLLER_KEY
-            controller.busNumber = 0
-            controller.sharedBus = "noSharing"
-            changes.append(_device_add(session, controller))
-        disk = session.factory("VirtualDisk")
-        disk.key = ROOT_DISK_KEY
-        disk.controllerKey = controller_key
-        disk.unitNumber = 0
-        disk.capacityInKB = spec.root_disk.capacity_kb
-        backing = session.factory("VirtualDiskFlatVer2BackingInfo")
-        backing.diskMode = "persistent"
-        backing.thinProvisioned = spec.root_disk.thin
-        if spec.root_disk.existing_path:
-            backing.fileName = spec.root_disk.existing_path
-            operation = None
-        else:
-            backing.fileName = f"[{spec.datastore_name}] {spec.instance_uuid}/" \
-                f"{spec.instance_uuid}.vmdk"
-            operation = "create"
-            if spec.root_disk.parent_path:
-                parent = session.factory("VirtualDiskFlatVer2BackingInfo")
-                parent.fileName = spec.root_disk.parent_path
-                parent.diskMode = "persistent"
-                backing.parent = parent
-        disk.backing = backing
-        changes.append(_device_add(session, disk, operation))
+        disk_changes.append(_root_disk_add(session, spec, layout))
+    for index, extra_disk in enumerate(spec.disks):
+        disk_changes.append(_extra_disk_add(session, extra_disk, FIRST_EXTRA_DISK_KEY - index,
+                                            layout))
+    for index, iso_path in enumerate(spec.cdroms):
+        disk_changes.append(_device_add(session, _cdrom_device(
+            session, iso_path, FIRST_CDROM_KEY - index, layout)))
+    # Controllers first: the disks on them name their (temporary) keys.
+    changes += [_device_add(session, _scsi_controller(session, c)) for c in layout.controllers]
+    changes += disk_changes
     for index, nic in enumerate(spec.nics):
         changes.append(_device_add(session, _nic_device(session, nic, -200 - index)))
         extra.append(_option(session, f"nvp.iface-id.{index}", nic.iface_id))

@@ -43,6 +43,11 @@ class FixtureHost:
     def stub_out(self, name, value):
         self.useFixture(fixtures.MonkeyPatch(name, value))
 
+    def flags(self, group=None, **values):
+        for key, value in values.items():
+            CONF.set_override(key, value, group)
+            self._cleanups.append(lambda key=key: CONF.clear_override(key, group))
+
     def cleanup(self) -> None:
         while self._cleanups:
             self._cleanups.pop()()
@@ -173,6 +178,40 @@ def make_instance(node: str, vcpus: int = 2, memory_mb: int = 4096, root_gb: int
                                 project_id="p1", user_id="u1", image_ref=image_ref,
                                 flavor=flavor, vcpus=vcpus, memory_mb=memory_mb,
                                 root_gb=root_gb, **kw)
+    return instance
+
+
+#: The user data of config_drive_instance.
+USER_DATA = b"#cloud-config\nhostname: from-the-config-drive\n"
+
+
+@pytest.fixture
+def metadata_services(nova_db):
+    """What Nova's InstanceMetadata reads: the cell database and Neutron (faked)."""
+    host = FixtureHost()
+    host.useFixture(nova_fixtures.Database(database="main"))
+    host.useFixture(nova_fixtures.NeutronFixture(host))
+    yield
+    host.cleanup()
+
+
+def config_drive_instance(ctx, node: str, **kw) -> objects.Instance:
+    """An instance with a config drive, user data and what Nova's metadata reads set."""
+    import base64
+
+    # Nova keeps the flag as a string: "True", or "" for none.
+    fields = dict(config_drive="True", user_data=base64.b64encode(USER_DATA).decode(),
+                  metadata={"role": "web"}, system_metadata={}, launched_at=None,
+                  keypairs=objects.KeyPairList(objects=[]), device_metadata=None,
+                  numa_topology=None, launch_index=0, reservation_id="r-cfgdrive",
+                  hostname="cfgdrive", key_name=None, key_data=None, availability_zone=None,
+                  root_device_name=None, kernel_id="", ramdisk_id="", task_state=None,
+                  ephemeral_key_uuid=None, trusted_certs=None, info_cache=None,
+                  security_groups=objects.SecurityGroupList(objects=[]))
+    fields.update(kw)
+    fields.setdefault("root_gb", 1)
+    instance = make_instance(node, **fields)
+    instance._context = ctx  # as Nova's instances carry theirs (InstanceMetadata reads BDMs)
     return instance
 
 

@@ -14,6 +14,7 @@ from pyVmomi import vim
 
 from nova_vsphere_driver.simulator.objects.nfc_lease import HttpNfcLease
 from tests.driver.conftest import make_instance
+from tests.driver.volume_support import make_volume
 from tests.fixtures import connect
 from tests.unit.simulator.helpers import Dev, bind, run
 
@@ -25,28 +26,6 @@ KB_PER_GB = 1024 * 1024
 @pytest.fixture
 def si(vsphere):
     return connect(vsphere[1])
-
-
-def make_volume(si, sim, size_gb: int = 1, controller=Dev.VirtualLsiLogicController,
-                datastore: str = "shared-a") -> dict:
-    """A Cinder VMDK volume: a backing VM named after it, its instance UUID the volume ID."""
-    volume_id = str(uuid.uuid4())
-    spec = vim.vm.ConfigSpec(
-        name=f"volume-{volume_id}", instanceUuid=volume_id, numCPUs=1, memoryMB=128,
-        guestId="otherGuest", files=vim.vm.FileInfo(vmPathName=f"[{datastore}]"),
-        deviceChange=[
-            Dev.VirtualDeviceSpec(operation="add", device=controller(
-                key=-100, busNumber=0, sharedBus="noSharing")),
-            Dev.VirtualDeviceSpec(operation="add", fileOperation="create", device=Dev.VirtualDisk(
-                key=-101, controllerKey=-100, unitNumber=0, capacityInKB=size_gb * KB_PER_GB,
-                backing=Dev.VirtualDisk.FlatVer2BackingInfo(
-                    fileName=f"[{datastore}]", diskMode="persistent", thinProvisioned=True)))])
-    host = sim.host("esx-a1")
-    backing = run(bind(si, host.datacenter().vm_folder).CreateVM_Task(
-        spec, bind(si, host.cluster.resource_pool), bind(si, host)))
-    return {"driver_volume_type": "vmdk",
-            "data": {"volume": backing._moId, "volume_id": volume_id,
-                     "name": f"volume-{volume_id}", "profile_id": None}}
 
 
 def _backing(sim, info: dict):
