@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from nova_vsphere_driver.ops.block_devices import is_local_disk
 from nova_vsphere_driver.vsphere.suds_values import items
 
 #: vim controller types -> the adapter type names of Nova's and Cinder's
@@ -89,9 +90,11 @@ def disks(devices: list) -> list[Disk]:
 
 
 def root_disk(devices: list, extra_config: dict[str, str]) -> Disk | None:
-    """The first disk in boot order that is not a Cinder volume."""
+    """The first disk in boot order that is neither a Cinder volume nor an ephemeral or
+    swap disk (None: the VM boots from a volume, or from an ISO image without a disk)."""
     volumes = set(volume_uuids(extra_config).values())
     for disk in disks(devices):
-        if disk.controller is not None and disk.uuid not in volumes:
+        if disk.controller is not None and disk.uuid not in volumes \
+                and not is_local_disk(disk.path):
             return disk
     return None

@@ -21,8 +21,8 @@ from oslo_log import log as logging
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
+from nova_vsphere_driver.ops import block_devices, vm_devices
 from nova_vsphere_driver.ops import root_disk as root_disk_ops
-from nova_vsphere_driver.ops import vm_devices
 from nova_vsphere_driver.ops.nics import NicResolver
 from nova_vsphere_driver.ops.root_disk import RootDisks
 from nova_vsphere_driver.services import Services
@@ -209,7 +209,8 @@ class GuestOps:
     def _root_disk(self, devices: list, instance, vm_folder: str):
         """The instance's root disk: its first disk in the VM's folder (else its first disk)."""
         disks = [d for d in vm_devices.disks(devices)
-                 if not vm_devices.disk_file(d).endswith(RESCUE_SUFFIX)]
+                 if not vm_devices.disk_file(d).endswith(RESCUE_SUFFIX)
+                 and not block_devices.is_local_disk(vm_devices.disk_file(d))]
         disks.sort(key=lambda d: (getattr(d, "controllerKey", 0) or 0,
                                   getattr(d, "unitNumber", 0) or 0))
         local = [d for d in disks if f"] {vm_folder}/" in vm_devices.disk_file(d)]

@@ -41,6 +41,7 @@ import posixpath
 import nova.conf
 from nova import exception
 from nova.compute import task_states
+from nova.virt import driver as virt_driver
 from oslo_log import log as logging
 from oslo_utils import excutils, units
 from oslo_vmware import exceptions as vexc
@@ -48,7 +49,7 @@ from oslo_vmware import vim_util
 
 from nova_vsphere_driver import policy
 from nova_vsphere_driver.datastore_selection import datastores_with_room, pick_datastore
-from nova_vsphere_driver.ops import resize_vm
+from nova_vsphere_driver.ops import block_devices, resize_vm
 from nova_vsphere_driver.ops.host_selection import HostSelection
 from nova_vsphere_driver.ops.instance_rules import InstanceRules, server_group
 from nova_vsphere_driver.ops.power import PowerOps
@@ -89,6 +90,23 @@ def _grown_kb(flavor, facts: VmFacts) -> int | None:
 
 
 
+def _ephemeral_grows(flavor, facts: VmFacts) -> int | None:
+    """The ephemeral disk's new capacity when ``flavor`` makes the only one grow.
+
+    Several ephemeral disks come from a block device mapping, whose sizes a
+    resize does not change (as in Nova's libvirt driver).
+    """
+    new_kb = int(flavor.ephemeral_gb or 0) * units.Mi
+    if len(facts.ephemerals) == 1 and new_kb > facts.ephemerals[0].capacity_kb:
+        return new_kb
+    return None
+
+
+def _volume_datastores(facts: VmFacts) -> frozenset[str]:
+    """Morefs of the datastores the VM's volumes are on: its host must mount them all."""
+    return frozenset(ds for _, ds in facts.volume_locators())
+
+
 def _datacenter(ref: ClusterRef):
     return vim_util.get_moref(ref.datacenter, "Datacenter")
 
@@ -101,18 +119,33 @@ def _builtin_drs() -> bool:
 # -- migrate_disk_and_power_off (source) ---------------------------------------------------
 
 
-def check_resizable(instance, flavor, settings, facts: VmFacts) -> None:
+def _ephemeral_gb(instance, block_device_info) -> int:
+    """The instance's ephemeral storage now: its mapping's ephemerals, else its flavor's."""
+    ephemerals = virt_driver.block_device_info_get_ephemerals(block_device_info)
+    return sum(int(e.get("size") or 0) for e in ephemerals) or \
+        int(instance.flavor.ephemeral_gb or 0)
+
+
+def check_resizable(instance, flavor, settings, facts: VmFacts,
+                    block_device_info=None) -> None:
     """Raise InstanceFaultRollback for a resize that cannot be done, before any change."""
     old_gb, new_gb = int(instance.flavor.root_gb or 0), int(flavor.root_gb or 0)
     disk = facts.root_disk
-    if new_gb < old_gb:
+    eph_gb = _ephemeral_gb(instance, block_device_info)
+    if int(flavor.ephemeral_gb or 0) < eph_gb:
+        # As Nova's libvirt driver: ephemeral disks cannot shrink.
+        raise _refuse(f"the ephemeral disks cannot shrink: flavor {flavor.name} has "
+                      f"{int(flavor.ephemeral_gb or 0)} GB, the instance {eph_gb} GB")
+    if facts.boot_from_volume:
+        pass  # the root disk is a volume: its size is Cinder's, not the flavor's
+    elif new_gb < old_gb:
         raise _refuse(f"the root disk cannot shrink: flavor {flavor.name} has {new_gb} GB, "
                       f"the instance's flavor {old_gb} GB")
     if disk is not None and new_gb and new_gb * units.Mi < disk.capacity_kb:
         raise _refuse(f"the root disk cannot shrink: flavor {flavor.name} has {new_gb} GB, "
                       f"the disk {disk.capacity_kb / units.Mi:g} GB")
-    if _grown_kb(flavor, facts) and facts.has_snapshots:
-        raise _refuse("the root disk cannot grow while the VM has snapshots in vCenter; "
+    if (_grown_kb(flavor, facts) or _ephemeral_grows(flavor, facts)) and facts.has_snapshots:
+        raise _refuse("a disk cannot grow while the VM has snapshots in vCenter; "
                       "delete them first")
     if settings.hw_version and facts.version and settings.hw_version != facts.version:
         raise _refuse(f"flavor {flavor.name} asks for virtual hardware {settings.hw_version}, "
@@ -145,6 +178,7 @@ class _Finish:
         self.recorded = False
         #: A disk copy made but not yet in the record (deleted if the resize fails).
         self.stray_backup: str | None = None
+        self.stray_ephemeral: str | None = None
         #: The VM's host-group pin changes within its cluster.
         self.repin = False
         #: The root disk was a linked clone and is standalone now (for good:
@@ -197,15 +231,19 @@ class _Finish:
                 disk = resize_vm.unlink(session, vm_ref, disk)
                 self.unlinked = True
             grow = (disk.device, grow_kb)
+        # 3b. The ephemeral and swap disks of the new flavor (a grown
+        # ephemeral disk kept as it was, like the root disk).
+        record, local_changes = self._local_disks(facts, record)
         # 4. The new size, the flavor's limits/reservations/shares and the
-        # grown disk in one reconfiguration (all or nothing in vCenter).
+        # grown disks in one reconfiguration (all or nothing in vCenter).
         flavor = instance.flavor
         spec = resize_vm.size_spec(session, int(flavor.vcpus), int(flavor.memory_mb),
                                    policy.resource_settings(self.settings),
                                    policy.annotation(instance, flavor),
-                                   record.options() if grow else {}, grow)
+                                   record.options() if grow or local_changes else {}, grow,
+                                   local_changes)
         session.run_task("ReconfigVM_Task", vm_ref, spec=spec)
-        self.record, self.stray_backup = record, None
+        self.record, self.stray_backup, self.stray_ephemeral = record, None, None
         # 5. DRS rules follow the VM.
         if facts.cluster != self.source.moref:
             self.rules.join(self.target, instance, vm_ref, self.settings, group)
@@ -214,6 +252,56 @@ class _Finish:
             self.rules.join(self.target, instance, vm_ref, self.settings, group)
         if power_on:
             self.services.vmops.power_on(vm_ref)
+
+    def _local_disks(self, facts: VmFacts, record: ResizeRecord) -> tuple[ResizeRecord, list]:
+        """(record, deviceChanges) for the new flavor's ephemeral and swap disks.
+
+        The only ephemeral disk grows to the flavor's ``ephemeral_gb`` (a copy
+        of it as it was kept for a revert); a flavor with ephemeral storage
+        adds one to a VM without; the swap disk is made anew at the flavor's
+        ``swap`` (its contents are the guest's scratch space), or removed.
+        """
+        session, instance, flavor = self.session, self.instance, self.instance.flavor
+        changes: list = []
+        home_ds, vmx = resize_vm.split_path(facts.vmx_path)
+        home_dir = posixpath.dirname(vmx)
+        all_devices = list(facts.devices)
+        near = facts.root_disk or (facts.volumes[0] if facts.volumes else None)
+        eph_kb = _ephemeral_grows(flavor, facts)
+        if eph_kb is not None:
+            eph = facts.ephemerals[0]
+            folder = posixpath.dirname(resize_vm.split_path(eph.path)[1])
+            backup = (f"[{eph.datastore_name}] {folder}/ephemeral_0-pre-resize-"
+                      f"{self.migration.uuid[:8]}.vmdk")
+            LOG.info("Keeping a copy of the ephemeral disk for a revert: %s", backup,
+                     instance=instance)
+            session.run_task("CopyVirtualDisk_Task", session.content.virtualDiskManager,
+                             sourceName=eph.path, sourceDatacenter=_datacenter(self.target),
+                             destName=backup, destDatacenter=_datacenter(self.target),
+                             force=True)
+            self.stray_ephemeral = backup
+            record = dataclasses.replace(record, ephemeral_kb=eph.capacity_kb,
+                                         ephemeral_backup=backup)
+            changes.append(resize_vm.grow_change(session, eph, eph_kb))
+        elif not facts.ephemerals and int(flavor.ephemeral_gb or 0):
+            path = f"[{home_ds}] {home_dir}/{block_devices.EPHEMERAL_NAME.format(0)}"
+            changes.append(resize_vm.new_disk_change(
+                session, all_devices, near, path, int(flavor.ephemeral_gb) * units.Mi,
+                resize_vm.NEW_EPHEMERAL_KEY))
+            all_devices.append(changes[-1].device)  # its unit is taken now
+            record = dataclasses.replace(record, ephemeral_kb=0)
+        swap_kb = int(flavor.swap or 0) * units.Ki
+        current = facts.swap.capacity_kb if facts.swap is not None else 0
+        if swap_kb != current:
+            if facts.swap is not None:
+                changes.append(resize_vm.remove_change(session, facts.swap))
+                all_devices = [d for d in all_devices if d.key != facts.swap.device.key]
+            if swap_kb:
+                path = f"[{home_ds}] {home_dir}/{block_devices.SWAP_NAME}"
+                changes.append(resize_vm.new_disk_change(
+                    session, all_devices, near, path, swap_kb, resize_vm.NEW_SWAP_KEY))
+            record = dataclasses.replace(record, swap_kb=current)
+        return record, changes
 
     def _within_cluster(self, state: ClusterState, group) -> bool:
         """Stay on the VM's host if the new size fits there, else let our DRS move it."""
@@ -227,7 +315,8 @@ class _Finish:
             return False  # vCenter's DRS places the VM when it powers on
         current = state.datastore(facts.datastore) if facts.datastore else None
         host = self.ops.choose_host(state, self.instance, group, self.settings, facts.moref,
-                           [current] if current else [], keep=facts.host)
+                           [current] if current else [], keep=facts.host,
+                           required=_volume_datastores(facts))
         if host.moref == facts.host:
             return False
         LOG.info("Moving the instance to ESXi host %s for its new size", host.name,
@@ -250,7 +339,8 @@ class _Finish:
             if _builtin_drs():
                 try:
                     host = self.ops.choose_host(state, instance, group, self.settings,
-                                       facts.moref, [current])
+                                       facts.moref, [current],
+                                       required=_volume_datastores(facts))
                 except exception.ComputeResourcesUnavailable as exc:
                     LOG.info("No host that mounts %s fits (%s); moving storage too",
                              current.name, exc, instance=instance)
@@ -262,13 +352,13 @@ class _Finish:
                                           final_kb * units.Ki)
             if _builtin_drs():
                 host = self.ops.choose_host(state, instance, group, self.settings, facts.moref,
-                                   stores)
+                                   stores, required=_volume_datastores(facts))
             datastore = pick_datastore(stores, host)
         LOG.info("Relocating the instance to cluster %s (host %s, datastore %s)",
                  self.target.name, host.name if host else "chosen by vCenter DRS",
                  datastore.name if datastore else facts.datastore_name, instance=instance)
         self.ops.relocate(facts.ref, host.moref if host else None, self.target.resource_pool,
-                  datastore.moref if datastore else None)
+                  datastore.moref if datastore else None, keep=facts.volume_locators())
         return True
 
     def rollback(self) -> None:
@@ -283,12 +373,13 @@ class _Finish:
                      "its own copy of the image's data", instance=instance)
         try:
             with errors.translated(instance):
-                if self.stray_backup:
+                for stray in (self.stray_backup, self.stray_ephemeral):
+                    if not stray:
+                        continue
                     try:
-                        self.ops.delete_disk(self.stray_backup, self.target)
+                        self.ops.delete_disk(stray, self.target)
                     except Exception as exc:
-                        LOG.warning("Could not delete %s: %s", self.stray_backup, exc,
-                                    instance=instance)
+                        LOG.warning("Could not delete %s: %s", stray, exc, instance=instance)
                 now = resize_vm.read_facts(self.session, self.facts.ref)
                 # Back to the recorded host as is: the VM was there a moment ago.
                 self.ops.restore(self.context, instance, now, self.record,
@@ -323,7 +414,8 @@ class Migrations:
         return next((c for c in self._states.find_clusters() if c.moref == moref), None)
 
     def choose_host(self, state: ClusterState, instance, group, settings,
-                    vm_moref: str, stores: list, keep: str | None = None) -> EsxiHostState:
+                    vm_moref: str, stores: list, keep: str | None = None,
+                    required: frozenset[str] = frozenset()) -> EsxiHostState:
         """A host of ``state`` for the instance at its flavor's size (claimed by our DRS).
 
         The VM's own footprint is taken out of the cluster first: a VM that is
@@ -339,17 +431,19 @@ class Migrations:
                 h if h.moref == keep else dataclasses.replace(h, in_maintenance=True)
                 for h in without.hosts))
             try:
-                return self._hosts.place(only_here, instance, group, stores, settings.host_group)
+                return self._hosts.place(only_here, instance, group, stores, settings.host_group,
+                                         required)
             except exception.ComputeResourcesUnavailable as exc:
                 LOG.info("Host %s no longer fits the instance (%s); asking DRS for another",
                          current.name, exc, instance=instance)
-        return self._hosts.place(without, instance, group, stores, settings.host_group)
+        return self._hosts.place(without, instance, group, stores, settings.host_group,
+                                 required)
 
     def relocate(self, vm_ref, host: str | None, pool: str | None = None,
-                  datastore: str | None = None) -> None:
+                  datastore: str | None = None, keep=()) -> None:
         session = self._session
         session.run_task("RelocateVM_Task", vm_ref,
-                         spec=resize_vm.relocate_spec(session, host, pool, datastore))
+                         spec=resize_vm.relocate_spec(session, host, pool, datastore, keep))
 
     def delete_disk(self, path: str, ref: ClusterRef) -> None:
         """Delete a virtual disk file; one that is already gone is fine."""
@@ -375,7 +469,7 @@ class Migrations:
         vm_ref = self._vm_refs.find(instance)
         with errors.translated(instance):
             facts = resize_vm.read_facts(self._session, vm_ref)
-        check_resizable(instance, flavor, settings, facts)
+        check_resizable(instance, flavor, settings, facts, block_device_info)
         if facts.power_state != POWERED_OFF:
             try:
                 self._power.power_off(instance, timeout, retry_interval)
@@ -408,13 +502,15 @@ class Migrations:
         """
         LOG.warning("The VM still carries the resize record of migration %s; replacing it",
                     stale.migration, instance=instance)
-        disk = facts.root_disk
-        if stale.disk_backup and (disk is None or disk.path != stale.disk_backup):
+        in_use = {d.path for d in (facts.root_disk, *facts.ephemerals) if d is not None}
+        for backup in (stale.disk_backup, stale.ephemeral_backup):
+            if not backup or backup in in_use:
+                continue
             try:
                 with errors.translated(instance):
-                    self.delete_disk(stale.disk_backup, ref)
+                    self.delete_disk(backup, ref)
             except Exception as exc:  # a leftover file, not a reason to fail the resize
-                LOG.warning("Could not delete %s: %s", stale.disk_backup, exc, instance=instance)
+                LOG.warning("Could not delete %s: %s", backup, exc, instance=instance)
 
     def finish_migration(self, context, migration, instance, disk_info,
                          network_info, image_meta, resize_instance: bool, allocations,
@@ -477,6 +573,8 @@ class Migrations:
             LOG.info("Restoring the root disk from %s", record.disk_backup, instance=instance)
             session.run_task("ReconfigVM_Task", vm_ref, spec=resize_vm.swap_disk_spec(
                 session, disk, record.disk_backup, record.disk_kb))
+        if record is not None:
+            self._restore_local_disks(instance, facts, record)
         here = self._cluster_ref(facts.cluster)
         home = self._cluster_ref(record.cluster) if record is not None else here
         if home is None:
@@ -497,11 +595,13 @@ class Migrations:
                 state = self._states.read(self._nodes.nodename(home_node))
                 current = state.datastore(record.datastore) if record.datastore else None
                 host = self.choose_host(state, instance, group, settings, facts.moref,
-                                   [current] if current else [], keep=record.host).moref
+                                   [current] if current else [], keep=record.host,
+                                   required=_volume_datastores(facts)).moref
             LOG.info("Moving the instance back to cluster %s, host %s", home.name, host,
                      instance=instance)
             self.relocate(vm_ref, host, record.pool if facts.pool != record.pool else None,
-                      record.datastore if record.datastore != facts.datastore else None)
+                      record.datastore if record.datastore != facts.datastore else None,
+                      keep=facts.volume_locators())
         vcpus, memory_mb = size
         session.run_task("ReconfigVM_Task", vm_ref, spec=resize_vm.size_spec(
             session, vcpus, memory_mb, policy.resource_settings(settings), annotation,
@@ -513,6 +613,36 @@ class Migrations:
             self._rules.join(home, instance, vm_ref, settings, group)
         else:
             self._rules.sync_group(home, instance, group)
+
+    def _restore_local_disks(self, instance, facts: VmFacts, record: ResizeRecord) -> None:
+        """The ephemeral and swap disks as ``record`` says they were before the resize."""
+        session, changes = self._session, []
+        spec = None
+        eph = facts.ephemerals[0] if len(facts.ephemerals) == 1 else None
+        if record.ephemeral_backup and eph is not None and eph.path != record.ephemeral_backup:
+            LOG.info("Restoring the ephemeral disk from %s", record.ephemeral_backup,
+                     instance=instance)
+            spec = resize_vm.swap_disk_spec(session, eph, record.ephemeral_backup,
+                                            record.ephemeral_kb)
+        elif record.ephemeral_kb == 0 and eph is not None:
+            changes.append(resize_vm.remove_change(session, eph))  # the resize added it
+        swap = facts.swap
+        if record.swap_kb is not None and (swap.capacity_kb if swap else 0) != record.swap_kb:
+            devices = list(facts.devices)
+            if swap is not None:
+                changes.append(resize_vm.remove_change(session, swap))
+                devices = [d for d in devices if d.key != swap.device.key]
+            if record.swap_kb:
+                home_ds, vmx = resize_vm.split_path(facts.vmx_path)
+                path = f"[{home_ds}] {posixpath.dirname(vmx)}/{block_devices.SWAP_NAME}"
+                changes.append(resize_vm.new_disk_change(
+                    session, devices, facts.root_disk, path, record.swap_kb,
+                    resize_vm.NEW_SWAP_KEY))
+        if spec is None and not changes:
+            return
+        spec = spec or session.factory("VirtualMachineConfigSpec")
+        spec.deviceChange = list(spec.deviceChange or []) + changes
+        session.run_task("ReconfigVM_Task", facts.ref, spec=spec)
 
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None, power_on: bool = True) -> None:
@@ -563,6 +693,9 @@ class Migrations:
                 LOG.info("Deleting the copy of the old root disk %s", record.disk_backup,
                          instance=instance)
                 self.delete_disk(record.disk_backup, here)
+            if record.ephemeral_backup and all(e.path != record.ephemeral_backup
+                                               for e in facts.ephemerals):
+                self.delete_disk(record.ephemeral_backup, self._cluster_ref(facts.cluster))
             session = self._session
             session.run_task("ReconfigVM_Task", vm_ref,
                              spec=resize_vm.options_spec(session, resize_vm.cleared_options()))
