@@ -1,6 +1,10 @@
 """Which ComputeDriver operations VSphereDriver supports, read from the code.
 
-``python tools/driver_support.py`` prints the reStructuredText table that
+A second table lists the driver's capabilities (what Nova's API and
+scheduler ask of a compute node: image types, volume and interface
+features), as the driver declares them.
+
+``python tools/driver_support.py`` prints the reStructuredText tables that
 README.rst carries between its ``driver-support`` markers; ``--check``
 exits 1 when README.rst differs (a test runs it), ``--write`` updates it.
 """
@@ -78,14 +82,26 @@ def support_table() -> list[tuple[str, str]]:
     return rows
 
 
-def render() -> str:
-    rows = support_table()
+def capability_table() -> list[tuple[str, str]]:
+    from nova_vsphere_driver.driver import VSphereDriver
+
+    return [(name, "yes" if value is True else "no" if value is False else repr(value))
+            for name, value in sorted(VSphereDriver.capabilities.items())]
+
+
+def _table(rows: list[tuple[str, str]], first: str, second: str) -> list[str]:
     width = max(len(n) for n, _ in rows) + 4
-    swidth = max(len(s) for _, s in rows)
+    swidth = max(max(len(s) for _, s in rows), len(second))
     rule = "=" * width + " " + "=" * swidth
-    lines = [rule, f"{'operation':<{width}} supported", rule]
+    lines = [rule, f"{first:<{width}} {second}", rule]
     lines += [f"{'``' + n + '``':<{width}} {s}" for n, s in rows]
     lines.append(rule)
+    return lines
+
+
+def render() -> str:
+    lines = _table(support_table(), "operation", "supported")
+    lines += [""] + _table(capability_table(), "capability", "value")
     return "\n".join(lines)
 
 
