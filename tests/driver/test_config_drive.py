@@ -159,3 +159,40 @@ def test_warm_spawn_with_a_config_drive_stays_within_ten_soap_requests(
 
     assert sim.request_count - before <= 10
     assert len(_cdroms(sim, second)) == 1
+
+
+def test_the_config_drive_stays_through_rescue_and_moves_with_a_migration(
+        vsphere, ctx, node_a, glance, metadata_services):
+    from tests.driver.conftest import node_of
+    from tests.driver.test_migrate import _flavor, _resize
+
+    drv, server = vsphere
+    sim = server.simulator
+    image = vmdk_image(glance, ctx, b"KDMV" + b"\0" * (1024 * 1024))
+    instance = config_drive_instance(ctx, node_a, image_ref=image.id)
+    drv.spawn(ctx, instance, image, [], None, {}, network_info=[])
+    [before] = _cdroms(sim, instance)
+    content = read_iso(sim, before.backing.fileName)
+    user_data = iso_file(content, "/openstack/latest/user_data")
+    content.close()
+
+    drv.power_off(instance)
+    drv.rescue(ctx, instance, [], image, None, {})
+    assert [c.backing.fileName for c in _cdroms(sim, instance)] == [before.backing.fileName]
+    drv.unrescue(ctx, instance)
+    assert [c.backing.fileName for c in _cdroms(sim, instance)] == [before.backing.fileName]
+
+    # To cluster-b: the VM's folder moves to one of its datastores, the drive with it.
+    _resize(drv, ctx, instance, _flavor(2, 4096, 10), node_of(drv, "cluster-b"))
+
+    [after] = _cdroms(sim, instance)
+    vm = sim.vm(instance.uuid)
+    assert vm.cluster.name == "cluster-b"
+    ds = vm.config.files.vmPathName[1:].split("]")[0]
+    assert after.backing.fileName == f"[{ds}] {instance.uuid}/configdrive.iso"
+    assert after.backing.fileName != before.backing.fileName
+    moved = read_iso(sim, after.backing.fileName)
+    try:
+        assert iso_file(moved, "/openstack/latest/user_data") == user_data == USER_DATA
+    finally:
+        moved.close()

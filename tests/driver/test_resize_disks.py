@@ -159,3 +159,24 @@ def test_a_volume_backed_instance_resizes_and_migrates_with_its_volume(vsphere, 
 
     drv.destroy(ctx, instance, [], block_device_info=bdi)
     assert _exists(sim, path)
+
+
+def test_a_cold_migration_moves_ephemeral_and_swap_disks_with_the_vm(vsphere, ctx, node_a):
+    drv, server = vsphere
+    sim = server.simulator
+    instance = make_instance(node_a, root_gb=1, task_state=None)
+    instance.flavor = _flavor(1, 1, 256, flavorid="1")
+    drv.spawn(ctx, instance, None, [], None, {}, network_info=[])
+    before = {n: d.backing.fileName for n, d in _disks(sim, instance).items()}
+
+    migration = _resize(drv, ctx, instance, _flavor(1, 1, 256, flavorid="1"),
+                        node_of(drv, "cluster-b"))
+
+    vm = sim.vm(instance.uuid)
+    assert vm.cluster.name == "cluster-b"
+    ds = vm.config.files.vmPathName[1:].split("]")[0]
+    after = {n: d.backing.fileName for n, d in _disks(sim, instance).items()}
+    assert after == {n: f"[{ds}] {p.split('] ')[1]}" for n, p in before.items()}
+    assert all(_exists(sim, p) for p in after.values())
+    assert not any(_exists(sim, p) for p in before.values())
+    drv.confirm_migration(ctx, migration, instance, [])
