@@ -1251,7 +1251,11 @@ def move_storage(vm: VirtualMachine, target: Datastore,
             backing.fileName = f"[{dest_name}] {f_rel}"
             if isinstance(dev, Dev.VirtualDisk):
                 backing.datastore = sim.datastore_by_name(dest_name).ref
-    vm.datastores = _datastores_of(vm)
+    # Where the moved files are now: the folder's datastore and each disk's (a
+    # linked clone's parent chain is taken as moved along, as before).
+    names = [home] + [parse_datastore_path(p)[0] for p in vm.disk_files()]
+    vm.datastores = [sim.datastore_by_name(n) for n in dict.fromkeys(names)
+                     if sim.datastore_by_name(n) is not None]
 
 
 def clone_plan(source: VirtualMachine, name: str,
