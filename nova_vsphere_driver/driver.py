@@ -225,6 +225,9 @@ class VSphereDriver(driver.ComputeDriver):
                 LOG.debug("Logout after a failed start failed: %s", exc)
             raise
         drs_opts = CONF.vsphere_drs
+        # A fresh event: one that an earlier cleanup_host set would stop
+        # every DRS pass of this start after its first wave.
+        self._stopping = threading.Event()
         self.operations = build_operations(self.services,
                                            PassSchedule(drs_opts.balance_interval),
                                            self._stopping)

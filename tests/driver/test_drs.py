@@ -212,6 +212,20 @@ def test_balancing_plans_in_dry_run_and_moves_when_applied(skewed):
     assert drv.balance_cluster(node, dry_run=True).moves == ()
 
 
+def test_a_restarted_driver_runs_its_balancing_moves(skewed):
+    """cleanup_host stops the DRS thread's passes; a later init_host starts afresh."""
+    drv, server = skewed
+    sim = server.simulator
+    node = drv.get_available_nodes()[0]
+    drv.cleanup_host("compute-1")
+    drv.init_host("compute-1")
+    (done,) = [r for r in drv.run_drs_pass(node, force_balance=True) if r.kind == "balance"]
+    assert done.moves and done.applied and not done.failed and not done.stopped
+    assert len(done.outcomes) == len(done.moves)
+    for move in done.moves:
+        assert sim.registry.get(move.vm).get_property("runtime.host")._moId == move.target
+
+
 @pytest.fixture
 def skewed_k2(conf_overrides, nova_db):
     """The skewed cluster with at most two concurrent vMotions per host, each a while."""
