@@ -57,6 +57,7 @@ from nova_vsphere_driver.services import (
     Services,
     VmRefs,
 )
+from nova_vsphere_driver.vsphere import soap_text
 from nova_vsphere_driver.vsphere.cluster_state import ClusterStateReader
 from nova_vsphere_driver.vsphere.images import ImageCache
 from nova_vsphere_driver.vsphere.rules import ClusterRules
@@ -190,6 +191,10 @@ class VSphereDriver(driver.ComputeDriver):
                 ca_file=opts.ca_file, insecure=opts.insecure, wsdl_location=opts.wsdl_location,
                 api_retry_count=opts.api_retry_count, task_poll_interval=opts.task_poll_interval,
                 pool_size=opts.connection_pool_size, api_timeout=opts.api_timeout)
+        except soap_text.UnsendableText as exc:
+            raise ConfigurationError(
+                reason=f"[vsphere] host_username={opts.host_username!r} or host_password: "
+                f"{exc}") from None
         except vexc.VimFaultException as exc:
             if "InvalidLogin" in (exc.fault_list or []):
                 raise ConfigurationError(

@@ -8,6 +8,8 @@ sibling, :mod:`nova_vsphere_driver.datastore_selection`.
 
 from __future__ import annotations
 
+import unicodedata
+
 from nova import exception
 
 from nova_vsphere_driver import drs, extra_specs
@@ -48,10 +50,40 @@ def group_rule(group) -> tuple[bool, bool] | None:
     return GROUP_POLICIES.get(group.policy)
 
 
+#: Escapes of the characters a note value cannot hold as they are.
+_NOTE_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def note_value(value) -> str:
+    r"""``value`` as one line of a VM's notes, readable and unambiguous.
+
+    A line break in a name would forge a line (``x`` LF ``project:admin``),
+    a control character is not XML at all (vCenter could not even parse the
+    request): they and the backslash are written as backslash escapes
+    (``\n``, ``\x01``, ``\u2028``, ``\\``), as Python writes them. Text
+    without them is unchanged.
+    """
+    out = []
+    for char in "" if value is None else str(value):
+        escaped = _NOTE_ESCAPES.get(char)
+        if escaped is None and (unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp")
+                                or char in "\ufffe\uffff"):
+            code = ord(char)
+            escaped = f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+        out.append(escaped if escaped is not None else char)
+    return "".join(out)
+
+
 def annotation(instance, flavor) -> str:
-    """The VM's notes in vCenter: who it is to Nova (rewritten when the flavor changes)."""
-    return (f"name:{instance.display_name}\nuuid:{instance.uuid}\n"
-            f"project:{instance.project_id}\nflavor:{flavor.name}")
+    """The VM's notes in vCenter: who it is to Nova (rewritten when the flavor changes).
+
+    One ``key:value`` line per field, as Nova's in-tree driver writes its
+    notes; each value escaped by :func:`note_value`, so that a reader
+    splitting lines and then at the first ``:`` gets exactly these fields.
+    """
+    fields = (("name", instance.display_name), ("uuid", instance.uuid),
+              ("project", instance.project_id), ("flavor", flavor.name))
+    return "\n".join(f"{key}:{note_value(value)}" for key, value in fields)
 
 
 def placement_request(instance, group, host_group: str | None,

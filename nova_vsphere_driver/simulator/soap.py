@@ -188,9 +188,13 @@ def _strip_version_id(xml: str) -> str:
     # pyVmomi also types a reference inside an xsd:anyType value (e.g. a VM's
     # runtime.host) as "ManagedObject", vCenter as "ManagedObjectReference":
     # suds knows no "ManagedObject" type and searches its whole schema for
-    # every such value (tens of milliseconds each).
+    # every such value (tens of milliseconds each). And it writes a carriage
+    # return in a value as it is, which every XML parser reads as a line feed;
+    # vCenter sends a character reference (pyVmomi's markup holds no carriage
+    # return), so that "a\r\nb" reads back unchanged.
     return _VERSION_ID.sub("", xml, count=1).replace(
-        ' xsi:type="ManagedObject"', ' xsi:type="ManagedObjectReference"')
+        ' xsi:type="ManagedObject"', ' xsi:type="ManagedObjectReference"').replace(
+        "\r", "&#13;")
 
 
 class Encoded:

@@ -12,6 +12,8 @@ from oslo_vmware import api as vmware_api
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
+from nova_vsphere_driver.vsphere import soap_text
+
 LOG = logging.getLogger(__name__)
 # suds warns "attribute (type) type, not-found" for every managed object
 # reference inside an xsd:anyType property value, which is how vCenter
@@ -122,12 +124,92 @@ class StableMoRef:
             return True
 
 
+class CallRefused(vexc.VimFaultException):
+    """vCenter answered a call with SecurityError or NotAuthenticated on a valid session.
+
+    oslo.vmware reports both faults as NotAuthenticated, which usually means
+    "log in again"; when the session is still valid, they mean that vCenter
+    refused this call (a missing privilege, a vCenter in trouble) -- an
+    error, never an empty answer. ``fault_list`` holds the fault's own name.
+    """
+
+    def __init__(self, method: str, fault: str, cause: Exception | None) -> None:
+        reason = getattr(getattr(cause, "fault", None), "faultstring", None) or cause
+        super().__init__([fault], f"vCenter refused {method} with {fault} although the "
+                         f"session is valid (check the privileges of the vCenter account): "
+                         f"{reason}", cause)
+        self.method = method
+
+    @property
+    def description(self) -> str:
+        return str(self.msg)  # the cause and fault are in the message already
+
+
+def _fault_type(exc: vexc.VimFaultException) -> str:
+    """The vim fault type vCenter sent, from the SOAP fault oslo.vmware wrapped.
+
+    oslo.vmware names a SecurityError NotAuthenticated; the fault's detail
+    still says which it was.
+    """
+    document = getattr(exc.cause, "document", None)
+    detail = document.childAtPath("/Envelope/Body/Fault/detail") if document else None
+    for fault in detail.getChildren() if detail else ():
+        kind = fault.get("type") or fault.name
+        if kind:
+            return kind.split(":")[-1]
+    return vexc.NOT_AUTHENTICATED
+
+
+def _is_empty_answer(exc: vexc.VimFaultException) -> bool:
+    """oslo.vmware's stand-in for an empty RetrievePropertiesEx answer.
+
+    It raises NotAuthenticated for it (an empty answer is also what ESX
+    sends to an expired session), without a cause; a SOAP fault always
+    comes with the suds WebFault as its cause.
+    """
+    return exc.cause is None and list(exc.fault_list or []) == [vexc.NOT_AUTHENTICATED]
+
+
+class _SoapCalls:
+    """The vim methods as the session and oslo.vmware's helpers call them.
+
+    Every attribute is the oslo.vmware Vim's, except RetrievePropertiesEx:
+    an empty answer on a valid session comes back as a RetrieveResult with
+    no objects (what vCenter means by it), where oslo.vmware raises
+    NotAuthenticated; on an expired session the fault goes on to the
+    session's re-login.
+    """
+
+    def __init__(self, session: VSphereSession) -> None:
+        self._session = session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session._api.vim, name)
+
+    def RetrievePropertiesEx(self, collector: Any, **kwargs: Any) -> Any:  # noqa: N802
+        api = self._session._api
+        session_before = api._session_id
+        try:
+            return api.vim.RetrievePropertiesEx(collector, **kwargs)
+        except vexc.VimFaultException as exc:
+            if not _is_empty_answer(exc):
+                raise
+            if api._session_id != session_before or not api.is_current_session_active():
+                raise
+            empty = api.vim.client.factory.create("ns0:RetrieveResult")
+            empty.objects = []
+            return empty
+
+
 class VSphereSession:
     """Thin wrapper over :class:`oslo_vmware.api.VMwareAPISession`.
 
     oslo.vmware re-logs in on NotAuthenticated and retries connection
-    errors; this wrapper adds a bounded task wait (oslo.vmware's waits
-    forever) and a count of SOAP calls for the budget tests.
+    errors; this wrapper tells a refused call from an expired session and
+    an empty answer from a fault, sends every text exactly
+    (:mod:`~nova_vsphere_driver.vsphere.soap_text`), finds lost references
+    again (:class:`StableMoRef`), and bounds task waits (oslo.vmware's waits
+    forever).
     """
 
     def __init__(self, host: str, port: int, username: str, password: str, *,
@@ -139,8 +221,6 @@ class VSphereSession:
         self.port = port
         self.task_poll_interval = task_poll_interval
         self.api_timeout = api_timeout
-        self._calls = 0
-        self._count_lock = threading.Lock()
         self.api_retry_count = api_retry_count
         self._api = vmware_api.VMwareAPISession(
             host, username, password, api_retry_count, task_poll_interval,
@@ -148,9 +228,19 @@ class VSphereSession:
             insecure=insecure, pool_size=pool_size, create_session=False,
             # Bounds every HTTP exchange: a hung vCenter must not hang a call.
             connection_timeout=api_timeout)
+        self._calls = _SoapCalls(self)
         self._probe()
+        # Every request of this session's client escaped completely (not suds'
+        # module-wide encoder: other suds users in the process keep theirs).
+        soap_text.install(self._api.vim.client)
         # Reachable and trusted: log in (bad credentials raise InvalidLogin).
-        self._api._create_session()
+        try:
+            self._api._create_session()
+        except vexc.VimException as exc:
+            if isinstance(exc.cause, soap_text.UnsendableText):
+                raise exc.cause from None  # names the element, never the password
+            raise
+
 
     def _probe(self) -> None:
         """Reach vCenter once before logging in, with bounded retries.
@@ -218,11 +308,13 @@ class VSphereSession:
         Like oslo.vmware's ``invoke_api``, but (1) after logging in again it
         repeats the call at once, where oslo.vmware first sleeps 10 s -- every
         call in flight when a session expires would stall; (2) when the
-        session was renewed by another thread meanwhile, it repeats the call
-        instead of returning an empty result for it; (3) connection errors
-        are retried ``api_retry_count`` times with short, growing pauses and
-        never turn into oslo.vmware's endless login retries. Logging in is
-        still oslo.vmware's own session creation.
+        session was renewed by another thread meanwhile, it repeats the call;
+        (3) a SecurityError or NotAuthenticated fault on a session that is
+        still valid is raised (:class:`CallRefused`), where oslo.vmware
+        returns an empty result that reads as "no VMs, no capacity"; (4)
+        connection errors are retried ``api_retry_count`` times with short,
+        growing pauses and never turn into oslo.vmware's endless login
+        retries. Logging in is still oslo.vmware's own session creation.
         """
         relogins = failures = 0
         while True:
@@ -236,19 +328,25 @@ class VSphereSession:
                     if fault_class is not None:
                         raise fault_class(str(exc), details=exc.details) from exc
                     raise
+                # NotAuthenticated: the session expired, another thread logged
+                # in meanwhile, or (the session being valid) a refusal.
                 if relogins >= MAX_RELOGINS:
                     raise
                 relogins += 1
+                if self._api._session_id != session_before:
+                    LOG.debug("%s raced with a re-login; calling it again", method)
+                    continue
                 if self._api.is_current_session_active():
                     if self._api._session_id == session_before:
-                        # oslo.vmware reports an empty property-collector
-                        # answer as NotAuthenticated; the session is fine,
-                        # so the answer really is empty.
-                        return []
-                    LOG.debug("%s raced with a re-login; calling it again", method)
+                        raise CallRefused(method, _fault_type(exc), exc.cause) from exc
                     continue
                 LOG.info("vCenter session expired; logging in again")
                 self._api._create_session()
+            except vexc.VimException as exc:
+                if isinstance(exc.cause, soap_text.UnsendableText):
+                    # Refused before anything was sent: say what, not "Exception in X".
+                    raise exc.cause from None
+                raise
             except (vexc.VimConnectionException, vexc.VimSessionOverLoadException) as exc:
                 failures += 1
                 if failures > self.api_retry_count:
@@ -260,11 +358,11 @@ class VSphereSession:
 
     def invoke(self, method: str, moref: Any, **kwargs: Any) -> Any:
         """Call a vim method on ``moref``; faults become oslo.vmware exceptions."""
-        return self._invoke_api(self._api.vim, method, moref, **kwargs)
+        return self._invoke_api(self._calls, method, moref, **kwargs)
 
     def call(self, helper: str, *args: Any, **kwargs: Any) -> Any:
         """Call an ``oslo_vmware.vim_util`` helper with the session's retries."""
-        return self._invoke_api(vim_util, helper, self._api.vim, *args, **kwargs)
+        return self._invoke_api(vim_util, helper, self._calls, *args, **kwargs)
 
     def logout(self) -> None:
         self._api.logout()
@@ -290,6 +388,12 @@ class VSphereSession:
         deadline = time.monotonic() + (timeout if timeout is not None else self.api_timeout)
         while True:
             info = self.call("get_object_property", task, "info", skip_op_id=True)
+            if info is None:
+                # An empty answer for an existing task (a vanished one faults
+                # with ManagedObjectNotFound): nothing to wait on, and no
+                # reason to believe it succeeded.
+                raise vexc.VimException(f"vCenter returned no info for task "
+                                        f"{vim_util.get_moref_value(task)}")
             if info.state == "success":
                 return info
             if info.state == "error":

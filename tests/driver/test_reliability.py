@@ -348,9 +348,19 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
     faults = [("CreateVM_Task", "InsufficientResourcesFault"),
               ("PowerOnVM_Task", "InsufficientHostMemoryCapacityFault"),
               ("PowerOffVM_Task", "InvalidState"), ("Destroy_Task", "TaskInProgress"),
-              ("ResetVM_Task", "InvalidState"), ("RelocateVM_Task", "InvalidState")]
+              ("ResetVM_Task", "InvalidState"), ("RelocateVM_Task", "InvalidState"),
+              # Refused property reads on a valid session: errors, never "empty".
+              ("RetrievePropertiesEx", "SecurityError"),
+              ("RetrievePropertiesEx", "NotAuthenticated"),
+              ("RetrievePropertiesEx", "NoPermission")]
     ops_per_thread, threads_n = 50, 4
     unexpected: list = []
+    # What a read that succeeded said, where it contradicts vCenter: capacity
+    # that dropped, instances that vanished.
+    wrong: list = []
+    capacity = {node: sum(h.memory_mb for h in sim.cluster(drv.services.nodes[node].name).hosts)
+                for node in nodes}
+    ever_destroyed: set[str] = set()
 
     def one_op(trng: random.Random) -> None:
         if trng.random() < 0.25:
@@ -364,7 +374,7 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
         with lock:
             pick = trng.choice(list(alive.values())) if alive else None
         op = trng.choice(["spawn", "spawn", "spawn", "destroy", "destroy", "reboot",
-                          "power_off", "power_on", "info", "resources", "drs"])
+                          "power_off", "power_on", "info", "resources", "drs", "list"])
         if pick is None and op in ("destroy", "reboot", "power_off", "power_on", "info"):
             op = "spawn"
         counts[op] += 1
@@ -379,6 +389,7 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
                 with lock:
                     if alive.pop(pick.uuid, None) is None:
                         return  # another thread took it
+                    ever_destroyed.add(pick.uuid)
                 try:
                     drv.destroy(ctx, pick, [])
                 except Exception:
@@ -401,7 +412,20 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
                 drv.get_info(pick)
             elif op == "resources":
                 node = trng.choice(nodes)
-                drv.update_provider_tree(new_tree(node), node)
+                tree = new_tree(node)
+                drv.update_provider_tree(tree, node)
+                total = tree.data(node).inventory["MEMORY_MB"]["total"]
+                if total != capacity[node]:
+                    wrong.append(f"{node}: MEMORY_MB total {total}, not {capacity[node]}")
+            elif op == "list":
+                with lock:
+                    before = set(alive)
+                listed = set(drv.list_instance_uuids())
+                with lock:
+                    # In Nova's record throughout the call, and never being deleted.
+                    stayed = (before & set(alive)) - ever_destroyed
+                if stayed - listed:
+                    wrong.append(f"instances missing from the list: {stayed - listed}")
             else:
                 drv.run_drs_pass(trng.choice(nodes), force_balance=True)
         except exception.InstanceNotFound:
@@ -426,8 +450,10 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
     sim.faults.clear()
     print("soak:", dict(sorted(counts.items())))
     assert not unexpected, unexpected[0][2]
+    assert not wrong, wrong
     assert sum(counts[op] for op in ("spawn", "destroy", "reboot", "power_off", "power_on",
-                                     "info", "resources", "drs")) == ops_per_thread * threads_n
+                                     "info", "resources", "drs", "list")) == \
+        ops_per_thread * threads_n
     expected = set(alive)
     assert _nova_vms(sim) == expected
     assert set(drv.list_instance_uuids()) == expected
