@@ -27,7 +27,12 @@ vsphere_opts = [
                 "warning is logged at start."),
     cfg.ListOpt("cluster_names", default=[],
                 help="Clusters this nova-compute manages. Each becomes one Nova compute "
-                "node (hypervisor) whose resources are those of the cluster's usable hosts."),
+                "node (hypervisor) whose resources are those of the cluster's usable hosts. "
+                "A cluster is named by its name, or -- where several datacenters have a "
+                "cluster of that name -- by its datacenter and name, 'dc1/cluster-a' "
+                "(folders holding the datacenter may go in front, 'emea/dc1/cluster-a'; a "
+                "leading '/' anchors the path at the root folder). A '/' inside a name is "
+                "written '%2f', as vCenter writes it."),
     cfg.StrOpt("datastore_regex",
                help="Regular expression for the datastores instances may use. Default: "
                "every datastore mounted by the cluster's hosts."),

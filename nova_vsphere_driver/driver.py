@@ -57,7 +57,7 @@ from nova_vsphere_driver.services import (
     Services,
     VmRefs,
 )
-from nova_vsphere_driver.vsphere import soap_text
+from nova_vsphere_driver.vsphere import cluster_paths, soap_text
 from nova_vsphere_driver.vsphere.cluster_state import ClusterStateReader
 from nova_vsphere_driver.vsphere.images import ImageCache
 from nova_vsphere_driver.vsphere.rules import ClusterRules
@@ -250,30 +250,28 @@ class VSphereDriver(driver.ComputeDriver):
         images = ImageCache(session, opts.image_cache_subdirectory_name, scheme="https",
                             verify=verify, page_size=opts.maximum_objects)
         vcenter_uuid = session.content.about.instanceUuid
-        clusters = {c.name: c for c in reader.find_clusters()}
-        missing = [n for n in opts.cluster_names if n not in clusters]
-        if missing:
+        try:
+            clusters = cluster_paths.select(reader.find_clusters(), opts.cluster_names)
+        except cluster_paths.ClusterNameError as exc:
             raise ConfigurationError(
-                reason=f"[vsphere] cluster_names: no cluster named {', '.join(missing)} in "
-                f"vCenter {opts.host_ip}; clusters there: "
-                f"{', '.join(sorted(clusters)) or '(none)'}")
-        for name in opts.cluster_names:
-            state = reader.cluster_state(clusters[name])
+                reason=f"[vsphere] cluster_names: {exc} (vCenter {opts.host_ip})") from None
+        for cluster in clusters:
+            state = reader.cluster_state(cluster)
             if not matching_datastores(state, opts.datastore_regex, list(state.hosts)):
                 raise ConfigurationError(
                     reason=f"[vsphere] datastore_regex={opts.datastore_regex!r} matches no "
-                    f"accessible datastore of cluster {name} (it has: "
+                    f"accessible datastore of cluster {cluster.name} (it has: "
                     f"{', '.join(d.name for d in state.datastores) or 'none'})")
             vm_group = CONF.vsphere_drs.instance_vm_group
             if vm_group and not any(g.name == vm_group and g.kind == "vm"
                                     for g in state.groups):
                 LOG.warning("[vsphere_drs] instance_vm_group = %s: cluster %s has no such "
                             "DRS VM group; its instances are bound to no host group", vm_group,
-                            name)
+                            cluster.path)
             if CONF.vsphere_drs.mode == "vcenter" and not state.vcenter_drs:
                 LOG.warning("[vsphere_drs] mode = vcenter but vCenter DRS is not enabled on "
-                            "cluster %s: vCenter cannot place instances there", name)
-        nodes = Nodes([clusters[name] for name in opts.cluster_names], vcenter_uuid)
+                            "cluster %s: vCenter cannot place instances there", cluster.path)
+        nodes = Nodes(clusters, vcenter_uuid)
         drs_opts = CONF.vsphere_drs
         cluster_drs = ClusterDrs(session, DrsSettings(
             policy=drs_opts.policy, migration_threshold=drs_opts.migration_threshold,
@@ -295,7 +293,7 @@ class VSphereDriver(driver.ComputeDriver):
                         "is a resize to the same nova-compute host, which Nova allows only "
                         "with [DEFAULT] allow_resize_to_same_host = True", len(nodes))
         LOG.info("vSphere driver manages %d cluster(s): %s", len(nodes),
-                 ", ".join(f"{r.name} ({n})" for n, r in nodes.items()))
+                 ", ".join(f"{r.path} ({n})" for n, r in nodes.items()))
         return Services(session=session, states=ClusterStates(reader, nodes), vmops=vmops,
                         images=images, rules=ClusterRules(session), drs=cluster_drs,
                         image_api=glance.API(), nodes=nodes, vm_refs=VmRefs(vmops))

@@ -73,7 +73,8 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
                         help="do not verify vCenter's certificate (test setups only)")
     parser.add_argument("--http", action="store_true",
                         help="plain HTTP (the simulator without --tls)")
-    parser.add_argument("--cluster", help="cluster name (required)")
+    parser.add_argument("--cluster", help="cluster name, or datacenter/cluster as in [vsphere] "
+                        "cluster_names (required)")
     parser.add_argument("--policy", help="DRS policy ([vsphere_drs] policy)")
     parser.add_argument("--threshold", type=int, choices=range(1, 6), metavar="1-5",
                         help="migration threshold ([vsphere_drs] migration_threshold)")
@@ -146,6 +147,7 @@ class Connection:
 
         from nova_vsphere_driver import drs
         from nova_vsphere_driver.drs_runtime.controller import ClusterDrs, DrsSettings
+        from nova_vsphere_driver.vsphere import cluster_paths
         from nova_vsphere_driver.vsphere.cluster_state import ClusterStateReader
         from nova_vsphere_driver.vsphere.session import VSphereSession
 
@@ -160,11 +162,15 @@ class Connection:
                                f"{settings['user']}: {exc}") from None
         try:
             self.reader = ClusterStateReader(self.session)
-            clusters = {c.name: c for c in self.reader.find_clusters()}
-            if args.cluster not in clusters:
-                raise ClusterError(f"--cluster {args.cluster!r}: no such cluster; clusters: "
-                                   f"{', '.join(sorted(clusters)) or '(none)'}")
-            self.cluster = clusters[args.cluster]
+            try:
+                # A name, or datacenter/name, as in [vsphere] cluster_names.
+                [self.cluster] = cluster_paths.select(self.reader.find_clusters(),
+                                                      [args.cluster])
+            except cluster_paths.NoSuchCluster as exc:
+                raise ClusterError(f"--cluster {args.cluster!r}: no such cluster ({exc})") \
+                    from None
+            except cluster_paths.ClusterNameError as exc:
+                raise ClusterError(f"--cluster {args.cluster!r}: {exc}") from None
             try:
                 self.drs = ClusterDrs(self.session, DrsSettings(
                     policy=settings["policy"], migration_threshold=settings["threshold"],

@@ -216,7 +216,7 @@ class Consoles:
         """The tail of the serial console log (bytes, as libvirt's driver returns it)."""
         ref = self._nodes.cluster(instance.node)
         ds_name, path = self._log_path(instance)
-        url = self._images._url(ref.datacenter_name, ds_name, path)
+        url = self._images._url(ref.datacenter_path, ds_name, path)
         try:
             resp = self._get(url)
         except requests.RequestException as exc:

@@ -69,7 +69,7 @@ class ImageCacheOps:
                     made = True
                     continue
                 with errors.translated():
-                    found = self._images.lookup(ref.datacenter_name, datastore.name, image_id)
+                    found = self._images.lookup(ref.datacenter_path, datastore.name, image_id)
                 if isinstance(found, CachedImage):
                     continue
                 self._root_disks.cached_image(context, None, image, ref, datastore.name,

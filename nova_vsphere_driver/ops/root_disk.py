@@ -157,7 +157,7 @@ class RootDisks:
         try:
             with errors.translated(instance):
                 return self._images.fetch(
-                    dc_ref, ref.datacenter_name, ds_name, image, download,
+                    dc_ref, ref.datacenter_path, ds_name, image, download,
                     self._import_target(ref, ds_name),
                     ds_ref=vim_util.get_moref(ds_moref, "Datastore"))
         except InvalidImage as exc:
@@ -216,7 +216,7 @@ class RootDisks:
             if flavor_kb > cached.capacity_kb:
                 # vCenter makes a delta disk only of its parent's capacity.
                 with errors.translated(instance):
-                    parent = self._images.sized(dc_ref, ref.datacenter_name,
+                    parent = self._images.sized(dc_ref, ref.datacenter_path,
                                                          datastore.name, image, cached, root_gb)
             return RootDisk(capacity_kb=parent.capacity_kb, parent_path=parent.path,
                             adapter_type=image.adapter_type)

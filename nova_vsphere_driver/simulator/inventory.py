@@ -4,6 +4,7 @@ Schema (all sizes in the units named; every key but ``name`` optional)::
 
     datacenters:
       - name: dc1
+        folder: emea/west      # folders (under the root folder) holding it; made as needed
         datastores:            # capacity_gb, type (VMFS|NFS|vsan), hosts (default: all)
           - {name: shared-1, capacity_gb: 8192}
         networks: ["VM Network"]          # standard port groups on every host
@@ -109,6 +110,22 @@ def _require(mapping: dict, key: str, where: str) -> Any:
     return mapping[key]
 
 
+def _datacenter_folder(sim: Simulator, path: str | None, where: str):
+    """The folder ``path`` ("a/b") under the root folder, made as needed (vCenter
+    lets datacenters live in folders)."""
+    folder = sim.root_folder
+    for name in (path or "").split("/") if path else []:
+        if not name:
+            raise InventoryError(f"{where}: folder {path!r} has an empty part")
+        child = folder.child_named(name)
+        if child is None:
+            child = sim.factory.folder(folder, name, child_types=("Folder", "Datacenter"))
+        elif not isinstance(child, type(folder)):
+            raise InventoryError(f"{where}: {name!r} in folder {path!r} is no folder")
+        folder = child
+    return folder
+
+
 def load(sim: Simulator, data: dict) -> None:
     """Build the inventory described by ``data`` into ``sim``."""
     data = copy.deepcopy(data)
@@ -116,7 +133,8 @@ def load(sim: Simulator, data: dict) -> None:
     with sim.registry.lock:
         for dc_i, dc_data in enumerate(data.get("datacenters") or []):
             where = f"datacenters[{dc_i}]"
-            dc = make.datacenter(sim.root_folder, _require(dc_data, "name", where))
+            dc = make.datacenter(_datacenter_folder(sim, dc_data.get("folder"), where),
+                                 _require(dc_data, "name", where))
             datastores: dict[str, tuple[Datastore, list | None]] = {}
             for ds_data in dc_data.get("datastores") or []:
                 name = _require(ds_data, "name", f"{where}.datastores")

@@ -140,6 +140,19 @@ class ClusterRef:
     datacenter_name: str
     resource_pool: str
     vm_folder: str
+    #: The datacenter's inventory path: the folders holding it and its name,
+    #: "/"-separated ("emea/dc1"); what vCenter's datastore HTTP interface
+    #: takes as dcPath. vCenter writes a "/" within a name as "%2f".
+    datacenter_path: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.datacenter_path:
+            object.__setattr__(self, "datacenter_path", self.datacenter_name)
+
+    @property
+    def path(self) -> str:
+        """``<datacenter path>/<cluster name>``: unique in a vCenter, unlike the name."""
+        return f"{self.datacenter_path}/{self.name}"
 
     def ref(self):
         return vim_util.get_moref(self.moref, "ClusterComputeResource")
@@ -251,12 +264,14 @@ class ClusterStateReader:
                                                      False, [])
             spec = vim_util.build_property_filter_spec(
                 factory,
-                [vim_util.build_property_spec(factory, "Datacenter", ["name", "vmFolder"]),
+                [vim_util.build_property_spec(factory, "Datacenter",
+                                              ["name", "vmFolder", "parent"]),
                  vim_util.build_property_spec(factory, "ClusterComputeResource",
                                               ["name", "parent", "resourcePool"]),
-                 vim_util.build_property_spec(factory, "Folder", ["parent"])],
+                 vim_util.build_property_spec(factory, "Folder", ["name", "parent"])],
                 [vim_util.build_object_spec(factory, view, [traverse])])
             parents: dict[str, str] = {}
+            folder_names: dict[str, str] = {}
             datacenters: dict[str, dict] = {}
             clusters: list[tuple[str, dict]] = []
             for obj in retrieve(s, spec, self.page_size):
@@ -268,8 +283,20 @@ class ClusterStateReader:
                     datacenters[ref] = props
                 elif kind == "ClusterComputeResource":
                     clusters.append((ref, props))
+                elif kind == "Folder":
+                    folder_names[ref] = props.get("name", ref)
         finally:
             s.invoke("DestroyView", view)
+        root = moref_value(s.content.rootFolder)
+
+        def datacenter_path(dc_ref: str) -> str:
+            names = [datacenters[dc_ref]["name"]]
+            node = parents.get(dc_ref)
+            while node is not None and node != root:  # the root folder is nameless in paths
+                names.append(folder_names.get(node, node))
+                node = parents.get(node)
+            return "/".join(reversed(names))
+
         found = []
         for ref, props in clusters:
             node = parents.get(ref)
@@ -281,7 +308,8 @@ class ClusterStateReader:
             found.append(ClusterRef(moref=ref, name=props["name"], datacenter=node,
                                     datacenter_name=dc["name"],
                                     resource_pool=moref_value(props["resourcePool"]),
-                                    vm_folder=moref_value(dc["vmFolder"])))
+                                    vm_folder=moref_value(dc["vmFolder"]),
+                                    datacenter_path=datacenter_path(node)))
         return found
 
     # -- cluster state -----------------------------------------------------------------

@@ -258,3 +258,76 @@ def test_good_configuration_starts(init, caplog):
     drv = init(wsdl_location=None)  # the WSDL as vCenter serves it
     assert len(drv.get_available_nodes()) == 2
     assert not [r for r in caplog.records if "insecure" in r.getMessage()]
+
+
+# -- clusters of the same name in several datacenters ---------------------------------
+
+
+def _site(name: str, folder: str | None, prefix: str) -> dict:
+    host = {"cores": 8, "memory_mb": 65536}
+    return {"name": name, "folder": folder,
+            "datastores": [{"name": f"{prefix}-ds", "capacity_gb": 1024}],
+            "clusters": [{"name": "cluster-a", "hosts": [{"name": f"{prefix}-esx1", **host}]},
+                         {"name": f"only-{prefix}", "hosts": [{"name": f"{prefix}-esx2",
+                                                              **host}]}]}
+
+
+@pytest.fixture(scope="module")
+def sites_sim():
+    """cluster-a in three datacenters: dc1 in folder emea, dc1 in folder apac, dc2 at the root."""
+    inventory = {"datacenters": [_site("dc1", "emea", "e1"), _site("dc1", "apac", "a1"),
+                                 _site("dc2", None, "d2")]}
+    with running_simulator(inventory, tls=True) as server:
+        yield server
+
+
+def test_a_cluster_name_in_several_datacenters_is_refused_naming_them(init, sites_sim):
+    message = failure(init, server=sites_sim, cluster_names=["cluster-a"])
+    assert "[vsphere] cluster_names" in message
+    assert "apac/dc1, dc2, emea/dc1" in message
+    assert "'apac/dc1/cluster-a'" in message
+    message = failure(init, server=sites_sim, cluster_names=["dc1/cluster-a"])
+    assert "apac/dc1, emea/dc1" in message
+
+
+def test_datacenter_paths_pick_one_cluster_each(init, sites_sim):
+    sim = sites_sim.simulator
+    drv = init(server=sites_sim, cluster_names=["emea/dc1/cluster-a", "dc2/cluster-a",
+                                                "/apac/dc1/cluster-a", "only-e1"])
+    clusters = [drv.services.nodes[n] for n in drv.get_available_nodes()]
+    expected = {"emea/dc1/cluster-a": "e1-esx1", "dc2/cluster-a": "d2-esx1",
+                "apac/dc1/cluster-a": "a1-esx1", "emea/dc1/only-e1": "e1-esx2"}
+    assert [c.path for c in clusters] == list(expected)
+    for cluster, host in zip(clusters, expected.values(), strict=True):
+        assert cluster.moref == sim.host(host).parent.moid
+    # What each node offers is its own cluster's.
+    for node in drv.get_available_nodes():
+        assert drv.get_available_resource(node)["memory_mb"] == 65536
+
+
+def test_node_names_do_not_depend_on_how_the_cluster_is_written(init, sites_sim):
+    by_name = init(server=sites_sim, cluster_names=["only-d2"]).get_available_nodes()
+    by_path = init(server=sites_sim, cluster_names=["/dc2/only-d2"]).get_available_nodes()
+    assert by_name == by_path
+
+
+def test_a_cluster_named_twice_or_not_at_all_is_refused(init, sites_sim):
+    message = failure(init, server=sites_sim, cluster_names=["only-a1", "apac/dc1/only-a1"])
+    assert "'only-a1' and 'apac/dc1/only-a1' are the same cluster" in message
+    message = failure(init, server=sites_sim, cluster_names=["/dc1/cluster-a"])
+    assert "no cluster '/dc1/cluster-a'" in message and "emea/dc1/cluster-a" in message
+
+
+def test_a_datacenter_in_a_folder_serves_its_datastore_files(init, sites_sim, glance, ctx,
+                                                             nova_db):
+    """Datastore HTTP (the image cache) names the datacenter by its path, emea/dc1."""
+    from tests.driver.conftest import make_instance, vmdk_image
+
+    drv = init(server=sites_sim, cluster_names=["emea/dc1/cluster-a"])
+    [node] = drv.get_available_nodes()
+    image = vmdk_image(glance, ctx, bytes(range(256)) * 4096, vmware_disktype="thin")
+    instance = make_instance(node, image_ref=image.id, root_gb=1)
+    drv.spawn(ctx, instance, image, [], None, {}, network_info=[])
+    sim = sites_sim.simulator
+    assert sim.files.exists("e1-ds", f"_nova_image_cache/{image.id}/{image.id}.vmdk")
+    drv.destroy(ctx, instance, [])
