@@ -13,6 +13,7 @@ import dataclasses
 import os
 import re
 import threading
+import unicodedata
 
 import nova.conf
 from nova import exception
@@ -71,6 +72,26 @@ vsphere_conf.register_opts(CONF)
 
 class ConfigurationError(exception.NovaException):
     msg_fmt = "Invalid vSphere driver configuration: %(reason)s"
+
+
+#: vCenter's longest inventory entity name.
+MAX_ENTITY_NAME = 80
+
+
+def _entity_name_problem(name: str) -> str | None:
+    """Why vCenter cannot take ``name`` as an inventory folder's name as it is (None: it can).
+
+    vCenter stores "/", "\\" and "%" in a name escaped (%2f, %5c, %25): the
+    folder would not be found again by the name it was created with; a
+    control character cannot even be sent.
+    """
+    if len(name) > MAX_ENTITY_NAME:
+        return f"vCenter takes names of at most {MAX_ENTITY_NAME} characters"
+    bad = sorted({c for c in name if c in "/\\%" or unicodedata.category(c) == "Cc"})
+    if bad:
+        return ("vCenter cannot keep " + ", ".join(repr(c) for c in bad) +
+                " in a name as it is")
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +194,11 @@ class VSphereDriver(driver.ComputeDriver):
                 raise ConfigurationError(
                     reason=f"[vsphere] datastore_regex={opts.datastore_regex!r} is not a "
                     f"valid regular expression: {exc}") from exc
+        if opts.vm_folder:
+            problem = _entity_name_problem(opts.vm_folder)
+            if problem:
+                raise ConfigurationError(
+                    reason=f"[vsphere] vm_folder={opts.vm_folder!r}: {problem}")
         try:
             drs.load_policy(CONF.vsphere_drs.policy)
         except ValueError as exc:

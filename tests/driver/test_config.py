@@ -331,3 +331,13 @@ def test_a_datacenter_in_a_folder_serves_its_datastore_files(init, sites_sim, gl
     sim = sites_sim.simulator
     assert sim.files.exists("e1-ds", f"_nova_image_cache/{image.id}/{image.id}.vmdk")
     drv.destroy(ctx, instance, [])
+
+
+@pytest.mark.parametrize("folder, problem", [
+    ("a/b", "'/'"), ("back\\slash", repr("\\")), ("100%", "'%'"), ("bell\x07", repr("\x07")),
+    ("x" * 81, "at most 80 characters"),
+])
+def test_a_vm_folder_name_vcenter_cannot_keep_is_refused(init, folder, problem):
+    message = failure(init, vm_folder=folder)
+    assert f"[vsphere] vm_folder={folder!r}" in message
+    assert problem in message, message
