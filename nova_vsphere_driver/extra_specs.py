@@ -19,10 +19,15 @@ the ``vsphere:`` key wins and the alias is ignored. Alias values keep Nova's
 documented meaning: ``quota:*_limit = 0`` means unlimited (``-1`` here), and
 ``quota:*_shares_share`` is ignored unless the shares level is ``custom``.
 
-Checks that involve two keys cannot be made by Nova's per-key validators and
-are made by :func:`parse` only: a ``*_shares_share`` needs the level
-``custom`` (and ``custom`` needs a share count), a reservation may not exceed
-a limit, and ``host_group_rule`` needs a ``host_group``.
+Checks that involve two keys or the flavor cannot be made by Nova's per-key
+validators (they see neither the other keys nor the flavor) and are made by
+:func:`parse` only: a ``*_shares_share`` needs the level ``custom`` (and
+``custom`` needs a share count), a reservation may not exceed a limit, the
+memory reservation may not exceed the flavor's memory, and
+``host_group_rule`` needs a ``host_group``. What depends on the cluster -- a
+CPU reservation the flavor's vCPUs can use on some host, a hardware version
+some host supports -- is checked at spawn and resize
+(:func:`nova_vsphere_driver.policy.eligible_hosts`).
 """
 
 from __future__ import annotations
@@ -104,7 +109,10 @@ def _resource_specs(resource: str, unit: str) -> list[Spec]:
              f"free; -1 means unlimited.", (f"quota:{resource}_limit",)),
         Spec(f"{resource}_reservation", "reservation",
              f"{resource.capitalize()} in {unit} guaranteed to the instance. "
-             f"Must not exceed {NAMESPACE}:{resource}_limit.",
+             f"Must not exceed {NAMESPACE}:{resource}_limit, nor "
+             + ("the flavor's memory." if resource == "memory" else
+                "what the flavor's vCPUs can use (vCPUs times the host's MHz per core; "
+                "hosts where they cannot are not used)."),
              (f"quota:{resource}_reservation",)),
         Spec(f"{resource}_shares_level", "shares_level",
              f"Relative {resource} priority under contention: low, normal, high, or "
@@ -127,8 +135,9 @@ SPECS: tuple[Spec, ...] = (
          f"must (default) or should: whether {NAMESPACE}:host_group is a hard or a "
          "soft rule."),
     Spec("hw_version", "hw_version",
-         "Virtual hardware version of the instance, e.g. vmx-19; hosts that do not "
-         "support it are not used.", ("vmware:hw_version",)),
+         "Virtual hardware version of the instance, e.g. vmx-19; hosts that cannot "
+         "create VMs of that version are not used, and a cluster without one is "
+         "refused.", ("vmware:hw_version",)),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
@@ -198,12 +207,14 @@ def _convert_alias(spec: Spec, key: str, raw: Any) -> Any:
     return _convert(spec, key, raw)
 
 
-def parse(extra_specs: Mapping[str, str]) -> FlavorSettings:
+def parse(extra_specs: Mapping[str, str], memory_mb: int | None = None) -> FlavorSettings:
     """The driver's settings from a flavor's extra specs.
 
     Keys of other namespaces are ignored (Nova validates those). Raises
-    :class:`InvalidExtraSpec` for an unknown ``vsphere:`` key, a bad value or
-    a bad combination.
+    :class:`InvalidExtraSpec` for an unknown ``vsphere:`` key, a bad value,
+    a bad combination, or (given the flavor's ``memory_mb``) a memory
+    reservation larger than the flavor's memory. Nova's API validator sees
+    one key at a time and not the flavor: those checks are made here only.
     """
     specs = extra_specs or {}
     prefix = f"{NAMESPACE}:"
@@ -249,6 +260,12 @@ def parse(extra_specs: Mapping[str, str]) -> FlavorSettings:
             raise InvalidExtraSpec(
                 reservation_key, specs[reservation_key],
                 f"must not exceed {sources[f'{resource}_limit']}={limit}")
+        if resource == "memory" and memory_mb is not None and reservation is not None \
+                and reservation > memory_mb:
+            # vCenter refuses it: a VM cannot hold more memory than it has.
+            reservation_key = sources["memory_reservation"]
+            raise InvalidExtraSpec(reservation_key, specs[reservation_key],
+                                   f"must not exceed the flavor's memory, {memory_mb} MB")
 
     if "host_group_rule" in values and "host_group" not in values:
         raise InvalidExtraSpec(sources["host_group_rule"], specs[sources["host_group_rule"]],

@@ -21,7 +21,7 @@ from nova.virt import driver as nova_driver
 
 from nova_vsphere_driver import drs
 from nova_vsphere_driver.drs_runtime.controller import ClusterDrs
-from nova_vsphere_driver.vsphere import errors
+from nova_vsphere_driver.vsphere import errors, hardware_versions
 from nova_vsphere_driver.vsphere.cluster_state import (
     ClusterRef,
     ClusterState,
@@ -175,6 +175,12 @@ class ClusterStates:
     def find_clusters(self) -> list[ClusterRef]:
         """Every cluster of the vCenter."""
         return self._reader.find_clusters()
+
+    def hardware_versions(self, ref: ClusterRef) -> dict[str, frozenset[str]] | None:
+        """Virtual hardware version -> the cluster's hosts that can create VMs of it
+        (None: vCenter does not say; faults translated)."""
+        with errors.translated():
+            return hardware_versions.creatable_versions(self._reader.session, ref)
 
 
 def allocation_ratios(inventory: dict) -> dict[str, float]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from nova import exception
 from oslo_log import log as logging
 
-from nova_vsphere_driver import policy
+from nova_vsphere_driver import drs, policy
 from nova_vsphere_driver.services import Services
-from nova_vsphere_driver.vsphere.cluster_state import ClusterState, EsxiHostState
+from nova_vsphere_driver.vsphere.cluster_state import ClusterState, EsxiHostState, GroupState
 
 LOG = logging.getLogger(__name__)
 
@@ -28,18 +30,33 @@ class HostSelection:
         self._services = services
 
     def place(self, state: ClusterState, instance, group, stores,
-              host_group: str | None, required: frozenset[str] = frozenset()) -> EsxiHostState:
+              host_group: str | None, required: frozenset[str] = frozenset(),
+              eligible: frozenset[str] | None = None) -> EsxiHostState:
         """The ESXi host for ``instance`` in ``state``, claimed for it until released.
 
         ``stores``: the datastores its files may go to (the host must mount
         one); ``required``: datastores (morefs) the host must mount all of (its
-        volumes'). ComputeResourcesUnavailable (Nova may reschedule) when none fits;
+        volumes'); ``eligible``: the only hosts its flavor allows
+        (:func:`~nova_vsphere_driver.policy.eligible_hosts`; None: any).
+        ComputeResourcesUnavailable (Nova may reschedule) when none fits;
         GroupRuleUnsatisfiable, one of them, when its anti-affinity group
         already fills every host it may use.
         """
+        pins: tuple[drs.HostPin, ...] = ()
+        if eligible is not None:
+            # Our DRS honours host groups (must pins) everywhere -- placement,
+            # making room, crowded anti-affinity: the eligible hosts become one
+            # for this placement only (vCenter never sees it).
+            name = f"hosts flavor {instance.flavor.name} can use"
+            taken = {g.name for g in state.groups}
+            while name in taken:
+                name += "'"
+            state = dataclasses.replace(state, groups=(*state.groups, GroupState(
+                name=name, kind="host", members=tuple(sorted(eligible)))))
+            pins = (drs.HostPin(name),)
         request = policy.placement_request(instance, group, host_group,
                                            any_datastore=frozenset(d.moref for d in stores),
-                                           datastores=required)
+                                           datastores=required, host_pins=pins)
         services = self._services
         result = services.drs.place(state, request, services.limits())
         if not result.ok:
@@ -52,8 +69,8 @@ class HostSelection:
         return state.host(result.host_id)
 
     def place_new(self, state: ClusterState, instance, group, stores,
-                  host_group: str | None, required: frozenset[str] = frozenset()
-                  ) -> EsxiHostState:
+                  host_group: str | None, required: frozenset[str] = frozenset(),
+                  eligible: frozenset[str] | None = None) -> EsxiHostState:
         """:meth:`place` for a new instance, refusing a crowded anti-affinity group
         as what it is to Nova: a server group policy violation.
 
@@ -63,7 +80,7 @@ class HostSelection:
         and the fault names the group's rule and why. No VM exists yet.
         """
         try:
-            return self.place(state, instance, group, stores, host_group, required)
+            return self.place(state, instance, group, stores, host_group, required, eligible)
         except GroupRuleUnsatisfiable as exc:
             LOG.warning("Refusing the instance: %s", exc.kwargs["reason"], instance=instance)
             raise exception.GroupAffinityViolation(

@@ -315,8 +315,9 @@ class _Finish:
             return False  # vCenter's DRS places the VM when it powers on
         current = state.datastore(facts.datastore) if facts.datastore else None
         host = self.ops.choose_host(state, self.instance, group, self.settings, facts.moref,
-                           [current] if current else [], keep=facts.host,
-                           required=_volume_datastores(facts))
+                                    [current] if current else [], keep=facts.host,
+                                    required=_volume_datastores(facts),
+                                    hw_version=facts.version)
         if host.moref == facts.host:
             return False
         LOG.info("Moving the instance to ESXi host %s for its new size", host.name,
@@ -339,8 +340,9 @@ class _Finish:
             if _builtin_drs():
                 try:
                     host = self.ops.choose_host(state, instance, group, self.settings,
-                                       facts.moref, [current],
-                                       required=_volume_datastores(facts))
+                                                facts.moref, [current],
+                                                required=_volume_datastores(facts),
+                                                hw_version=facts.version)
                 except exception.ComputeResourcesUnavailable as exc:
                     LOG.info("No host that mounts %s fits (%s); moving storage too",
                              current.name, exc, instance=instance)
@@ -352,7 +354,8 @@ class _Finish:
                                           final_kb * units.Ki)
             if _builtin_drs():
                 host = self.ops.choose_host(state, instance, group, self.settings, facts.moref,
-                                   stores, required=_volume_datastores(facts))
+                                            stores, required=_volume_datastores(facts),
+                                            hw_version=facts.version)
             datastore = pick_datastore(stores, host)
         LOG.info("Relocating the instance to cluster %s (host %s, datastore %s)",
                  self.target.name, host.name if host else "chosen by vCenter DRS",
@@ -415,15 +418,23 @@ class Migrations:
 
     def choose_host(self, state: ClusterState, instance, group, settings,
                     vm_moref: str, stores: list, keep: str | None = None,
-                    required: frozenset[str] = frozenset()) -> EsxiHostState:
+                    required: frozenset[str] = frozenset(),
+                    hw_version: str | None = None) -> EsxiHostState:
         """A host of ``state`` for the instance at its flavor's size (claimed by our DRS).
 
         The VM's own footprint is taken out of the cluster first: a VM that is
         already there must not compete with itself for room. ``keep`` (the host
         it is on) wins whenever it still fits, so a resize moves nothing it
-        need not; otherwise our DRS picks the host as for a new instance.
+        need not; otherwise our DRS picks the host as for a new instance. Only
+        hosts the flavor's extra specs allow qualify, as at spawn, and only
+        hosts that run the VM's hardware version ``hw_version``.
         """
         without = dataclasses.replace(state, vms=tuple(v for v in state.vms if v.moref != vm_moref))
+        version = settings.hw_version or hw_version
+        versions = self._states.hardware_versions(state.ref) if version else None
+        eligible = policy.eligible_hosts(instance.flavor,
+                                         dataclasses.replace(settings, hw_version=version),
+                                         without, versions)
         current = without.host(keep) if keep is not None else None
         if current is not None and current.usable:
             # The same placement, with every other host out of the question.
@@ -432,12 +443,12 @@ class Migrations:
                 for h in without.hosts))
             try:
                 return self._hosts.place(only_here, instance, group, stores, settings.host_group,
-                                         required)
+                                         required, eligible)
             except exception.ComputeResourcesUnavailable as exc:
                 LOG.info("Host %s no longer fits the instance (%s); asking DRS for another",
                          current.name, exc, instance=instance)
         return self._hosts.place(without, instance, group, stores, settings.host_group,
-                                 required)
+                                 required, eligible)
 
     def relocate(self, vm_ref, host: str | None, pool: str | None = None,
                   datastore: str | None = None, keep=()) -> None:
@@ -464,8 +475,8 @@ class Migrations:
         """
         try:
             settings = policy.flavor_settings(flavor)
-        except exception.InvalidRequest as exc:
-            raise _refuse(str(exc)) from None
+        except exception.Invalid as exc:
+            raise _refuse(exc.format_message()) from None
         vm_ref = self._vm_refs.find(instance)
         with errors.translated(instance):
             facts = resize_vm.read_facts(self._session, vm_ref)

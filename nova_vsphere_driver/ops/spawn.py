@@ -162,12 +162,16 @@ class SpawnOps:
         volumes = tuple(self._volumes.volume_disk(v.connection_info) for v in devices.volumes)
         group = server_group(context, instance)
         state = services.states.read(nodename)
+        # The hosts the flavor's extra specs allow (hardware version, CPU
+        # reservation): none in this cluster is an error before anything is made.
+        versions = services.states.hardware_versions(ref) if settings.hw_version else None
+        eligible = policy.eligible_hosts(flavor, settings, state, versions)
         root_bytes = 0 if devices.boot_from_volume else int(flavor.root_gb or 0) * units.Gi
         stores = datastores_with_room(state, CONF.vsphere.datastore_regex,
                                       root_bytes + devices.local_bytes)
         # builtin: our DRS picks the host; vcenter: CreateVM_Task gets none and
         # vCenter's DRS decides.
-        host = self._place(state, instance, group, stores, settings, volumes) \
+        host = self._place(state, instance, group, stores, settings, volumes, eligible) \
             if CONF.vsphere_drs.mode == "builtin" else None
         return SpawnBuild(context=context, instance=instance, image_meta=image_meta,
                           network_info=network_info, block_device_info=block_device_info,
@@ -176,20 +180,23 @@ class SpawnOps:
                           devices=devices, volumes=volumes)
 
     def _place(self, state: ClusterState, instance, group, stores, settings,
-               volumes: tuple[VolumeDisk, ...]) -> EsxiHostState:
+               volumes: tuple[VolumeDisk, ...],
+               eligible: frozenset[str] | None) -> EsxiHostState:
         """A host that mounts every volume's datastore; any host when none does (the
-        volumes it does not reach are then moved: :meth:`volumes`)."""
+        volumes it does not reach are then moved: :meth:`volumes`); only ``eligible``
+        hosts (None: any)."""
         by_name = {d.name: d.moref for d in state.datastores}
         required = frozenset(by_name[v.datastore_name] for v in volumes
                              if v.datastore_name in by_name)
         if required:
             try:
                 return self._hosts.place_new(state, instance, group, stores,
-                                             settings.host_group, required)
+                                             settings.host_group, required, eligible)
             except exception.ComputeResourcesUnavailable as exc:
                 LOG.info("No host reaches every volume's datastore (%s); volumes will be "
                          "moved to the instance's", exc, instance=instance)
-        return self._hosts.place_new(state, instance, group, stores, settings.host_group)
+        return self._hosts.place_new(state, instance, group, stores, settings.host_group,
+                                     eligible=eligible)
 
     # -- the steps ------------------------------------------------------------------------
 

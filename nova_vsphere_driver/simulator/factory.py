@@ -19,6 +19,7 @@ from nova_vsphere_driver.simulator.objects.base import ManagedEntity, ManagedObj
 from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource, ResourcePool
 from nova_vsphere_driver.simulator.objects.datacenter import Datacenter
 from nova_vsphere_driver.simulator.objects.datastore import Datastore, HostDatastoreBrowser
+from nova_vsphere_driver.simulator.objects.environment_browser import EnvironmentBrowser
 from nova_vsphere_driver.simulator.objects.folder import Folder
 from nova_vsphere_driver.simulator.objects.host import HostSystem
 from nova_vsphere_driver.simulator.objects.managers import FileManager, VirtualDiskManager
@@ -190,6 +191,7 @@ class ObjectFactory:
                                              drs_enabled=drs_enabled, drs_behavior=drs_behavior)
             cluster.resource_pool = self._add(ResourcePool(self.sim, "Resources", cluster,
                                                            cluster))
+            cluster.environment_browser = self._add(EnvironmentBrowser(self.sim, cluster))
             dc.host_folder.add_child(cluster)
             return self._add(cluster)
 

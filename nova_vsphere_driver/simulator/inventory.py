@@ -16,7 +16,8 @@ Schema (all sizes in the units named; every key but ``name`` optional)::
             drs: {enabled: false, behavior: fullyAutomated}
             hosts:
               - {name: esx-a1, cores: 16, threads: 32, mhz: 2600, memory_mb: 262144,
-                 sockets: 2, cpu_features: [avx2, aes], datastores: [local-a1]}
+                 sockets: 2, cpu_features: [avx2, aes], datastores: [local-a1],
+                 esxi_version: "8.0.2"}   # says which hardware versions it creates
         vms:
           - {name: legacy-1, cluster: cluster-a, host: esx-a1, cpus: 2, memory_mb: 4096,
              disk_gb: 20, datastore: shared-1, network: VM Network, power: "on"}
@@ -34,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from pyVmomi import vim
+
+from nova_vsphere_driver.simulator import esxi_versions
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource
@@ -172,7 +175,9 @@ def load(sim: Simulator, data: dict) -> None:
                             memory_mb=int(_require(h, "memory_mb", hwhere)),
                             sockets=int(h.get("sockets", 2)),
                             cpu_model=h.get("cpu_model", "Intel(R) Xeon(R) Gold 6338"),
-                            cpu_features=h.get("cpu_features"))
+                            cpu_features=h.get("cpu_features"),
+                            esxi_version=str(h.get("esxi_version",
+                                                   esxi_versions.DEFAULT_ESXI_VERSION)))
                     except (TypeError, ValueError) as exc:
                         raise InventoryError(f"{hwhere}: {exc}") from exc
                     if h.get("connected") is False:

@@ -264,3 +264,19 @@ def test_flavor_api_validates_from_microversion_2_86(validate):
     for specs in (typo, bad_value):
         with pytest.raises(exception.ValidationError):
             controller._check_extra_specs_value(_api_request("2.86"), specs)
+
+
+@pytest.mark.parametrize("key", ["vsphere:memory_reservation", "quota:memory_reservation"])
+def test_a_memory_reservation_beyond_the_flavors_memory_is_refused(key):
+    with pytest.raises(InvalidExtraSpec) as err:
+        parse({key: "4097"}, memory_mb=4096)
+    assert key in str(err.value) and "'4097'" in str(err.value)
+    assert "must not exceed the flavor's memory, 4096 MB" in str(err.value)
+    assert parse({key: "4096"}, memory_mb=4096).memory_reservation == 4096
+
+
+def test_nova_cannot_know_the_flavor_so_only_parse_checks_it(validate):
+    # Nova's API validates one key at a time, without the flavor: the verdict
+    # on a reservation beyond the flavor's memory comes from spawn and resize.
+    assert validate("vsphere:memory_reservation", "1048576") is None
+    assert parse({"vsphere:memory_reservation": "1048576"}).memory_reservation == 1048576

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
-from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
 from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
 if TYPE_CHECKING:
@@ -83,6 +83,8 @@ class ResourcePool(ManagedEntity):
 class ClusterComputeResource(ManagedEntity):
     vim_type = vim.ClusterComputeResource
     moid_prefix = "domain-c"
+    #: Its EnvironmentBrowser, made with it (None in a state saved before clusters had one).
+    environment_browser: ManagedObject | None = None
 
     def __init__(self, sim: Simulator, name: str, parent: ManagedEntity, *,
                  drs_enabled: bool = False, drs_behavior: str = "fullyAutomated") -> None:
@@ -203,7 +205,8 @@ class ClusterComputeResource(ManagedEntity):
         return [n.ref for n in seen.values()]
 
     def _get_environmentBrowser(self):  # noqa: N802
-        return None
+        browser = self.environment_browser
+        return browser.ref if browser is not None else None
 
     def _get_summary(self):
         hosts = self.hosts

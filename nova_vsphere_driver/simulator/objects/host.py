@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
+from nova_vsphere_driver.simulator import esxi_versions
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, monotonic_at
 
 if TYPE_CHECKING:
@@ -34,13 +35,19 @@ CPU_FEATURE_KEYS = {
 class HostSystem(ManagedEntity):
     vim_type = vim.HostSystem
     moid_prefix = "host"
+    #: The ESXi release (what a state saved before hosts had one loads as).
+    esxi_version: str = esxi_versions.DEFAULT_ESXI_VERSION
 
     def __init__(self, sim: Simulator, name: str, parent: ClusterComputeResource, *,
                  cores: int, threads: int | None = None, mhz: int = 2400,
                  memory_mb: int, sockets: int = 2, cpu_model: str = "Intel(R) Xeon(R) Gold",
                  vendor: str = "Dell Inc.", model: str = "PowerEdge R650",
-                 cpu_features: list[str] | None = None) -> None:
+                 cpu_features: list[str] | None = None,
+                 esxi_version: str = esxi_versions.DEFAULT_ESXI_VERSION) -> None:
         super().__init__(sim, name, parent)
+        # Checked now: it says which VMs the host can create.
+        esxi_versions.newest_hardware_version(esxi_version)
+        self.esxi_version = esxi_version
         self.cores = cores
         self.threads = threads or cores * 2
         self.mhz = mhz
@@ -163,10 +170,12 @@ class HostSystem(ManagedEntity):
         )
 
     def _product(self):
+        version = self.esxi_version
         return vim.AboutInfo(
-            name="VMware ESXi", fullName="VMware ESXi 8.0.0 build-20513097",
-            vendor="VMware, Inc.", version="8.0.0", build="20513097", osType="vmnix-x86",
-            productLineId="embeddedEsx", apiType="HostAgent", apiVersion="8.0.0.0",
+            name="VMware ESXi", fullName=f"VMware ESXi {version} build-20513097",
+            vendor="VMware, Inc.", version=version, build="20513097", osType="vmnix-x86",
+            productLineId="embeddedEsx", apiType="HostAgent",
+            apiVersion=".".join((version.split(".") + ["0", "0"])[:3]) + ".0",
         )
 
     def _get_summary(self):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
-from nova_vsphere_driver.simulator import delta_disks
+from nova_vsphere_driver.simulator import delta_disks, esxi_versions
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
 from nova_vsphere_driver.simulator.objects import boot_options, consoles, serial_console
 from nova_vsphere_driver.simulator.objects.base import (
@@ -729,6 +729,15 @@ def _allocation(spec_alloc, current=None) -> vim.ResourceAllocationInfo:
     return alloc
 
 
+def _check_memory_reservation(config: vim.vm.ConfigInfo) -> None:
+    """vCenter refuses to reserve more memory than the VM has."""
+    alloc = config.memoryAllocation
+    if alloc is not None and (alloc.reservation or 0) > config.hardware.memoryMB:
+        raise invalid_argument("memoryAllocation.reservation",
+                               f"The memory reservation ({alloc.reservation} MB) exceeds the "
+                               f"virtual machine's memory ({config.hardware.memoryMB} MB)")
+
+
 def _datastore_for(sim: Simulator, ds_name: str) -> Datastore:
     ds = sim.datastore_by_name(ds_name)
     if ds is None:
@@ -1021,14 +1030,14 @@ def _datastores_of(vm: VirtualMachine) -> list:
     return [vm.sim.datastore_by_name(n) for n in names if vm.sim.datastore_by_name(n)]
 
 
-def _new_config(spec, name: str, vmx_path: str) -> vim.vm.ConfigInfo:
+def _new_config(spec, name: str, vmx_path: str, default_version: str) -> vim.vm.ConfigInfo:
     instance_uuid = spec.instanceUuid or str(uuid.uuid4())
     return vim.vm.ConfigInfo(
         changeVersion=_now().isoformat(),
         modified=_now(),
         name=name,
         guestFullName=spec.guestId or "otherGuest64",
-        version=spec.version or "vmx-19",
+        version=spec.version or default_version,
         uuid=spec.uuid or str(uuid.uuid4()),
         instanceUuid=instance_uuid,
         template=False,
@@ -1098,6 +1107,10 @@ def new_vm_config(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
     if spec.guestId and spec.guestId not in GUEST_IDS:
         # vCenter's answer to a guest type it does not know.
         raise invalid_argument("configSpec.guestId")
+    if spec.version and spec.version not in esxi_versions.hardware_versions(host.esxi_version):
+        raise invalid_argument("configSpec.version",
+                               f"Host {host.name} (ESXi {host.esxi_version}) cannot create "
+                               f"virtual machines of hardware version {spec.version}")
     if spec.files is None or not spec.files.vmPathName:
         raise invalid_argument("config.files.vmPathName")
     ds_name, rel = parse_datastore_path(spec.files.vmPathName)
@@ -1117,7 +1130,9 @@ def new_vm_config(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
         raise vim.fault.FileAlreadyExists(file=vmx_path, msg=f"File {vmx_path} already exists")
     sim.files.write(ds_name, rel, f'displayName = "{name}"\n'.encode(), overwrite=False)
     created.append((ds_name, rel))
-    config = _new_config(spec, name, vmx_path)
+    config = _new_config(spec, name, vmx_path,
+                         esxi_versions.default_hardware_version(host.esxi_version))
+    _check_memory_reservation(config)
     keys = itertools.count(2000)
     _apply_devices(name, (ds_name, directory), config, spec.deviceChange, sim, host, keys,
                    created)
@@ -1152,6 +1167,7 @@ def reconfigure(vm: VirtualMachine, spec) -> None:
         config.cpuAllocation = _allocation(spec.cpuAllocation, config.cpuAllocation)
     if spec.memoryAllocation is not None:
         config.memoryAllocation = _allocation(spec.memoryAllocation, config.memoryAllocation)
+    _check_memory_reservation(config)
     if spec.annotation is not None:
         config.annotation = spec.annotation
     if spec.guestId is not None:
