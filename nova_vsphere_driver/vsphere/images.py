@@ -104,6 +104,39 @@ class CachedImage:
     capacity_kb: int
 
 
+class _DeclaredSize:
+    """The writer Glance's bytes go through: passes them on, counting them.
+
+    A byte beyond the size the image declares is refused before it is sent
+    on: the upload was opened for exactly that many.
+    """
+
+    def __init__(self, image: ImageDisk, target) -> None:
+        self._image = image
+        self._target = target
+        self.received = 0
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self._image.size:
+            raise InvalidImage(f"image {self._image.image_id} declares {self._image.size} "
+                               f"bytes, but its data is longer (more than {self._image.size} "
+                               "bytes received)")
+        self._target.write(data)
+
+
+def held_to_declared_size(image: ImageDisk,
+                          download: Callable[[object], None]) -> Callable[[object], None]:
+    """``download``, raising InvalidImage when the data is not the size the image declares."""
+    def checked(writer) -> None:
+        counted = _DeclaredSize(image, writer)
+        download(counted)
+        if counted.received != image.size:
+            raise InvalidImage(f"image {image.image_id} declares {image.size} bytes, but only "
+                               f"{counted.received} bytes were received")
+    return checked
+
+
 class _Stale:
     """The cache folder holds something that is not a usable disk (an older layout)."""
 
@@ -433,6 +466,8 @@ class ImageCache:
               replace: bool) -> CachedImage:
         folder = f"{self.cache_dir}/{image.image_id}"
         work = f"{folder}.part-{uuid.uuid4().hex[:8]}"
+        # Uploads are opened for the declared size: other data is refused by name.
+        download = held_to_declared_size(image, download)
         LOG.info("Caching image %s (%s, %d bytes) on datastore %s", image.image_id,
                  image.disk_type, image.size, ds_name)
         fm = self.session.content.fileManager

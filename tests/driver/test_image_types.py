@@ -313,3 +313,30 @@ def test_our_own_snapshot_boots(vsphere, ctx, node_a, glance):
     assert sim.files.get(ds, rel).disk_capacity_kb == GB_KB
     assert disk_content(sim, root.backing) == DATA
     assert _leftovers(sim) == []
+
+
+@pytest.mark.parametrize("disk_type", ["thin", "streamOptimized"])
+@pytest.mark.parametrize("surplus", [-4096, 4096])
+def test_data_that_is_not_the_declared_size_is_refused_by_name(vsphere, ctx, node_a, glance,
+                                                               disk_type, surplus):
+    import io
+
+    drv, server = vsphere
+    sim = server.simulator
+    data = IMAGES[disk_type][0]()
+    image_id = str(uuid.uuid4())
+    declared = len(data) - surplus
+    glance.create(None, {"id": image_id, "name": "lying", "status": "active",
+                         "disk_format": "vmdk", "container_format": "bare", "size": declared,
+                         "properties": {"vmware_disktype": disk_type}}, data=io.BytesIO(data))
+    image = objects.ImageMeta.from_dict(glance.show(ctx, image_id))
+    instance = make_instance(node_a, image_ref=image.id, root_gb=1)
+    with pytest.raises(exception.ImageUnacceptable) as err:
+        _spawn(drv, ctx, instance, image)
+    message = str(err.value)
+    assert image_id in message and f"declares {declared} bytes" in message, message
+    assert (f"only {len(data)} bytes were received" if surplus < 0
+            else "its data is longer") in message, message
+    assert not drv.instance_exists(instance)
+    assert _leftovers(sim) == []
+    assert [p for _, p in _cache_files(sim) if p.endswith(".vmdk")] == []
