@@ -138,7 +138,7 @@ class ConfigDrives:
             except vexc.FileAlreadyExistsException:
                 LOG.debug("%s exists already (an earlier attempt)", folder, instance=instance)
             rel = posixpath.join(instance.uuid, FILE_NAME)
-            upload = DatastoreUpload(session, ref.datacenter_name, ds_name, rel, len(data),
+            upload = DatastoreUpload(session, ref.datacenter_path, ds_name, rel, len(data),
                                      scheme=self._images.scheme, verify=self._images.verify)
             try:
                 upload.write(data)

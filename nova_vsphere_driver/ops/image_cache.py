@@ -62,7 +62,7 @@ class ImageCacheOps:
             for datastore in stores:
                 if iso:
                     with errors.translated():
-                        if self._images.iso_cached(ref.datacenter_name, datastore.name,
+                        if self._images.iso_cached(ref.datacenter_path, datastore.name,
                                                    image_id):
                             continue
                     self._root_disks.iso_image(context, None, image_meta, ref, datastore)

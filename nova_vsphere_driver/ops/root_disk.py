@@ -178,7 +178,7 @@ class RootDisks:
         try:
             with errors.translated(instance):
                 return self._images.fetch_iso(
-                    dc_ref, ref.datacenter_name, datastore.name, image_id, size, download,
+                    dc_ref, ref.datacenter_path, datastore.name, image_id, size, download,
                     ds_ref=vim_util.get_moref(datastore.moref, "Datastore"))
         except InvalidImage as exc:
             raise exception.ImageUnacceptable(image_id=image_id, reason=str(exc)) from None
