@@ -111,28 +111,29 @@ class _DeclaredSize:
     on: the upload was opened for exactly that many.
     """
 
-    def __init__(self, image: ImageDisk, target) -> None:
-        self._image = image
+    def __init__(self, image_id: str, size: int, target) -> None:
+        self._image_id = image_id
+        self._size = size
         self._target = target
         self.received = 0
 
     def write(self, data: bytes) -> None:
         self.received += len(data)
-        if self.received > self._image.size:
-            raise InvalidImage(f"image {self._image.image_id} declares {self._image.size} "
-                               f"bytes, but its data is longer (more than {self._image.size} "
-                               "bytes received)")
+        if self.received > self._size:
+            raise InvalidImage(f"image {self._image_id} declares {self._size} bytes, but its "
+                               f"data is longer (more than {self._size} bytes received)")
         self._target.write(data)
 
 
-def held_to_declared_size(image: ImageDisk,
+def held_to_declared_size(image_id: str, size: int,
                           download: Callable[[object], None]) -> Callable[[object], None]:
-    """``download``, raising InvalidImage when the data is not the size the image declares."""
+    """``download``, raising InvalidImage when the data is not the ``size`` bytes the
+    image declares."""
     def checked(writer) -> None:
-        counted = _DeclaredSize(image, writer)
+        counted = _DeclaredSize(image_id, size, writer)
         download(counted)
-        if counted.received != image.size:
-            raise InvalidImage(f"image {image.image_id} declares {image.size} bytes, but only "
+        if counted.received != size:
+            raise InvalidImage(f"image {image_id} declares {size} bytes, but only "
                                f"{counted.received} bytes were received")
     return checked
 
@@ -329,7 +330,8 @@ class ImageCache:
                 self.session.invoke("MakeDirectory", fm, name=f"[{ds_name}] {work}",
                                     datacenter=dc_ref, createParentDirectories=True)
                 made = True
-                self._upload_iso(dc_name, ds_name, f"{work}/{image_id}.iso", size, download)
+                self._upload_iso(dc_name, ds_name, f"{work}/{image_id}.iso", size,
+                                 held_to_declared_size(image_id, size, download))
                 if self._exists(dc_name, ds_name, folder):
                     # A folder without the ISO (an interrupted older attempt): replaced.
                     self._delete(dc_ref, f"[{ds_name}] {folder}")
@@ -467,7 +469,7 @@ class ImageCache:
         folder = f"{self.cache_dir}/{image.image_id}"
         work = f"{folder}.part-{uuid.uuid4().hex[:8]}"
         # Uploads are opened for the declared size: other data is refused by name.
-        download = held_to_declared_size(image, download)
+        download = held_to_declared_size(image.image_id, image.size, download)
         LOG.info("Caching image %s (%s, %d bytes) on datastore %s", image.image_id,
                  image.disk_type, image.size, ds_name)
         fm = self.session.content.fileManager

@@ -128,3 +128,23 @@ def test_the_iso_image_drive_comes_before_the_config_drive(vsphere, ctx, node_a,
                     key=lambda d: (d.controllerKey, d.unitNumber))
     assert [c.backing.fileName.rsplit("/", 1)[1] for c in cdroms] == [
         f"{image.id}.iso", "configdrive.iso"]
+
+
+@pytest.mark.parametrize("surplus", [-2048, 2048])
+def test_an_iso_that_is_not_its_declared_size_is_refused_by_name(vsphere, ctx, node_a,
+                                                                 glance, surplus):
+    drv, server = vsphere
+    sim = server.simulator
+    image_id = str(uuid.uuid4())
+    declared = len(INSTALLER) - surplus
+    glance.create(None, {"id": image_id, "name": "lying", "status": "active",
+                         "disk_format": "iso", "container_format": "bare", "size": declared,
+                         "properties": {}}, data=io.BytesIO(INSTALLER))
+    image = objects.ImageMeta.from_dict(glance.show(ctx, image_id))
+    instance = make_instance(node_a, root_gb=1, image_ref=image.id, task_state=None)
+    with pytest.raises(exception.ImageUnacceptable) as err:
+        drv.spawn(ctx, instance, image, [], None, {}, network_info=[])
+    assert image_id in str(err.value) and f"declares {declared} bytes" in str(err.value)
+    assert not drv.instance_exists(instance)
+    assert not [e for ds in sim.datastores if sim.files.exists(ds, CACHE)
+                for e in sim.files.listdir(ds, CACHE, recursive=True)]
