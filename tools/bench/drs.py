@@ -29,7 +29,10 @@ VMs commit 60-85 % of the cluster's memory.
    vMotions and no more GiB) and, where beating both at once is impossible,
    why: "bound@k" is a lower bound of the imbalance any plan moving k
    different VMs can reach (capacity and rules ignored; each move changes
-   two host loads by at most that VM's largest load on any host).
+   two host loads by at most that VM's largest load on any host), and ours
+   runs within both baselines' budgets at once (the fewer vMotions and the
+   fewer GiB), with per-move weights from 0 to 256 GiB, best kept ("ours in
+   both's" row): what dominating both would take.
 3. Maintenance evacuation of k hosts, and scheduling the moves in waves.
 4. Making room for one big VM in a fragmented cluster, and max_unit.
 
@@ -61,6 +64,7 @@ from nova_vsphere_driver.drs import (  # noqa: E402
     Host,
     HostGroup,
     Move,
+    MoveCost,
     PlacementRequest,
     VMGroup,
     VMHostRule,
@@ -455,7 +459,29 @@ def run_balancers(snap: ClusterSnapshot, base_ms: float) -> dict[str, Outcome]:
         name = f"ours thr=3 in {label}'s"
         results[name] = outcome(name, ours(3, len(b.moves), sum(m[3] for m in b.moves)),
                                 second=False)
+    # Both budgets at once (the fewer vMotions and the fewer GiB of the two): what
+    # dominating both baselines needs. Every per-move weight is tried, from
+    # "memory only" to the default, and the best imbalance kept.
+    p, w = results["ProxLB greedy"], results["Watcher stabiliz."]
+    k = min(len(p.moves), len(w.moves))
+    gib = min(sum(m[3] for m in p.moves), sum(m[3] for m in w.moves))
+    joint = [outcome(f"ours in both's ({weight // GB} GiB/move)",
+                     ours_weighted(weight, k, gib), second=False)
+             for weight in JOINT_WEIGHTS_MB]
+    results["ours in both's"] = min(joint, key=lambda o: (o.imbalance, len(o.moves)))
     return results
+
+
+#: Per-move weights (MB of memory one vMotion weighs like) tried within both budgets.
+JOINT_WEIGHTS_MB = (0, 16 * GB, 64 * GB, 256 * GB)
+
+
+def ours_weighted(weight_mb: int, max_moves: int, budget_mb: int):
+    def run(s):
+        plan = balance(s, threshold=3, max_moves=max_moves, max_memory_mb=budget_mb,
+                       cost=MoveCost(weight_mb))
+        return [(m.vm, m.source, m.target, m.memory_mb) for m in plan.moves]
+    return run
 
 
 BASELINES = (("ProxLB", "ProxLB greedy"), ("Watcher", "Watcher stabiliz."))
@@ -497,12 +523,16 @@ def verdict(snap: ClusterSnapshot, results: dict[str, Outcome]) -> tuple[list[st
     k = min(len(p.moves), len(w.moves))
     bound = move_bound(snap, k)
     target = min(p.imbalance, w.imbalance)
+    joint = results["ours in both's"]
+    reached = (f"within both budgets at once ({k} vMotions, {min(p.gib, w.gib):.0f} GiB) ours "
+               f"reaches {joint.imbalance:.4f} at best ({joint.name.split('(')[1][:-1]})")
     if bound >= target:
         lines.append(f"beating both at once (<= {k} vMotions, imbalance < {target:.4f}) is "
-                     f"impossible: bound@{k} = {bound:.4f}")
+                     f"impossible: bound@{k} = {bound:.4f}; {reached}")
     else:
         lines.append(f"beating both at once needs <= {k} vMotions and imbalance < "
-                     f"{target:.4f} (bound@{k} = {bound:.4f})")
+                     f"{target:.4f} (bound@{k} = {bound:.4f}); {reached}")
+    score["both"] = joint.imbalance < target
     return lines, score
 
 
@@ -596,6 +626,7 @@ def bench_balancing(scenarios, seeds: list[int]) -> dict:
                              "-" if o.second_pass is None else o.second_pass])
             rows.append([""] * 13)
             lines, score = verdict(snap, results)
+            tally.setdefault((label, "both"), []).append(score.pop("both"))
             for name, s in score.items():
                 tally.setdefault((label, name), []).append(s)
             notes.append(f"{label} seed {seed} (base pass {base_ms:.2f} ms): " + lines[0])
@@ -616,6 +647,10 @@ def print_tally(tally: dict) -> None:
           "(seeds: full pass dominates / within the baseline's vMotions and GiB: "
           "dominates, ties, loses)")
     for (label, name), scores in tally.items():
+        if name == "both":
+            print(f"  {label:14s} within both budgets at once: below both baselines' "
+                  f"imbalance in {sum(scores)}/{len(scores)} seeds")
+            continue
         full = sum(1 for f, _ in scores if f)
         within = Counter(b for _, b in scores)
         print(f"  {label:14s} vs {name:8s}: full pass {full}/{len(scores)}; within its budget "
