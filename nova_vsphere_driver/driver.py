@@ -256,15 +256,15 @@ class VSphereDriver(driver.ComputeDriver):
                 LOG.debug("Logout after a failed start failed: %s", exc)
             raise
         drs_opts = CONF.vsphere_drs
-        # A fresh event: one that an earlier cleanup_host set would stop
-        # every DRS pass of this start after its first wave.
-        self._stopping = threading.Event()
+        # A fresh event per start: a service started again after cleanup_host
+        # must not find its passes told to stop (a loop of the earlier start
+        # keeps the old, set, event and ends).
+        self._stopping = stopping = threading.Event()
         self.operations = build_operations(self.services,
-                                           PassSchedule(drs_opts.balance_interval),
-                                           self._stopping)
+                                           PassSchedule(drs_opts.balance_interval), stopping)
         if drs_opts.mode == "builtin":
-            self.drs_thread = threading.Thread(target=self._drs_loop, name="vsphere-drs",
-                                               daemon=True)
+            self.drs_thread = threading.Thread(target=self._drs_loop, args=(stopping,),
+                                               name="vsphere-drs", daemon=True)
             self.drs_thread.start()
 
     def _start(self, session: VSphereSession) -> Services:
@@ -337,12 +337,12 @@ class VSphereDriver(driver.ComputeDriver):
 
     # -- DRS passes ------------------------------------------------------------------------
 
-    def _drs_loop(self) -> None:
+    def _drs_loop(self, stopping: threading.Event) -> None:
         """Evacuate hosts entering maintenance; balance each cluster when due."""
         nodes = self.services.nodes
-        while not self._stopping.wait(CONF.vsphere_drs.poll_interval):
+        while not stopping.wait(CONF.vsphere_drs.poll_interval):
             for nodename in list(nodes):
-                if self._stopping.is_set():
+                if stopping.is_set():
                     return
                 try:
                     self.run_drs_pass(nodename)

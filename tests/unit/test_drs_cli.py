@@ -202,6 +202,8 @@ class Terminal:
     def __init__(self) -> None:
         self.master, self.slave = pty.openpty()
         self.text = ""
+        self.poller = select.poll()
+        self.poller.register(self.master, select.POLLIN)
 
     def read_until(self, proc: subprocess.Popen, needle: str | None, timeout: float,
                    times: int = 1) -> bool:
@@ -211,8 +213,8 @@ class Terminal:
         while time.monotonic() < deadline:
             if needle is not None and self.text.count(needle) >= times:
                 return True
-            ready, _, _ = select.select([self.master], [], [], 0.2)
-            if ready:
+            # poll, not select: a long test run may hold descriptors above 1024.
+            if self.poller.poll(200):
                 try:
                     data = os.read(self.master, 65536)
                 except OSError:  # the process closed the terminal
