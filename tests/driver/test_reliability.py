@@ -244,8 +244,11 @@ def test_a_slow_vcenter_piles_up_no_drs_rounds_and_holds_up_no_resource_update(t
     drv, sim, rounds, passes, vmotions = timed_drs
     node = node_of(drv, "cluster-a")
     # Every balancing pass has slow work to do under its lock: all VMs start on one
-    # host and each vMotion runs for a while, then fails (the VMs stay skewed).
-    vmotion_s = 1.5
+    # host and each vMotion runs for a while, then fails (the VMs stay skewed). A
+    # resource update takes one read, or two when it finds a round's read in flight
+    # and waits for it: a vMotion outlasts two reads by far, so a resource update that
+    # did not queue behind the pass ends before the pass's vMotion on a loaded machine.
+    vmotion_s = 3.0
     sim.faults.fail_next("RelocateVM_Task", "InvalidState", count=10_000)
     sim.faults.add_latency("RelocateVM_Task", vmotion_s)
     others = [h for h in sim.cluster("cluster-a").hosts if h.name != "esx-a1"]
@@ -275,9 +278,10 @@ def test_a_slow_vcenter_piles_up_no_drs_rounds_and_holds_up_no_resource_update(t
         manual.extend(report)
     sim.faults.clear()
     fast_from = time.monotonic()
-    time.sleep(3.2)
+    settled = 2 * latency + vmotion_s  # what was in flight when the faults cleared
+    time.sleep(settled + 3.2)
     slow_rounds = rounds.between(slow_from, fast_from)
-    fast_rounds = rounds.between(fast_from + 2 * latency + vmotion_s, fast_from + 3.2)
+    fast_rounds = rounds.between(fast_from + settled, fast_from + settled + 3.2)
 
     # The loop ran, one round at a time, each waiting poll_interval after the last
     # ended (a fixed delay, not a rate): a slow vCenter sees at most one DRS read in
@@ -305,7 +309,7 @@ def test_a_slow_vcenter_piles_up_no_drs_rounds_and_holds_up_no_resource_update(t
     for (start, end), (_, vmotions_end, _) in zip(reads, operator_vmotions, strict=True):
         assert end < vmotions_end, (start, end, vmotions_end)
     # Latency gone, no catch-up burst of the rounds it delayed: still one a second.
-    assert len(fast_rounds) <= 3, fast_rounds
+    assert 1 <= len(fast_rounds) <= 4, fast_rounds
 
 
 def test_a_read_slower_than_api_timeout_fails_in_bounded_time(tls_sim, conf_overrides,
