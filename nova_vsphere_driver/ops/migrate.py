@@ -209,16 +209,7 @@ class _Finish:
         grow = None
         if grow_kb is not None and facts.root_disk is not None:
             disk = facts.root_disk
-            folder = posixpath.dirname(resize_vm.split_path(disk.path)[1])
-            backup = (f"[{disk.datastore_name}] {folder}/{instance.uuid}-pre-resize-"
-                      f"{self.migration.uuid[:8]}.vmdk")
-            LOG.info("Keeping a copy of the root disk for a revert: %s", backup,
-                     instance=instance)
-            session.run_task("CopyVirtualDisk_Task", session.content.virtualDiskManager,
-                             sourceName=disk.path, sourceDatacenter=_datacenter(self.target),
-                             destName=backup, destDatacenter=_datacenter(self.target),
-                             # Only an earlier attempt of this migration left one there.
-                             force=True)
+            backup = self._copy_for_revert(disk, f"{instance.uuid}-pre-resize", "root disk")
             self.stray_backup = backup
             record = dataclasses.replace(record, disk_backup=backup)
             if disk.parent is not None:
@@ -253,6 +244,20 @@ class _Finish:
         if power_on:
             self.services.vmops.power_on(vm_ref)
 
+    def _copy_for_revert(self, disk, stem: str, what: str) -> str:
+        """Copy ``disk`` beside itself as ``<stem>-<migration>.vmdk``; the copy's path."""
+        folder = posixpath.dirname(resize_vm.split_path(disk.path)[1])
+        backup = f"[{disk.datastore_name}] {folder}/{stem}-{self.migration.uuid[:8]}.vmdk"
+        LOG.info("Keeping a copy of the %s for a revert: %s", what, backup,
+                 instance=self.instance)
+        session = self.session
+        session.run_task("CopyVirtualDisk_Task", session.content.virtualDiskManager,
+                         sourceName=disk.path, sourceDatacenter=_datacenter(self.target),
+                         destName=backup, destDatacenter=_datacenter(self.target),
+                         # Only an earlier attempt of this migration left one there.
+                         force=True)
+        return backup
+
     def _local_disks(self, facts: VmFacts, record: ResizeRecord) -> tuple[ResizeRecord, list]:
         """(record, deviceChanges) for the new flavor's ephemeral and swap disks.
 
@@ -261,7 +266,7 @@ class _Finish:
         adds one to a VM without; the swap disk is made anew at the flavor's
         ``swap`` (its contents are the guest's scratch space), or removed.
         """
-        session, instance, flavor = self.session, self.instance, self.instance.flavor
+        session, flavor = self.session, self.instance.flavor
         changes: list = []
         home_ds, vmx = resize_vm.split_path(facts.vmx_path)
         home_dir = posixpath.dirname(vmx)
@@ -270,15 +275,7 @@ class _Finish:
         eph_kb = _ephemeral_grows(flavor, facts)
         if eph_kb is not None:
             eph = facts.ephemerals[0]
-            folder = posixpath.dirname(resize_vm.split_path(eph.path)[1])
-            backup = (f"[{eph.datastore_name}] {folder}/ephemeral_0-pre-resize-"
-                      f"{self.migration.uuid[:8]}.vmdk")
-            LOG.info("Keeping a copy of the ephemeral disk for a revert: %s", backup,
-                     instance=instance)
-            session.run_task("CopyVirtualDisk_Task", session.content.virtualDiskManager,
-                             sourceName=eph.path, sourceDatacenter=_datacenter(self.target),
-                             destName=backup, destDatacenter=_datacenter(self.target),
-                             force=True)
+            backup = self._copy_for_revert(eph, "ephemeral_0-pre-resize", "ephemeral disk")
             self.stray_ephemeral = backup
             record = dataclasses.replace(record, ephemeral_kb=eph.capacity_kb,
                                          ephemeral_backup=backup)

@@ -20,7 +20,7 @@ from oslo_vmware import vim_util
 from nova_vsphere_driver.ops import block_devices, vm_devices
 from nova_vsphere_driver.ops import disks as disks_mod
 from nova_vsphere_driver.vsphere.session import VSphereSession
-from nova_vsphere_driver.vsphere.vm import ResourceSettings
+from nova_vsphere_driver.vsphere.vm import ResourceSettings, new_thin_disk_change
 
 RECORD_PREFIX = "nova.resize."
 #: Record fields, each stored as extraConfig "nova.resize.<field>".
@@ -363,21 +363,7 @@ def new_disk_change(session: VSphereSession, devices: list, near: RootDisk | Non
             break
     else:
         raise exception.TooManyDiskDevices(maximum=len(keys) * (vm_devices.SCSI_UNITS - 1))
-    disk = session.factory("VirtualDisk")
-    disk.key = key
-    disk.controllerKey = controller_key
-    disk.unitNumber = unit
-    disk.capacityInKB = capacity_kb
-    backing = session.factory("VirtualDiskFlatVer2BackingInfo")
-    backing.fileName = path
-    backing.diskMode = "persistent"
-    backing.thinProvisioned = True
-    disk.backing = backing
-    change = session.factory("VirtualDeviceConfigSpec")
-    change.operation = "add"
-    change.fileOperation = "create"
-    change.device = disk
-    return change
+    return new_thin_disk_change(session, key, controller_key, unit, capacity_kb, path)
 
 
 def swap_disk_spec(session: VSphereSession, disk: RootDisk, replacement_path: str,

@@ -33,7 +33,11 @@ from oslo_vmware import rw_handles
 
 from nova_vsphere_driver.vsphere import leases, vmdk
 from nova_vsphere_driver.vsphere.session import VSphereSession
-from nova_vsphere_driver.vsphere.vm import CONTROLLER_TYPES, IDE_CONTROLLER_KEY
+from nova_vsphere_driver.vsphere.vm import (
+    CONTROLLER_TYPES,
+    IDE_CONTROLLER_KEY,
+    new_thin_disk_change,
+)
 
 LOG = logging.getLogger(__name__)
 #: Temporary VMs of imports are named so (with the image id and a random tail).
@@ -216,21 +220,8 @@ def import_spec(session: VSphereSession, name: str, ds_name: str, capacity_kb: i
         change.operation = "add"
         change.device = controller
         changes.append(change)
-    disk = session.factory("VirtualDisk")
-    disk.key = -101
-    disk.controllerKey = controller_key
-    disk.unitNumber = 0
-    disk.capacityInKB = max(capacity_kb, 1)
-    backing = session.factory("VirtualDiskFlatVer2BackingInfo")
-    backing.fileName = f"[{ds_name}]"
-    backing.diskMode = "persistent"
-    backing.thinProvisioned = True
-    disk.backing = backing
-    change = session.factory("VirtualDeviceConfigSpec")
-    change.operation = "add"
-    change.fileOperation = "create"
-    change.device = disk
-    changes.append(change)
+    changes.append(new_thin_disk_change(session, -101, controller_key, 0, max(capacity_kb, 1),
+                                        f"[{ds_name}]"))
     config.deviceChange = changes
     spec = session.factory("VirtualMachineImportSpec")
     spec.configSpec = config

@@ -254,21 +254,9 @@ class ImageCache:
         return self._lookup(dc_name, ds_name, self.path(image_id))
 
     def _lookup(self, dc_name: str, ds_name: str, rel: str) -> CachedImage | _Stale | None:
-        url = self._url(dc_name, ds_name, rel)
-        try:
-            resp = self._get(url)
-        except requests.RequestException as exc:
-            raise vexc.VimConnectionException(f"cannot read the image cache: {exc}",
-                                              exc) from exc
-        try:
-            if resp.status_code == 404:
-                return None
-            if resp.status_code != 200:
-                raise vexc.VimException(f"cannot read [{ds_name}] {rel}: HTTP "
-                                        f"{resp.status_code}")
-            head = resp.raw.read(DESCRIPTOR_BYTES)
-        finally:
-            resp.close()
+        head = self._read_head(dc_name, ds_name, rel, DESCRIPTOR_BYTES)
+        if head is None:
+            return None
         capacity_kb = vmdk.descriptor_capacity_kb(head)
         if capacity_kb is None:
             return STALE
@@ -366,6 +354,10 @@ class ImageCache:
 
     def _exists(self, dc_name: str, ds_name: str, rel: str) -> bool:
         """Whether ``[ds_name] rel`` exists (one HTTP request, no SOAP call)."""
+        return self._read_head(dc_name, ds_name, rel, 0) is not None
+
+    def _read_head(self, dc_name: str, ds_name: str, rel: str, size: int) -> bytes | None:
+        """The first ``size`` bytes of ``[ds_name] rel``; None if the file is absent."""
         url = self._url(dc_name, ds_name, rel)
         try:
             resp = self._get(url)
@@ -374,11 +366,11 @@ class ImageCache:
                                               exc) from exc
         try:
             if resp.status_code == 404:
-                return False
+                return None
             if resp.status_code != 200:
                 raise vexc.VimException(f"cannot read [{ds_name}] {rel}: HTTP "
                                         f"{resp.status_code}")
-            return True
+            return resp.raw.read(size) if size else b""
         finally:
             resp.close()
 

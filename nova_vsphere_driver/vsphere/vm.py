@@ -144,6 +144,23 @@ def _device_add(session: VSphereSession, device, file_operation: str | None = No
     return change
 
 
+def new_thin_disk_change(session: VSphereSession, key: int, controller_key: int, unit: int,
+                         capacity_kb: int, path: str):
+    """A deviceChange creating a thin, persistent disk file at ``path`` (a datastore path,
+    or ``[datastore]`` alone for a name vCenter chooses) in the given controller slot."""
+    disk = session.factory("VirtualDisk")
+    disk.key = key
+    disk.controllerKey = controller_key
+    disk.unitNumber = unit
+    disk.capacityInKB = capacity_kb
+    backing = session.factory("VirtualDiskFlatVer2BackingInfo")
+    backing.fileName = path
+    backing.diskMode = "persistent"
+    backing.thinProvisioned = True
+    disk.backing = backing
+    return _device_add(session, disk, "create")
+
+
 def _nic_device(session: VSphereSession, nic: Nic, key: int):
     card = session.factory("VirtualVmxnet3")
     card.key = key
