@@ -388,7 +388,7 @@ class Demo:
             self.moves += len(report.moves)
             panels.append(Panel(
                 f"{cluster}  imbalance {imb_before:.3f} -> {imb_after:.3f}  "
-                f"({len(report.moves)} moves)",
+                f"({len(report.moves)} vMotion(s))",
                 tuple(HostBar(name, before[name][0], after[name][0]) for name in before)))
         for name, server in self.servers.items():
             shown = stack.api.get_server(server["id"])
