@@ -150,4 +150,4 @@ def promote(vm: VirtualMachine, disks: list | None, unlink: bool) -> None:
     config.changeVersion = now.isoformat()
     config.modified = now
     vm.config = config
-    sim.registry.touch()
+    sim.registry.touch(vm)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
@@ -31,6 +32,14 @@ class Registry:
     host's accounting while a vMotion runs) matters more than parallelism.
     ``changed`` is a condition on that lock which long waits (WaitForUpdates,
     maintenance mode) block on; every mutation bumps ``generation``.
+
+    The change log: a mutation names the objects whose properties it
+    changed (``touch(vm)``; each object adds those whose properties derive
+    from its state, ``ManagedObject.dependents``), and property collectors
+    ask which objects changed since the generation they last reported
+    (``changes_since``), as vCenter's update stream costs what changed, not
+    what exists. A change that names nothing means "anything may have
+    changed": collectors then compare every object they watch.
     """
 
     def __init__(self) -> None:
@@ -43,6 +52,14 @@ class Registry:
         self._by_kind: dict[str, dict[str, ManagedObject]] = collections.defaultdict(dict)
         # id prefix -> the next number to hand out ("vm" -> 13 makes vm-13 next).
         self._next_ids: dict[str, int] = {}
+        #: moid -> generation of its newest change, oldest change first (an
+        #: object changed again moves to the end): ``changes_since`` walks
+        #: back from the end only as far as it needs.
+        self._changes: dict[str, int] = {}
+        #: Generation of the newest change that named no objects.
+        self._unnamed_change = 0
+        #: Newest generation dropped from ``_changes`` to bound its size.
+        self._forgotten = 0
 
     def new_id(self, prefix: str) -> str:
         """A fresh moref id in vCenter's style: ``vm-12``, ``group-v3``, ``domain-c7``."""
@@ -72,7 +89,7 @@ class Registry:
             self._objects[obj.moid] = obj
             for kind in _kinds(obj.vim_type):
                 self._by_kind[kind][obj.moid] = obj
-            self.touch()
+            self.touch(obj, membership=True)
             return obj
 
     def remove(self, moid: str) -> None:
@@ -81,7 +98,7 @@ class Registry:
             if obj is not None:
                 for kind in _kinds(obj.vim_type):
                     self._by_kind[kind].pop(moid, None)
-            self.touch()
+                self.touch(obj, membership=True)
 
     def get(self, moid: str, ref=None) -> ManagedObject:
         """The object ``moid``; ManagedObjectNotFound (naming ``ref``) if there is none."""
@@ -121,11 +138,66 @@ class Registry:
     def __len__(self) -> int:
         return len(self._objects)
 
-    def touch(self) -> None:
-        """Record a change (invalidates property caches, wakes waiters)."""
+    def touch(self, *objects: ManagedObject, membership: bool = False) -> None:
+        """Record a change of ``objects``' properties (invalidates property caches,
+        wakes waiters).
+
+        Each object's ``dependents()`` -- objects whose properties derive from
+        its state, such as a VM's host, whose quickStats sum its VMs -- are
+        recorded with it. A change of relations names the objects on both
+        sides (a vMotion: the VM, and the host it left). ``membership``: what
+        some container holds changed (an object created, removed or moved),
+        so every ContainerView's ``view`` may have changed too. Without
+        objects, anything may have changed.
+        """
         with self.lock:
             self.generation += 1
+            generation = self.generation
+            if not objects:
+                self._unnamed_change = generation
+            for obj in objects:
+                self._record(obj.moid, generation)
+                for dependent in obj.dependents():
+                    if dependent is not None:
+                        self._record(dependent.moid, generation)
+            if membership:
+                for view in self._by_kind.get("ContainerView", {}).values():
+                    self._record(view.moid, generation)
+            if len(self._changes) > 2 * len(self._objects) + 10000:
+                self._forget_oldest_changes()
             self.changed.notify_all()
+
+    def wake(self) -> None:
+        """Wake every waiter without recording a change (a session ended)."""
+        with self.lock:
+            self.changed.notify_all()
+
+    def _record(self, moid: str, generation: int) -> None:
+        changes = self._changes
+        changes.pop(moid, None)  # re-inserted last: the log stays oldest first
+        changes[moid] = generation
+
+    def _forget_oldest_changes(self) -> None:
+        """Drop the older half of the log; readers behind it compare everything."""
+        keep = len(self._changes) // 2
+        dropped = len(self._changes) - keep
+        for moid in list(itertools.islice(self._changes, dropped)):
+            self._forgotten = max(self._forgotten, self._changes.pop(moid))
+
+    def changes_since(self, generation: int) -> set[str] | None:
+        """The moids of objects changed after ``generation`` (created and removed
+        ones too); None when that is not known (a change named no objects, or
+        the log no longer reaches back that far): compare everything then.
+        """
+        with self.lock:
+            if generation < self._unnamed_change or generation < self._forgotten:
+                return None
+            changed = set()
+            for moid in reversed(self._changes):
+                if self._changes[moid] <= generation:
+                    break
+                changed.add(moid)
+            return changed
 
 
 @functools.cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyVmomi import VmomiSupport, vim
@@ -85,6 +86,11 @@ class ManagedObject:
     def restored(self) -> None:
         """Rebuild the transient attributes of an object loaded from a saved state."""
         self._cache = {}
+
+    def dependents(self) -> Iterable[ManagedObject]:
+        """Objects whose properties derive from this one's state (a VM's host sums
+        its VMs): ``Registry.touch`` records them as changed with it."""
+        return ()
 
     @property
     def kind(self) -> str:
@@ -235,7 +241,7 @@ class ManagedEntity(ManagedObject):
             if hasattr(self.parent, "renamed"):
                 self.parent.renamed(self, old_name)
             self.renamed_to(newName)
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
 
         return self.sim.tasks.start(ctx, self, "Rename_Task", work)
 

@@ -368,7 +368,7 @@ class ClusterComputeResource(ManagedEntity):
         self.drs_config = drs
         self.groups = list(groups.values())
         self.rules = sorted(rules.values(), key=lambda r: r.key)
-        self.sim.registry.touch()
+        self.sim.registry.touch(self)
 
     @staticmethod
     def _validate_rule(info, cluster_vms: set[str]) -> None:
@@ -413,4 +413,4 @@ class ClusterComputeResource(ManagedEntity):
                 rule.vm = members
             kept.append(rule)
         self.rules = kept
-        self.sim.registry.touch()
+        self.sim.registry.touch(self)

@@ -57,14 +57,14 @@ class Datastore(ManagedEntity):
             if disk is not None:
                 # The extent of a disk (x-flat.vmdk): its space is the disk's.
                 disk.extent = data or None
-                self.sim.registry.touch()
+                self.sim.registry.touch(self)
                 return disk
             existing = self.sim.files.exists(self.name, path) and \
                 self.sim.files.get(self.name, path)
             growth = len(data) - (existing.size if existing and not existing.is_dir else 0)
             self.ensure_space(growth)
             entry = self.sim.files.write(self.name, path, data, create_parents=True)
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
             return entry
 
     def delete_file(self, path: str) -> None:
@@ -72,10 +72,10 @@ class Datastore(ManagedEntity):
             disk = flat_extent_owner(self.sim, self.name, path)
             if disk is not None:
                 disk.extent = None  # the extent's data is gone; the descriptor stays
-                self.sim.registry.touch()
+                self.sim.registry.touch(self)
                 return
             self.sim.files.delete(self.name, path)
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
 
     def render(self, entry: FileEntry) -> bytes:
         """Content served for files created without data (disks, vmx)."""

@@ -47,14 +47,14 @@ class Folder(ManagedEntity):
         child.parent = self
         self.children.append(child)
         self._by_name[child.name] = child
-        self.sim.registry.touch()
+        self.sim.registry.touch(self, child, membership=True)
 
     def remove_child(self, child: ManagedEntity) -> None:
         if child in self.children:
             self.children.remove(child)
             if self._by_name.get(child.name) is child:
                 del self._by_name[child.name]
-            self.sim.registry.touch()
+            self.sim.registry.touch(self, child, membership=True)
 
     def renamed(self, child: ManagedEntity, old_name: str) -> None:
         if self._by_name.get(old_name) is child:

@@ -79,6 +79,11 @@ class HostSystem(ManagedEntity):
     def cluster(self) -> ClusterComputeResource:
         return self.parent  # type: ignore[return-value]
 
+    def dependents(self):
+        # The cluster's summary and the root pool's runtime sum the usable hosts.
+        cluster = self.cluster
+        return (cluster, getattr(cluster, "resource_pool", None))
+
     def powered_on_vms(self) -> list[VirtualMachine]:
         return [vm for vm in self.vms if vm.powered_on]
 
@@ -137,9 +142,8 @@ class HostSystem(ManagedEntity):
     def set_connection_state(self, state) -> None:
         with self.sim.registry.lock:
             self.connection_state = state
-            for vm in self.vms:
-                vm.sim.registry.touch()
-            self.sim.registry.touch()
+            # The VMs' runtime.connectionState follows their host's.
+            self.sim.registry.touch(self, *self.vms)
 
     # -- properties ---------------------------------------------------------------
 
@@ -246,7 +250,7 @@ class HostSystem(ManagedEntity):
                 raise vim.fault.InvalidState(
                     msg=f"Host {self.name} is already in maintenance mode")
             self.entering_maintenance = True
-            registry.touch()
+            registry.touch(self)
             # timeout <= 0 means "no timeout" on vCenter; the simulator still
             # bounds the wait by its maintenance_timeout.
             wait = float(timeout) if timeout and timeout > 0 else self.sim.maintenance_timeout
@@ -284,7 +288,7 @@ class HostSystem(ManagedEntity):
                 self.in_maintenance = True
             finally:
                 self.entering_maintenance = False
-                registry.touch()
+                registry.touch(self)
             return None
 
         return self.sim.tasks.start(ctx, self, "EnterMaintenanceMode_Task", work, pass_task=True)
@@ -294,7 +298,7 @@ class HostSystem(ManagedEntity):
             if not self.in_maintenance:
                 raise vim.fault.InvalidState(msg=f"Host {self.name} is not in maintenance mode")
             self.in_maintenance = False
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
 
         return self.sim.tasks.start(ctx, self, "ExitMaintenanceMode_Task", work)
 
@@ -320,4 +324,4 @@ class HostSystem(ManagedEntity):
             ago = (datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()
             self.boot_time = when
             self._boot_monotonic = time.monotonic() - max(ago, 0.0)
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)

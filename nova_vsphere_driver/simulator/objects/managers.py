@@ -46,7 +46,7 @@ class FileManager(ManagedObject):
             if not rel:
                 raise invalid_argument("name", "a directory path is required")
             self.sim.files.mkdir(ds.name, rel, bool(createParentDirectories))
-            self.sim.registry.touch()
+            self.sim.registry.touch(ds)
 
     def DeleteDatastoreFile_Task(self, ctx: CallContext, name: str, datacenter=None):  # noqa: N802
         def work():
@@ -56,7 +56,6 @@ class FileManager(ManagedObject):
             if _in_use(self.sim, ds.name, rel):
                 raise vim.fault.FileLocked(file=name, msg=f"File {name} is locked")
             ds.delete_file(parse_datastore_path(name)[1])
-            self.sim.registry.touch()
 
         return self.sim.tasks.start(ctx, None, "DeleteDatastoreFile_Task", work)
 
@@ -72,7 +71,7 @@ class FileManager(ManagedObject):
             entry = self.sim.files.get(src_ds.name, src)
             dst_ds.ensure_space(entry.size)
         self.sim.files.move(src_ds.name, src, dst_ds.name, dst, force=bool(force), copy=copy)
-        self.sim.registry.touch()
+        self.sim.registry.touch(src_ds, dst_ds)
 
     def MoveDatastoreFile_Task(self, ctx: CallContext, sourceName: str,  # noqa: N802,N803
                                sourceDatacenter=None, destinationName: str = "",  # noqa: N803
@@ -115,7 +114,7 @@ class VirtualDiskManager(ManagedObject):
             self.sim.files.write(ds.name, rel, None, size=capacity_kb * 1024,
                                  disk_capacity_kb=capacity_kb, thin=spec.diskType == "thin",
                                  overwrite=False, create_parents=False)
-            self.sim.registry.touch()
+            self.sim.registry.touch(ds)
             return name
 
         return self.sim.tasks.start(ctx, None, "CreateVirtualDisk_Task", work)
@@ -150,7 +149,7 @@ class VirtualDiskManager(ManagedObject):
                                           disk_capacity_kb=capacity_kb, thin=thin,
                                           overwrite=bool(force), create_parents=False)
             copied.extent = data or None
-            self.sim.registry.touch()
+            self.sim.registry.touch(dst_ds)
 
         return self.sim.tasks.start(ctx, None, "CopyVirtualDisk_Task", work)
 
@@ -168,12 +167,14 @@ class VirtualDiskManager(ManagedObject):
             grow = (newCapacityKb - entry.disk_capacity_kb) * 1024
             ds.ensure_space(grow)
             self.sim.files.grow(ds.name, rel, grow, newCapacityKb)
+            users = []
             for vm in self.sim.vms():
                 for disk in vm.disks():
                     if disk.backing.fileName == f"[{ds.name}] {rel}":
                         disk.capacityInKB = newCapacityKb
                         disk.capacityInBytes = newCapacityKb * 1024
-            self.sim.registry.touch()
+                        users.append(vm)
+            self.sim.registry.touch(ds, *users)
 
         return self.sim.tasks.start(ctx, None, "ExtendVirtualDisk_Task", work)
 
@@ -186,7 +187,7 @@ class VirtualDiskManager(ManagedObject):
             if _in_use(self.sim, ds.name, rel):
                 raise vim.fault.FileLocked(file=name, msg=f"File {name} is locked")
             self.sim.files.delete(ds.name, rel)
-            self.sim.registry.touch()
+            self.sim.registry.touch(ds)
 
         return self.sim.tasks.start(ctx, None, "DeleteVirtualDisk_Task", work)
 
@@ -214,6 +215,6 @@ class VirtualDiskManager(ManagedObject):
             if src_ds is not dst_ds:
                 dst_ds.ensure_space(entry.size)
             self.sim.files.move(src_ds.name, src, dst_ds.name, dst, force=bool(force))
-            self.sim.registry.touch()
+            self.sim.registry.touch(src_ds, dst_ds)
 
         return self.sim.tasks.start(ctx, None, "MoveVirtualDisk_Task", work)

@@ -158,7 +158,7 @@ class HttpNfcLease(ManagedObject):
                 self.state = State.ready
                 self.initialize_progress = 100
                 self._touch()
-                self.sim.registry.touch()
+                self.sim.registry.touch(self)
 
     def start(self) -> HttpNfcLease:
         """Turn ready in a moment (call once the lease is registered)."""
@@ -221,14 +221,14 @@ class HttpNfcLease(ManagedObject):
                 raise invalid_argument("percent", "percent must be between 0 and 100")
             self.transfer_progress = percent
             self._touch()
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
 
     def HttpNfcLeaseComplete(self, ctx: CallContext) -> None:  # noqa: N802
         with self.sim.registry.lock:
             self._require_ready()
             self.state = State.done
             self.transfer_progress = 100
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
 
     def HttpNfcLeaseAbort(self, ctx: CallContext, fault=None) -> None:  # noqa: N802
         with self.sim.registry.lock:
@@ -237,7 +237,7 @@ class HttpNfcLease(ManagedObject):
             self.state = State.error
             self.error = fault or vmodl.fault.RequestCanceled(
                 msg="The lease was aborted by the client")
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
 
     def HttpNfcLeaseGetManifest(self, ctx: CallContext):  # noqa: N802
         with self.sim.registry.lock:

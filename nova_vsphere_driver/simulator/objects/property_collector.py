@@ -8,7 +8,7 @@ import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from pyVmomi import SoapAdapter, VmomiSupport, vim, vmodl
+from pyVmomi import VmomiSupport, vim, vmodl
 
 from nova_vsphere_driver.simulator import soap
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
@@ -30,14 +30,27 @@ def _as_list(value: Any) -> list:
     return [value]
 
 
+def _targets(registry, value: Any) -> list[ManagedObject]:
+    """The existing objects a traversed property value refers to."""
+    return [registry.get(ref._moId, ref) for ref in _as_list(value)
+            if isinstance(ref, VmomiSupport.ManagedObject) and ref._moId in registry]
+
+
 class Retrieval:
     """Evaluates FilterSpecs against the registry (call with the lock held)."""
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
 
-    def select(self, spec: PC.FilterSpec) -> tuple[list[ManagedObject], list]:
-        """Objects a filter spec selects, in order, and the missing ones."""
+    def select(self, spec: PC.FilterSpec, edges: dict[str, dict[str, tuple[str, ...]]]
+               | None = None, report_missing: bool = False) -> tuple[list[ManagedObject], list]:
+        """Objects a filter spec selects, in order, and the missing ones.
+
+        ``edges``, when given, receives what the selection depends on: for
+        each object traversed from, each path followed and the moids it led
+        to. ``report_missing``: a start object that is gone is returned as
+        missing instead of faulting (as filters report it).
+        """
         named: dict[str, PC.TraversalSpec] = {}
 
         def collect_names(select_set) -> None:
@@ -71,14 +84,10 @@ class Retrieval:
                 if key in visited:
                     continue
                 visited.add(key)
-                try:
-                    targets = _as_list(obj.get_property(tspec.path))
-                except vmodl.query.InvalidProperty:
-                    raise
-                for ref in targets:
-                    if not isinstance(ref, VmomiSupport.ManagedObject) or ref._moId not in registry:
-                        continue
-                    target = registry.get(ref._moId, ref)
+                targets = _targets(registry, obj.get_property(tspec.path))
+                if edges is not None:
+                    edges.setdefault(obj.moid, {})[tspec.path] = tuple(t.moid for t in targets)
+                for target in targets:
                     if not tspec.skip:
                         selected.setdefault(target.moid, target)
                     visit(target, tspec.selectSet)
@@ -86,7 +95,7 @@ class Retrieval:
         for ospec in spec.objectSet:
             ref = ospec.obj
             if ref is None or ref._moId not in registry:
-                if spec.reportMissingObjectsInResults:
+                if spec.reportMissingObjectsInResults or report_missing:
                     missing.append(ref)
                     continue
                 raise vmodl.fault.ManagedObjectNotFound(
@@ -225,6 +234,15 @@ class _SessionState:
 
 
 class PropertyFilter(ManagedObject):
+    """A filter and what it last reported, which its next updates are the difference to.
+
+    Updates come from the registry's change log: only objects changed since
+    the filter's last report are compared (O(changes), as on vCenter), and
+    the selection is walked again only when something it was traversed
+    through changed (a view's members, a host's datastores). When the log
+    cannot say what changed, every selected object is compared.
+    """
+
     vim_type = vmodl.query.PropertyCollector.Filter
     moid_prefix = "filter"
 
@@ -235,11 +253,22 @@ class PropertyFilter(ManagedObject):
         self.state = state
         self.spec = spec
         self.partial = partial
-        # moid -> {path: serialized value}, as last reported to the client.
-        self.reported: dict[str, dict[str, str]] = {}
+        #: Registry generation the report is current to (0: nothing reported).
+        self.generation = 0
+        #: The selection when last walked, in order; what it was traversed
+        #: through (moid -> {path: target moids}); start objects found missing.
+        self.selected: dict[str, ManagedObject] = {}
+        self.edges: dict[str, dict[str, tuple[str, ...]]] = {}
+        self.missing: dict[str, Any] = {}
+        self.reported_missing: set[str] = set()
+        # moid -> {path: fingerprint}, as last reported to the client.
+        self.reported: dict[str, dict[str, Any]] = {}
         # moid -> typed reference of each reported object ("leave" names it
         # even once the object is gone from the registry).
         self.refs: dict[str, Any] = {}
+        #: Objects a truncated update set left out: compared in the next one.
+        self.pending: dict[str, None] = {}
+        self._paths: dict[type, list[str] | None] = {}
 
     def persists(self) -> bool:
         return False  # a session's filter
@@ -255,9 +284,138 @@ class PropertyFilter(ManagedObject):
             self.state.filters.pop(self.moid, None)
             self.sim.registry.remove(self.moid)
 
+    def forget_reported(self) -> None:
+        """Start over: the next updates report every object as entering."""
+        self.generation = 0
+        self.reported = {}
+        self.refs = {}
+        self.pending = {}
+        self.missing = {}
+        self.reported_missing = set()
 
-def _fingerprint(value: Any) -> str:
-    return SoapAdapter.SerializeToStr(value) if value is not None else ""
+    # -- updates (call with the registry lock held) ------------------------------------
+
+    def updates(self, budget: int | None) -> tuple[list, list, bool]:
+        """(ObjectUpdates, newly missing start objects, truncated) since the last call.
+
+        ``budget`` bounds the object updates; objects left out are kept
+        pending and reported by the next call.
+        """
+        registry = self.sim.registry
+        changed = registry.changes_since(self.generation) if self.generation else None
+        self.generation = registry.generation
+        if changed is None:
+            self._select()
+            candidates = dict.fromkeys([*self.pending, *self.selected, *self.reported])
+        else:
+            if not changed and not self.pending:
+                return [], [], False
+            candidates = dict(self.pending)
+            if self._selection_changed(changed):
+                before = self.selected
+                self._select()
+                candidates.update(dict.fromkeys(
+                    [m for m in self.selected if m not in before] +
+                    [m for m in before if m not in self.selected]))
+            candidates.update(dict.fromkeys(
+                m for m in changed if m in self.selected or m in self.reported))
+        object_updates = []
+        left: dict[str, None] = {}
+        for moid in candidates:
+            if budget is not None and len(object_updates) >= budget:
+                left[moid] = None
+                continue
+            update = self._object_update(moid)
+            if update is not None:
+                object_updates.append(update)
+        self.pending = left
+        missing = [PC.MissingObject(obj=ref, fault=vmodl.fault.ManagedObjectNotFound(obj=ref))
+                   for moid, ref in self.missing.items() if moid not in self.reported_missing]
+        self.reported_missing = set(self.missing)
+        return object_updates, missing, bool(left)
+
+    def _select(self) -> None:
+        edges: dict[str, dict[str, tuple[str, ...]]] = {}
+        objects, missing = Retrieval(self.sim).select(self.spec, edges, report_missing=True)
+        self.selected = {obj.moid: obj for obj in objects}
+        self.edges = edges
+        self.missing = {ref._moId: ref for ref in missing if ref is not None}
+
+    def _selection_changed(self, changed: set[str]) -> bool:
+        """Did a change alter what the filter selects? (Walking again is O(selection).)"""
+        registry = self.sim.registry
+        for moid in changed:
+            followed = self.edges.get(moid)
+            if followed is None:
+                if moid in self.selected and moid not in registry:
+                    return True  # a selected object is gone
+                continue
+            if moid not in registry:
+                return True
+            obj = registry.get(moid)
+            for path, before in followed.items():
+                if tuple(t.moid for t in _targets(registry, obj.get_property(path))) != before:
+                    return True
+        return any(m in registry for m in self.missing)
+
+    def _paths_of(self, obj: ManagedObject) -> list[str] | None:
+        kind = obj.vim_type
+        if kind not in self._paths:
+            self._paths[kind] = Retrieval.paths_for(obj, self.spec.propSet)
+        return self._paths[kind]
+
+    def _object_update(self, moid: str):
+        """The ObjectUpdate that brings the client's copy of ``moid`` up to date, or None."""
+        before = self.reported.get(moid)
+        obj = self.selected.get(moid)
+        paths = self._paths_of(obj) if obj is not None else None
+        if obj is None or paths is None:
+            if before is None:
+                return None
+            del self.reported[moid]
+            ref = self.refs.pop(moid, None) or VmomiSupport.ManagedObject(moid)
+            return PC.ObjectUpdate(kind="leave", obj=ref)
+        prints: dict[str, Any] = {}
+        changes = []
+        for path in paths:
+            value = obj.get_property(path)
+            if value is None:  # vCenter omits unset properties
+                continue
+            prints[path] = fingerprint = _fingerprint(value)
+            if before is None or before.get(path, _UNSET) != fingerprint:
+                changes.append(PC.Change(name=path, op="assign",
+                                         val=typed(value, declared_type(obj.vim_type, path))))
+        self.reported[moid] = prints
+        if before is None:
+            self.refs[moid] = obj.ref
+            return PC.ObjectUpdate(kind="enter", obj=obj.ref, changeSet=changes)
+        changes += [PC.Change(name=p, op="remove") for p in before if p not in prints]
+        if not changes:
+            return None
+        return PC.ObjectUpdate(kind="modify", obj=obj.ref, changeSet=changes)
+
+
+_UNSET = object()
+
+
+def _fingerprint(value: Any) -> Any:
+    """A comparable stand-in for a property value: equal exactly when the values are.
+
+    pyVmomi data objects do not compare by value; nested tuples of their
+    fields do, and cost less to build than serializing them.
+    """
+    if value is None or isinstance(value, (str, int, float, bytes)):
+        return value
+    if isinstance(value, VmomiSupport.ManagedObject):
+        return ("@", value._moId)
+    if isinstance(value, list):
+        return tuple(_fingerprint(v) for v in value)
+    if isinstance(value, VmomiSupport.DataObject):
+        return (type(value).__name__,
+                *(_fingerprint(getattr(value, p.name)) for p in value._GetPropertyList()))
+    if isinstance(value, type):
+        return ("type", value.__name__)
+    return value  # datetimes, binary and other plain values compare as they are
 
 
 class PropertyCollector(ManagedObject):
@@ -291,7 +449,7 @@ class PropertyCollector(ManagedObject):
             state.released = True
             for flt in state.filters.values():
                 self.sim.registry.remove(flt.moid)
-            self.sim.registry.touch()  # wakes a wait of that session, which then ends
+            self.sim.registry.wake()  # a wait of that session ends
 
     def _get_filter(self):
         return [f.ref for s in self._states.values() for f in s.filters.values()]
@@ -374,57 +532,22 @@ class PropertyCollector(ManagedObject):
     def _updates(self, state: _SessionState, full: bool, limit: int | None = None):
         """The FilterUpdates since the last report, and whether ``limit`` cut them short.
 
-        Objects left out by the limit keep their last reported state, so
-        the next call (with the truncated set's version) reports them.
+        Objects left out by the limit stay pending in their filter, so the
+        next call (with the truncated set's version) reports them.
         """
-        retrieval = Retrieval(self.sim)
         filter_updates = []
         budget = limit
         truncated = False
-        if full:
-            for flt in state.filters.values():
-                flt.reported = {}
         for flt in list(state.filters.values()):
-            objects, _missing = retrieval.select(flt.spec)
-            current: dict[str, tuple[ManagedObject, dict[str, Any]]] = {}
-            for obj in objects:
-                paths = retrieval.paths_for(obj, flt.spec.propSet)
-                if paths is None:
-                    continue
-                current[obj.moid] = (obj, retrieval.values(obj, paths))
-            object_updates = []
-            for moid, (obj, vals) in current.items():
-                prints = {p: _fingerprint(v) for p, v in vals.items()}
-                before = flt.reported.get(moid)
-                if budget is not None and len(object_updates) >= budget \
-                        and before != prints:
-                    truncated = True
-                    continue
-                if before is None:
-                    changes = [PC.Change(name=p, op="assign", val=v) for p, v in vals.items()]
-                    object_updates.append(PC.ObjectUpdate(kind="enter", obj=obj.ref,
-                                                           changeSet=changes))
-                else:
-                    changes = [PC.Change(name=p, op="assign", val=vals[p])
-                               for p in vals if before.get(p) != prints[p]]
-                    changes += [PC.Change(name=p, op="remove") for p in before if p not in vals]
-                    if changes:
-                        object_updates.append(PC.ObjectUpdate(kind="modify", obj=obj.ref,
-                                                               changeSet=changes))
-                flt.reported[moid] = prints
-            for moid in [m for m in flt.reported if m not in current]:
-                if budget is not None and len(object_updates) >= budget:
-                    truncated = True
-                    break
-                ref = flt.refs.get(moid) or VmomiSupport.ManagedObject(moid)
-                del flt.reported[moid]
-                object_updates.append(PC.ObjectUpdate(kind="leave", obj=ref))
-            flt.refs = {moid: current[moid][0].ref if moid in current else flt.refs.get(moid)
-                        for moid in flt.reported}
-            if object_updates:
-                filter_updates.append(PC.FilterUpdate(filter=flt.ref, objectSet=object_updates))
-                if budget is not None:
-                    budget -= len(object_updates)
+            if full:
+                flt.forget_reported()
+            object_updates, missing, cut = flt.updates(budget)
+            truncated = truncated or cut
+            if object_updates or missing:
+                filter_updates.append(PC.FilterUpdate(filter=flt.ref, objectSet=object_updates,
+                                                      missingSet=missing))
+            if budget is not None:
+                budget = max(budget - len(object_updates), 0)
         return filter_updates, truncated
 
     def _wait(self, ctx: CallContext, version: str | None, max_wait: float | None,

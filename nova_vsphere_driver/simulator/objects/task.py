@@ -139,7 +139,7 @@ class Task(ManagedObject):
                 raise vim.fault.InvalidState(msg="The task cannot be cancelled in its state")
             self.cancelled = True
             self.cancel_requested.set()
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
 
     def check_cancelled(self) -> None:
         if self.cancelled:
@@ -188,6 +188,7 @@ class TaskManager(ManagedObject):
             if isinstance(entity, ManagedEntity):
                 entity.recent_tasks.append(task)
                 del entity.recent_tasks[:-_RECENT_TASK_LIMIT]
+            sim.registry.touch(self, *([entity] if entity is not None else []))
         thread = threading.Thread(
             target=self._run, args=(task, work, pass_task), name=f"sim-{task.moid}", daemon=True
         )
@@ -210,7 +211,7 @@ class TaskManager(ManagedObject):
             task.state = vim.TaskInfo.State.running
             task.start_time = _now()
             task.progress = 0
-            sim.registry.touch()
+            sim.registry.touch(task)
         if latency:
             task.cancel_requested.wait(latency)
         try:
@@ -242,5 +243,5 @@ class TaskManager(ManagedObject):
                 # drop them once done so that "entering maintenance" can be
                 # read from a host's running tasks.
                 entity.recent_tasks.remove(task)
-            sim.registry.touch()
+            sim.registry.touch(task, *([entity] if entity is not None else []))
         task.done.set()

@@ -117,7 +117,7 @@ class ImportLease(HttpNfcLease):
                 if vm.powered_on:  # vCenter would have refused the power-on under a lease
                     vm.set_power("poweredOff")
                 vm.destroy()
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
 
     def HttpNfcLeaseComplete(self, ctx: CallContext) -> None:  # noqa: N802
         deadline = time.monotonic() + UPLOAD_DRAIN_SECONDS
@@ -168,7 +168,7 @@ class ImportLease(HttpNfcLease):
         finally:
             with registry.lock:
                 self.uploads_in_flight -= 1
-                registry.touch()
+                registry.touch(self)
 
     def _store(self, disk: ImportDisk, capacity_kb: int, data: bytes) -> None:
         """The disk now holds the stream: its capacity and its data (call under the lock)."""
@@ -184,7 +184,7 @@ class ImportLease(HttpNfcLease):
         device.capacityInBytes = capacity_kb * 1024
         disk.uploaded = True
         self._touch()
-        self.sim.registry.touch()
+        self.sim.registry.touch(self, self.entity)
 
 
 def find_upload(sim: Simulator, path: str) -> tuple[ImportLease, ImportDisk] | None:

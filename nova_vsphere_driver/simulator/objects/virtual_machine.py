@@ -124,6 +124,10 @@ class VirtualMachineSnapshot(ManagedObject):
     def _get_vm(self):
         return self.vm.ref
 
+    def dependents(self):
+        # The VM's snapshot and rootSnapshot list its snapshots.
+        return (self.vm,)
+
     def _get_childSnapshot(self):  # noqa: N802
         return [c.ref for c in self.children]
 
@@ -142,7 +146,7 @@ class VirtualMachineSnapshot(ManagedObject):
                 vm.set_power(POWERED_OFF)
             vm.config = copy.deepcopy(self.config)
             vm.current_snapshot = self
-            vm.sim.registry.touch()
+            vm.sim.registry.touch(vm)
 
         return self.sim.tasks.start(ctx, self.vm, "RevertToSnapshot_Task", work)
 
@@ -226,6 +230,12 @@ class VirtualMachine(ManagedEntity):
 
     def child_entities(self) -> list[ManagedEntity]:
         return []
+
+    def dependents(self):
+        # The host's quickStats and vm list, the pool's runtime and vm list,
+        # the cluster's usage, the datastores' and networks' vm lists and
+        # free space all follow the VM.
+        return (self.host, self.pool, self.pool.owner, *self.datastores, *self.networks)
 
     def guest_state(self) -> str:
         return "running" if self.powered_on and self.tools_installed else "notRunning"
@@ -389,7 +399,7 @@ class VirtualMachine(ManagedEntity):
             self.boot_time = _now()
             self._boot_monotonic = time.monotonic()
         self.power_state = state
-        self.sim.registry.touch()
+        self.sim.registry.touch(self)
         if cold_boot:  # a resume from suspend does not boot the guest again
             self.booted("Power on")
 
@@ -399,13 +409,14 @@ class VirtualMachine(ManagedEntity):
     def move_to_host(self, host: HostSystem) -> None:
         if host is self.host:
             return
-        if self in self.host.vms:
-            self.host.vms.remove(self)
+        left = self.host
+        if self in left.vms:
+            left.vms.remove(self)
         host.vms.append(self)
         self.host = host
         if self.powered_on:
             host.cluster.num_vmotions += 1
-        self.sim.registry.touch()
+        self.sim.registry.touch(self, left, left.cluster)
 
     def _require_power(self, *states) -> None:
         if self.power_state not in states:
@@ -452,7 +463,7 @@ class VirtualMachine(ManagedEntity):
             self._require_power(POWERED_ON)
             self.boot_time = _now()
             self._boot_monotonic = time.monotonic()
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
             self.booted("Reset")
 
         return self.sim.tasks.start(ctx, self, "ResetVM_Task", work)
@@ -486,7 +497,7 @@ class VirtualMachine(ManagedEntity):
             self._require_tools()
             self.boot_time = _now()
             self._boot_monotonic = time.monotonic()
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
             self.booted("Guest reboot")
 
     def StandbyGuest(self, ctx: CallContext) -> None:  # noqa: N802
@@ -552,6 +563,8 @@ class VirtualMachine(ManagedEntity):
                                                  msg=f"Host {host.name} cannot take VMs now")
         # NICs last among the checks: all of them pass before anything changes.
         nic_config = relocated_nics(self, host, device_change)
+        # What the VM leaves (host, pool, datastores, networks) changes too.
+        registry.touch(self)
         if target_ds is not None and ([target_ds] != self.datastores or disk_targets):
             move_storage(self, target_ds, disk_targets)
         if nic_config is not None:
@@ -563,7 +576,9 @@ class VirtualMachine(ManagedEntity):
             self.pool.vms.remove(self)
             pool.vms.append(self)
             self.pool = pool
+            registry.touch(self, membership=True)
         self.move_to_host(host)
+        registry.touch(self)
 
     def RelocateVM_Task(self, ctx: CallContext, spec, priority=None):  # noqa: N802
         def work():
@@ -602,6 +617,7 @@ class VirtualMachine(ManagedEntity):
     # -- lifecycle ------------------------------------------------------------------------
 
     def _detach(self) -> None:
+        self.sim.registry.touch(self, self.parent)
         if self in self.host.vms:
             self.host.vms.remove(self)
         if self in self.pool.vms:
@@ -662,7 +678,7 @@ class VirtualMachine(ManagedEntity):
             self.sim.registry.remove(s.moid)
         if self.current_snapshot in doomed:
             self.current_snapshot = snap.parent
-        self.sim.registry.touch()
+        self.sim.registry.touch(self)
 
     def RemoveAllSnapshots_Task(self, ctx: CallContext, consolidate=None, spec=None):  # noqa: N802
         def work():
@@ -670,7 +686,7 @@ class VirtualMachine(ManagedEntity):
                 self.sim.registry.remove(s.moid)
             self.snapshots = []
             self.current_snapshot = None
-            self.sim.registry.touch()
+            self.sim.registry.touch(self)
 
         return self.sim.tasks.start(ctx, self, "RemoveAllSnapshots_Task", work)
 
@@ -1208,10 +1224,11 @@ def reconfigure(vm: VirtualMachine, spec) -> None:
         raise
     config.changeVersion = _now().isoformat()
     config.modified = _now()
+    sim.registry.touch(vm)  # the datastores and networks it may leave
     vm.config = config
     vm.datastores = _datastores_of(vm)
     vm.networks = _networks_of(config, sim, vm.host)
-    sim.registry.touch()
+    sim.registry.touch(vm)
 
 
 def move_storage(vm: VirtualMachine, target: Datastore,
