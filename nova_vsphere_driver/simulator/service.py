@@ -311,3 +311,30 @@ class Simulator:
 
     def reconnect_host(self, name: str) -> None:
         self.host(name).set_connection_state(vim.HostSystem.ConnectionState.connected)
+
+    # Storage events vCenter reports but no API call makes: a LUN or NFS
+    # export lost and back, a datastore mounted on or unmounted from a host.
+
+    def set_datastore_accessible(self, name: str, accessible: bool) -> None:
+        with self.registry.lock:
+            ds = self.datastores[name]
+            ds.accessible = accessible
+            self.registry.touch(ds)
+
+    def mount_datastore(self, name: str, host_name: str) -> None:
+        with self.registry.lock:
+            ds, host = self.datastores[name], self.host(host_name)
+            if ds not in host.datastores:
+                host.datastores.append(ds)
+                ds.hosts.append(host)
+            self.registry.touch(ds, host)
+
+    def unmount_datastore(self, name: str, host_name: str) -> None:
+        with self.registry.lock:
+            ds, host = self.datastores[name], self.host(host_name)
+            if any(ds in vm.datastores for vm in host.vms):
+                raise vim.fault.ResourceInUse(msg=f"Datastore {name} is in use on {host_name}")
+            if ds in host.datastores:
+                host.datastores.remove(ds)
+                ds.hosts.remove(host)
+            self.registry.touch(ds, host)

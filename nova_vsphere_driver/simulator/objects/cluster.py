@@ -414,3 +414,10 @@ class ClusterComputeResource(ManagedEntity):
             kept.append(rule)
         self.rules = kept
         self.sim.registry.touch(self)
+
+    def forget_host(self, host: HostSystem) -> None:
+        """A host left the cluster: drop it from host groups, as vCenter does."""
+        for group in self.groups:
+            if isinstance(group, vim.cluster.HostGroup) and group.host:
+                group.host = [r for r in group.host if r._moId != host.moid]
+        self.sim.registry.touch(self, self.resource_pool, membership=True)

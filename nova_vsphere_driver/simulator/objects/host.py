@@ -235,6 +235,31 @@ class HostSystem(ManagedEntity):
                                    vmotionSupported=True, maintenanceModeSupported=True,
                                    rebootSupported=True, shutdownSupported=True)
 
+    # -- removal ----------------------------------------------------------------------
+
+    def destroy(self) -> None:
+        """Remove the host from the inventory (Destroy_Task), as vCenter allows it: in
+        maintenance mode or disconnected; the VMs registered on it go with it."""
+        if self.connection_state == CONNECTED and not self.in_maintenance:
+            raise vim.fault.InvalidState(
+                msg=f"Host {self.name} must be in maintenance mode or disconnected to be "
+                "removed")
+        if any(vm.powered_on for vm in self.vms):
+            raise vim.fault.InvalidState(msg=f"Host {self.name} still runs virtual machines")
+        registry = self.sim.registry
+        for vm in list(self.vms):
+            vm.unregister()
+        cluster = self.cluster
+        registry.touch(self, *self.datastores, *self.networks)
+        cluster.hosts.remove(self)
+        for ds in self.datastores:
+            ds.hosts.remove(self)
+        for net in self.networks:
+            if self in net.hosts:
+                net.hosts.remove(self)
+        cluster.forget_host(self)
+        registry.remove(self.moid)
+
     # -- maintenance ----------------------------------------------------------------
 
     def EnterMaintenanceMode_Task(self, ctx: CallContext, timeout: int = 0,  # noqa: N802

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
-from nova_vsphere_driver.simulator.objects.base import ManagedEntity
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity
+from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Simulator
@@ -46,6 +47,42 @@ class DistributedVirtualSwitch(ManagedEntity):
     def _get_portgroup(self):
         return [p.ref for p in self.portgroups]
 
+    def CreateDVPortgroup_Task(self, ctx: CallContext, spec):  # noqa: N802
+        def work():
+            return self.add_portgroup(spec).ref
+
+        return self.sim.tasks.start(ctx, self, "CreateDVPortgroup_Task", work)
+
+    def AddDVPortgroup_Task(self, ctx: CallContext, spec):  # noqa: N802
+        def work():
+            for one in spec:
+                self.add_portgroup(one)
+
+        return self.sim.tasks.start(ctx, self, "AddDVPortgroup_Task", work)
+
+    def add_portgroup(self, spec) -> DistributedVirtualPortgroup:
+        """A new port group on every host that has one of this switch's (all the
+        datacenter's hosts for a switch without port groups)."""
+        name = getattr(spec, "name", None)
+        if not name:
+            raise invalid_argument("spec.name", "a port group needs a name")
+        check = getattr(self.parent, "child_named", None)
+        if check is not None and check(name) is not None:
+            raise vim.fault.DuplicateName(name=name, object=check(name).ref,
+                                          msg=f"The name '{name}' already exists.")
+        vlan = getattr(getattr(getattr(spec, "defaultPortConfig", None), "vlan", None),
+                       "vlanId", 0)
+        hosts = {h.moid: h for pg in self.portgroups for h in pg.hosts}
+        if not self.portgroups:
+            hosts = {h.moid: h for h in self.sim.hosts() if h.datacenter() is self.datacenter()}
+        pg = self.sim.factory.portgroup(self.datacenter(), self, name,
+                                        int(vlan if isinstance(vlan, int) else 0))
+        for host in hosts.values():
+            host.networks.append(pg)
+            pg.hosts.append(host)
+        self.sim.registry.touch(self, pg, *hosts.values())
+        return pg
+
     def _get_summary(self):
         return vim.DistributedVirtualSwitch.Summary(
             name=self.name, uuid=self.uuid, numPorts=1024,
@@ -73,6 +110,21 @@ class DistributedVirtualPortgroup(Network):
     @property
     def key(self) -> str:
         return self.moid
+
+    def destroy(self) -> None:
+        """Destroy_Task: a port group no VM uses goes from its switch and hosts."""
+        users = [vm for vm in self.sim.vms() if self in vm.networks]
+        if users:
+            raise vim.fault.ResourceInUse(
+                msg=f"Port group {self.name} is in use by {len(users)} virtual machine(s)")
+        registry = self.sim.registry
+        registry.touch(self, self.switch, *self.hosts)
+        for host in self.hosts:
+            host.networks.remove(self)
+        self.hosts = []
+        self.switch.portgroups.remove(self)
+        self.parent.remove_child(self)
+        registry.remove(self.moid)
 
     def _get_key(self):
         return self.key

@@ -645,8 +645,12 @@ class VirtualMachine(ManagedEntity):
 
     def UnregisterVM(self, ctx: CallContext) -> None:  # noqa: N802
         with self.sim.registry.lock:
-            self._require_power(POWERED_OFF, SUSPENDED)
-            self._detach()
+            self.unregister()
+
+    def unregister(self) -> None:
+        """Leave the inventory, keeping the files (UnregisterVM, its host removed)."""
+        self._require_power(POWERED_OFF, SUSPENDED)
+        self._detach()
 
     def CreateSnapshot_Task(self, ctx: CallContext, name: str, description: str | None = None,  # noqa: N802
                             memory: bool = False, quiesce: bool = False):

@@ -260,3 +260,36 @@ def test_check_for_updates_reads_the_same_stream(si, sim):
     entered = collector.CheckForUpdates(version)
     assert [(o.kind, o.obj) for o in entered.filterSet[0].objectSet] == [("enter", vm)]
     assert collector.CheckForUpdates(entered.version) is None
+
+
+def test_the_stream_follows_hosts_networks_and_datastores_coming_and_going(si, sim, mirror):
+    dvs = bind(si, next(iter(sim.registry.all("VmwareDistributedVirtualSwitch"))))
+    portgroup = run(dvs.CreateDVPortgroup_Task(vim.dvs.DistributedVirtualPortgroup.ConfigSpec(
+        name="added", type="earlyBinding", numPorts=8)))
+    assert portgroup.name == "added"
+    assert all(any(n.name == "added" for n in h.networks) for h in sim.hosts())
+    mirror.check("port group added")
+    run(portgroup.Rename_Task("renamed-pg"))
+    mirror.check("port group renamed")
+    run(portgroup.Destroy_Task())
+    mirror.check("port group destroyed")
+
+    sim.unmount_datastore("shared-all", "esx-a1")
+    assert "shared-all" not in {d.name for d in sim.host("esx-a1").datastores}
+    mirror.check("datastore unmounted")
+    sim.mount_datastore("shared-all", "esx-a1")
+    sim.set_datastore_accessible("shared-a", False)
+    mirror.check("datastore inaccessible")
+    sim.set_datastore_accessible("shared-a", True)
+
+    host = bind(si, sim.host("esx-b4"))
+    create_vm(si, sim, "parked", "esx-b4")
+    with pytest.raises(vim.fault.InvalidState):
+        run(host.Destroy_Task())  # connected and not in maintenance
+    run(host.EnterMaintenanceMode_Task(0))
+    with sim.registry.lock:  # a host in maintenance keeps its powered-off VMs here
+        assert [vm.name for vm in sim.host("esx-b4").vms] == ["parked"]
+    run(host.Destroy_Task())
+    assert "esx-b4" not in {h.name for h in sim.hosts()}
+    assert "parked" not in {vm.name for vm in sim.vms()}
+    mirror.check("host removed")
