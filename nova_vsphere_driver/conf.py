@@ -46,8 +46,9 @@ vsphere_opts = [
                  help="Seconds between polls of a running vCenter task."),
     cfg.IntOpt("connection_pool_size", default=10, min=1,
                help="Maximum HTTP connections to vCenter kept open per session."),
-    cfg.IntOpt("maximum_objects", default=100, min=1,
-               help="Page size (maxObjects) of property collector reads."),
+    cfg.IntOpt("maximum_objects", default=1000, min=1,
+               help="Page size of property collector reads (maxObjects), and most "
+               "objects one update of the cluster cache carries (maxObjectUpdates)."),
     cfg.IntOpt("reserved_host_memory_mb", default=0, min=0,
                help="Memory (MB) held back on every ESXi host; reported to placement as "
                "reserved, summed over the cluster's usable hosts."),
@@ -72,6 +73,14 @@ vsphere_opts = [
                  "vCenter. The periodic update (get_available_resource) always reads "
                  "vCenter, and spawns in flight are counted through DRS claims whatever "
                  "the read's age. 0 reads the cluster at every call."),
+    cfg.BoolOpt("cluster_cache", default=True,
+                help="Keep each managed cluster's state from vCenter's update stream (one "
+                "property collector of the driver's own, WaitForUpdatesEx): a read then "
+                "costs what changed since the last one, not what the cluster holds, so "
+                "cluster_read_max_age = 0 is cheap. The whole cluster is read at start "
+                "and again only when vCenter loses the session or the collector's "
+                "version. False reads every cluster in full at every read (as a check of "
+                "the cache, or where a vCenter proxy cannot serve update waits)."),
     # VNC consoles are served by each ESXi host, one TCP port per VM.
     cfg.PortOpt("vnc_port", default=5900,
                 help="First VNC port on the ESXi hosts. A VM's VNC console gets the lowest "

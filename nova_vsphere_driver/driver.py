@@ -59,6 +59,7 @@ from nova_vsphere_driver.services import (
     VmRefs,
 )
 from nova_vsphere_driver.vsphere import cluster_paths, soap_text
+from nova_vsphere_driver.vsphere.cluster_cache import ClusterCache
 from nova_vsphere_driver.vsphere.cluster_state import ClusterStateReader
 from nova_vsphere_driver.vsphere.images import ImageCache
 from nova_vsphere_driver.vsphere.rules import ClusterRules
@@ -271,6 +272,7 @@ class VSphereDriver(driver.ComputeDriver):
         """The shared clients, once the clusters and datastores are found as configured."""
         opts = CONF.vsphere
         reader = ClusterStateReader(session, page_size=opts.maximum_objects)
+        cache = ClusterCache(reader) if opts.cluster_cache else None
         vmops = VmOperations(session)
         verify: str | bool = opts.ca_file or (not opts.insecure)
         images = ImageCache(session, opts.image_cache_subdirectory_name, scheme="https",
@@ -282,7 +284,9 @@ class VSphereDriver(driver.ComputeDriver):
             raise ConfigurationError(
                 reason=f"[vsphere] cluster_names: {exc} (vCenter {opts.host_ip})") from None
         for cluster in clusters:
-            state = reader.cluster_state(cluster)
+            # With the cache, this is its one full read of the cluster.
+            state = cache.current(cluster) if cache is not None else \
+                reader.cluster_state(cluster)
             if not matching_datastores(state, opts.datastore_regex, list(state.hosts)):
                 raise ConfigurationError(
                     reason=f"[vsphere] datastore_regex={opts.datastore_regex!r} matches no "
@@ -320,7 +324,7 @@ class VSphereDriver(driver.ComputeDriver):
                         "with [DEFAULT] allow_resize_to_same_host = True", len(nodes))
         LOG.info("vSphere driver manages %d cluster(s): %s", len(nodes),
                  ", ".join(f"{r.path} ({n})" for n, r in nodes.items()))
-        return Services(session=session, states=ClusterStates(reader, nodes), vmops=vmops,
+        return Services(session=session, states=ClusterStates(reader, nodes, cache), vmops=vmops,
                         images=images, rules=ClusterRules(session), drs=cluster_drs,
                         image_api=glance.API(), nodes=nodes, vm_refs=VmRefs(vmops))
 

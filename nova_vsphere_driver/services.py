@@ -22,6 +22,7 @@ from nova.virt import driver as nova_driver
 from nova_vsphere_driver import drs
 from nova_vsphere_driver.drs_runtime.controller import ClusterDrs
 from nova_vsphere_driver.vsphere import errors, hardware_versions
+from nova_vsphere_driver.vsphere.cluster_cache import ClusterCache
 from nova_vsphere_driver.vsphere.cluster_state import (
     ClusterRef,
     ClusterState,
@@ -132,14 +133,19 @@ class VmRefs:
 class ClusterStates:
     """Reads of cluster states: the one place operations get a ``ClusterState`` from.
 
-    Remembers the newest read of each managed cluster, which a caller that
-    may use a slightly older state (resource reporting between Nova's
-    periodic updates) asks for instead of reading again.
+    Managed clusters come from the cluster cache when there is one
+    (``[vsphere] cluster_cache``: what changed since the last read), any
+    other cluster from a full read. Remembers the newest read of each
+    managed cluster, which a caller that may use a slightly older state
+    (resource reporting between Nova's periodic updates) asks for instead of
+    reading again.
     """
 
-    def __init__(self, reader: ClusterStateReader, nodes: Nodes) -> None:
+    def __init__(self, reader: ClusterStateReader, nodes: Nodes,
+                 cache: ClusterCache | None = None) -> None:
         self._reader = reader
         self._nodes = nodes
+        self.cache = cache
         #: nodename -> (when the read started, state) of the newest read.
         self._newest: dict[str, tuple[float, ClusterState]] = {}
         self._lock = threading.Lock()
@@ -153,7 +159,7 @@ class ClusterStates:
         """The managed cluster of ``nodename`` as vCenter has it now (faults translated)."""
         started = time.monotonic()
         with errors.translated():
-            state = self._reader.cluster_state(self._nodes.cluster(nodename))
+            state = self._current(self._nodes.cluster(nodename))
         with self._lock:
             newest = self._newest.get(nodename)
             if newest is None or newest[0] < started:
@@ -162,6 +168,13 @@ class ClusterStates:
 
     def read_cluster(self, ref: ClusterRef) -> ClusterState:
         """Any cluster of this vCenter (vCenter's faults as they come)."""
+        if self._nodes.managed(ref.moref) is not None:
+            return self._current(ref)
+        return self._reader.cluster_state(ref)
+
+    def _current(self, ref: ClusterRef) -> ClusterState:
+        if self.cache is not None:
+            return self.cache.current(ref)
         return self._reader.cluster_state(ref)
 
     def newest(self, nodename: str, max_age: float) -> ClusterState | None:

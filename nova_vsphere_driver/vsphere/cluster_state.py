@@ -1,24 +1,33 @@
 """Read a cluster's state from vCenter: where the clusters are, and what each holds.
 
-A cluster's state costs a constant number of round trips: one
+A full read of a cluster costs a constant number of round trips: one
 RetrievePropertiesEx through a (cached) ContainerView over the cluster,
 traversing to the hosts' datastores, networks and running tasks in the same
-call; further pages only for very large clusters.
+call, in pages of ``maximum_objects``; sent and decoded by pyVmomi
+(:mod:`vim_client`), several times faster than suds for large clusters.
+
+The same property values, arriving from vCenter's update stream, keep the
+incremental cache of :mod:`cluster_cache` current. Both feed
+:class:`ClusterContents`, which turns property values into states, so a
+cached state and a fresh read of the same vCenter are equal.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from oslo_log import log as logging
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
+from pyVmomi import vim, vmodl
 
 from nova_vsphere_driver.vsphere.session import VSphereSession
 from nova_vsphere_driver.vsphere.suds_values import items
+from nova_vsphere_driver.vsphere.vim_client import VimClient
 
 LOG = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -41,7 +50,9 @@ TASK_PROPS = ["info.descriptionId", "info.state", "info.entity"]
 
 
 def moref_value(ref: Any) -> str:
-    return vim_util.get_moref_value(ref)
+    """The moref id of a suds or pyVmomi managed object reference."""
+    moid = getattr(ref, "_moId", None)
+    return moid if moid is not None else vim_util.get_moref_value(ref)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +100,7 @@ class NetworkState:
     switch_type: str = "VmwareDistributedVirtualSwitch"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class VmState:
     moref: str
     name: str
@@ -207,6 +218,11 @@ def _feature_names(capabilities: Iterable) -> frozenset[str]:
     return frozenset(names)
 
 
+def _type_name(value: Any) -> str:
+    """The vim25 type name of a suds or pyVmomi data object."""
+    return getattr(type(value), "_wsdlName", None) or type(value).__name__
+
+
 _RULE_KINDS = {"ClusterAffinityRuleSpec": "affinity",
                "ClusterAntiAffinityRuleSpec": "anti-affinity",
                "ClusterVmHostRuleInfo": "vm-host"}
@@ -215,7 +231,7 @@ _RULE_KINDS = {"ClusterAffinityRuleSpec": "affinity",
 def parse_rules(config) -> tuple[RuleState, ...]:
     out = []
     for rule in getattr(config, "rule", None) or []:
-        kind = _RULE_KINDS.get(type(rule).__name__)
+        kind = _RULE_KINDS.get(_type_name(rule))
         if kind is None:  # dependency rules and the like: not placement constraints
             continue
         out.append(RuleState(
@@ -232,7 +248,7 @@ def parse_rules(config) -> tuple[RuleState, ...]:
 def parse_groups(config) -> tuple[GroupState, ...]:
     out = []
     for group in getattr(config, "group", None) or []:
-        kind = {"ClusterVmGroup": "vm", "ClusterHostGroup": "host"}.get(type(group).__name__)
+        kind = {"ClusterVmGroup": "vm", "ClusterHostGroup": "host"}.get(_type_name(group))
         if kind is None:
             continue
         members = getattr(group, "vm" if kind == "vm" else "host", None)
@@ -241,14 +257,269 @@ def parse_groups(config) -> tuple[GroupState, ...]:
     return tuple(out)
 
 
-class ClusterStateReader:
-    """Finds clusters and reads their state, caching ContainerViews."""
+# -- property values -> states -------------------------------------------------------------
+#
+# Each watched property maps to the state fields it sets: ``convert(value,
+# moid)`` returns them, and with ``value`` None (a property unset or removed)
+# the fields' defaults. Converters see pyVmomi values.
 
-    def __init__(self, session: VSphereSession, page_size: int = 100) -> None:
+def _intern(value: Any) -> str:
+    # Hosts, datastores, power states repeat across thousands of VMs: one copy each.
+    return sys.intern(str(value))
+
+
+def _moids(value: Any) -> tuple[str, ...]:
+    return tuple(_intern(moref_value(v)) for v in items(value))
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)
+
+
+Converter = Callable[[Any, str], dict[str, Any]]
+
+
+def _field(name: str, convert: Callable[[Any], Any], default: Any = None) -> Converter:
+    def one(value: Any, moid: str) -> dict[str, Any]:
+        if value is None:
+            return {name: moid if default is _MOID else default}
+        return {name: convert(value)}
+    return one
+
+
+#: Default meaning "the object's own moref" (a nameless object shows its moref).
+_MOID = object()
+
+_VM_FIELDS: dict[str, Converter] = {
+    "name": _field("name", str, _MOID),
+    "config.instanceUuid": _field("instance_uuid", str),
+    "config.hardware.numCPU": _field("vcpus", int, 0),
+    "config.hardware.memoryMB": _field("memory_mb", int, 0),
+    "config.managedBy": _field(
+        "managed_by_nova",
+        lambda v: getattr(v, "extensionKey", None) == NOVA_EXTENSION_KEY, False),
+    "runtime.host": _field("host", lambda v: _intern(moref_value(v))),
+    "runtime.powerState": _field("power_state", _intern, "poweredOff"),
+    "runtime.connectionState": _field("connected", lambda v: str(v) == "connected", True),
+    "summary.quickStats.overallCpuUsage": _field("cpu_usage_mhz", _int, 0),
+    "summary.quickStats.guestMemoryUsage": _field("memory_active_mb", _int, 0),
+    "datastore": _field("datastores", _moids, ()),
+}
+
+
+def _hardware(value: Any, moid: str) -> dict[str, Any]:
+    return {"cores": _int(getattr(value, "numCpuCores", 0)),
+            "threads": _int(getattr(value, "numCpuThreads", 0)),
+            "mhz": _int(getattr(value, "cpuMhz", 0)),
+            "memory_mb": _int(getattr(value, "memorySize", 0)) // MB}
+
+
+def _host_stats(value: Any, moid: str) -> dict[str, Any]:
+    return {"cpu_used_mhz": _int(getattr(value, "overallCpuUsage", 0)),
+            "memory_used_mb": _int(getattr(value, "overallMemoryUsage", 0))}
+
+
+_HOST_FIELDS: dict[str, Converter] = {
+    "name": _field("name", str, _MOID),
+    "summary.hardware": _hardware,
+    "summary.quickStats": _host_stats,
+    "runtime.connectionState": _field("connected", lambda v: str(v) == "connected", False),
+    "runtime.inMaintenanceMode": _field("in_maintenance", bool, False),
+    "config.featureCapability": _field("cpu_features", lambda v: _feature_names(items(v)),
+                                       frozenset()),
+    "datastore": _field("datastores", _moids, ()),
+    "network": _field("networks", _moids, ()),
+}
+
+_DS_FIELDS: dict[str, Converter] = {
+    "summary.name": _field("name", str, _MOID),
+    "summary.capacity": _field("capacity_bytes", _int, 0),
+    "summary.freeSpace": _field("free_bytes", _int, 0),
+    "summary.accessible": _field("accessible", bool, False),
+    "summary.type": _field("type", str, ""),
+}
+
+_NET_FIELDS: dict[str, Converter] = {
+    "name": _field("name", str, _MOID),
+    "key": _field("portgroup_key", str),
+    "config.distributedVirtualSwitch": _field("switch", moref_value),
+}
+
+
+def _cluster_config(value: Any, moid: str) -> dict[str, Any]:
+    drs = getattr(value, "drsConfig", None)
+    return {"rules": parse_rules(value), "groups": parse_groups(value),
+            "vcenter_drs": bool(getattr(drs, "enabled", False))}
+
+
+_CLUSTER_FIELDS: dict[str, Converter] = {"configurationEx": _cluster_config}
+
+
+_TASK_FIELDS: dict[str, Converter] = {
+    "info.descriptionId": _field("description", str),
+    "info.state": _field("state", str),
+    "info.entity": _field("entity", lambda v: _intern(moref_value(v))),
+}
+
+
+def _natural(moid: str) -> tuple[str, int, str]:
+    """Moref ids in creation order: ``vm-9`` before ``vm-10``."""
+    prefix, _, number = moid.rpartition("-")
+    return (prefix, int(number), "") if number.isdigit() else (moid, -1, moid)
+
+
+def _new(kind: type, moid: str, fields: dict[str, Converter], **known: Any):
+    values = {"moref": moid, **known}
+    for convert in fields.values():
+        for name, value in convert(None, moid).items():
+            values.setdefault(name, value)
+    return kind(**values)
+
+
+class ClusterContents:
+    """One cluster's objects as property values arrive, and the ClusterState they make.
+
+    A full read ``put``\\ s each object with all its properties; the update
+    stream ``put``\\ s an object entering, ``update``\\ s the properties that
+    changed (None: removed) and ``drop``\\ s one leaving. ``state()`` returns
+    the same ClusterState object until something changes. Not thread-safe:
+    its owner serialises access.
+    """
+
+    def __init__(self, ref: ClusterRef) -> None:
+        self.ref = ref
+        self._vms: dict[str, VmState] = {}
+        self._vms_in_order = True
+        self._hosts: dict[str, EsxiHostState] = {}
+        self._datastores: dict[str, DatastoreState] = {}
+        self._networks: dict[str, NetworkState] = {}
+        #: Task moid -> {"description", "state", "entity"}.
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self._config: dict[str, Any] = {"rules": (), "groups": (), "vcenter_drs": False}
+        self._state: ClusterState | None = None
+
+    def __len__(self) -> int:
+        return (len(self._vms) + len(self._hosts) + len(self._datastores) + len(self._networks)
+                + len(self._tasks))
+
+    def _table(self, kind: str) -> tuple[dict | None, dict[str, Converter], type | None]:
+        if kind == "VirtualMachine":
+            return self._vms, _VM_FIELDS, VmState
+        if kind == "HostSystem":
+            return self._hosts, _HOST_FIELDS, EsxiHostState
+        if kind == "Datastore":
+            return self._datastores, _DS_FIELDS, DatastoreState
+        if kind in ("Network", "DistributedVirtualPortgroup"):
+            return self._networks, _NET_FIELDS, NetworkState
+        if kind == "Task":
+            return self._tasks, _TASK_FIELDS, None
+        if kind == "ClusterComputeResource":
+            return None, _CLUSTER_FIELDS, None
+        return None, {}, None  # e.g. opaque networks: not part of the state
+
+    def put(self, kind: str, moid: str, changes: Iterable[tuple[str, Any]]) -> None:
+        """An object with these properties (any earlier copy of it replaced)."""
+        self._set(kind, moid, changes, fresh=True)
+
+    def update(self, kind: str, moid: str, changes: Iterable[tuple[str, Any]]) -> None:
+        """Some properties of a known object changed (value None: unset)."""
+        self._set(kind, moid, changes, fresh=False)
+
+    def _set(self, kind: str, moid: str, changes: Iterable[tuple[str, Any]],
+             fresh: bool) -> None:
+        table, converters, state_type = self._table(kind)
+        fields: dict[str, Any] = {}
+        for path, value in changes:
+            convert = converters.get(path)
+            if convert is not None:
+                fields.update(convert(value, moid))
+        self._state = None
+        if kind == "ClusterComputeResource":
+            if moid == self.ref.moref:
+                self._config.update(fields)
+            return
+        if table is None:
+            return
+        if kind == "Task":
+            task = {} if fresh else dict(self._tasks.get(moid, {}))
+            task.update(fields)
+            table[moid] = task
+            return
+        current = None if fresh else table.get(moid)
+        if current is None:
+            if kind == "VirtualMachine" and self._vms and moid not in table and \
+                    _natural(moid) < _natural(next(reversed(self._vms))):
+                self._vms_in_order = False
+            table[moid] = _new(state_type, moid, converters, **_known(state_type, fields))
+        elif fields:
+            table[moid] = dataclasses.replace(current, **fields)
+
+    def drop(self, moid: str) -> None:
+        """An object left the cluster (or was destroyed)."""
+        for table in (self._vms, self._hosts, self._datastores, self._networks, self._tasks):
+            if table.pop(moid, None) is not None:
+                self._state = None
+                return
+
+    def state(self) -> ClusterState:
+        if self._state is not None:
+            return self._state
+        if not self._vms_in_order:
+            self._vms = dict(sorted(self._vms.items(), key=lambda item: _natural(item[0])))
+            self._vms_in_order = True
+        entering = {t.get("entity") for t in self._tasks.values()
+                    if t.get("description") == ENTER_MAINTENANCE
+                    and t.get("state") in ("queued", "running")}
+        hosts = [dataclasses.replace(h, entering_maintenance=True) if h.moref in entering else h
+                 for h in self._hosts.values()]
+        config = self._config
+        self._state = ClusterState(
+            ref=self.ref, hosts=tuple(sorted(hosts, key=lambda h: h.name)),
+            vms=tuple(self._vms.values()),
+            datastores=tuple(sorted(self._datastores.values(), key=lambda d: d.name)),
+            networks=tuple(sorted(self._networks.values(), key=lambda n: _natural(n.moref))),
+            rules=config["rules"], groups=config["groups"], vcenter_drs=config["vcenter_drs"])
+        return self._state
+
+
+def _known(state_type: type, fields: dict[str, Any]) -> dict[str, Any]:
+    if state_type is EsxiHostState:
+        return {"entering_maintenance": False, **fields}
+    return fields
+
+
+def object_kind(ref: Any) -> str:
+    """The vim25 type name of a pyVmomi managed object reference."""
+    return type(ref)._wsdlName
+
+
+PC = vmodl.query.PropertyCollector
+
+
+class ClusterStateReader:
+    """Finds clusters and reads their state in full, caching ContainerViews."""
+
+    def __init__(self, session: VSphereSession, page_size: int = 1000,
+                 client: VimClient | None = None) -> None:
         self.session = session
         self.page_size = page_size
+        self._client = client
         self._views: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    @property
+    def client(self) -> VimClient:
+        """The pyVmomi client on the session's login (made at first use)."""
+        with self._lock:
+            if self._client is None:
+                self._client = VimClient(self.session)
+            return self._client
+
+    def service(self, kind: str) -> Any:
+        """A service content manager (``propertyCollector``, ``viewManager``), pyVmomi-bound."""
+        content = self.session.content
+        name = kind[0].lower() + kind[1:]
+        return self.client.managed(kind, moref_value(getattr(content, name)))
 
     # -- discovery ---------------------------------------------------------------
 
@@ -314,131 +585,70 @@ class ClusterStateReader:
 
     # -- cluster state -----------------------------------------------------------------
 
+    def new_view(self, cluster: ClusterRef) -> Any:
+        """A ContainerView of the cluster's hosts and VMs (it lives as long as the session)."""
+        manager = self.service("ViewManager")
+        container = self.client.managed("ClusterComputeResource", cluster.moref)
+        return self.client.call(lambda: manager.CreateContainerView(
+            container, [vim.HostSystem, vim.VirtualMachine], True), "CreateContainerView")
+
     def _view(self, cluster: ClusterRef, refresh: bool = False):
         with self._lock:
             view = self._views.get(cluster.moref)
-            if view is None or refresh:
-                s = self.session
-                view = s.invoke("CreateContainerView", s.content.viewManager,
-                                container=cluster.ref(),
-                                type=["HostSystem", "VirtualMachine"], recursive=True)
+        if view is None or refresh:
+            view = self.new_view(cluster)
+            with self._lock:
                 self._views[cluster.moref] = view
-            return view
+        return view
 
-    def _state_spec(self, cluster: ClusterRef, view):
-        factory = self.session.vim.client.factory
-        b = vim_util
-        host_ds = b.build_traversal_spec(factory, "hostDs", "HostSystem", "datastore", False, [])
-        host_net = b.build_traversal_spec(factory, "hostNet", "HostSystem", "network", False, [])
-        host_task = b.build_traversal_spec(factory, "hostTask", "HostSystem", "recentTask",
-                                           False, [])
-        traverse = b.build_traversal_spec(factory, "view", "ContainerView", "view", False,
-                                          [host_ds, host_net, host_task])
-        return b.build_property_filter_spec(
-            factory,
-            [b.build_property_spec(factory, "ClusterComputeResource", CLUSTER_PROPS),
-             b.build_property_spec(factory, "HostSystem", HOST_PROPS),
-             b.build_property_spec(factory, "VirtualMachine", VM_PROPS),
-             b.build_property_spec(factory, "Datastore", DS_PROPS),
-             b.build_property_spec(factory, "DistributedVirtualPortgroup", PG_PROPS),
-             b.build_property_spec(factory, "Network", NET_PROPS),
-             b.build_property_spec(factory, "Task", TASK_PROPS)],
-            [b.build_object_spec(factory, view, [traverse]),
-             b.build_object_spec(factory, cluster.ref(), [])])
+    def state_spec(self, cluster: ClusterRef, view: Any) -> PC.FilterSpec:
+        """What a cluster's state is read from: its configuration, and through the
+        view its hosts and VMs, the hosts' datastores, networks and running tasks."""
+        def follow(name: str, kind: type, path: str, then=()) -> PC.TraversalSpec:
+            return PC.TraversalSpec(name=name, type=kind, path=path, skip=False,
+                                    selectSet=list(then))
+
+        from_hosts = [follow("hostDs", vim.HostSystem, "datastore"),
+                      follow("hostNet", vim.HostSystem, "network"),
+                      follow("hostTask", vim.HostSystem, "recentTask")]
+        return PC.FilterSpec(
+            objectSet=[
+                PC.ObjectSpec(obj=view, skip=True, selectSet=[
+                    follow("view", vim.view.ContainerView, "view", from_hosts)]),
+                PC.ObjectSpec(obj=self.client.managed("ClusterComputeResource",
+                                                      cluster.moref), skip=False)],
+            propSet=[PC.PropertySpec(type=kind, pathSet=paths) for kind, paths in (
+                (vim.ClusterComputeResource, CLUSTER_PROPS), (vim.HostSystem, HOST_PROPS),
+                (vim.VirtualMachine, VM_PROPS), (vim.Datastore, DS_PROPS),
+                (vim.dvs.DistributedVirtualPortgroup, PG_PROPS), (vim.Network, NET_PROPS),
+                (vim.Task, TASK_PROPS))])
 
     def cluster_state(self, cluster: ClusterRef) -> ClusterState:
         """One consistent read of the cluster (re-creating a view lost to re-login)."""
         try:
-            objects = list(retrieve(self.session, self._state_spec(cluster, self._view(cluster)),
-                                    self.page_size))
+            contents = self._read(cluster, self._view(cluster))
         except vexc.ManagedObjectNotFoundException:
             # Views belong to a session; after a re-login the old one is gone.
-            objects = list(retrieve(self.session,
-                                    self._state_spec(cluster, self._view(cluster, refresh=True)),
-                                    self.page_size))
-        return self._build(cluster, objects)
+            contents = self._read(cluster, self._view(cluster, refresh=True))
+        return contents.state()
 
-    @staticmethod
-    def _build(cluster: ClusterRef, objects: list) -> ClusterState:
-        hosts_raw, vms, datastores, networks = [], [], [], []
-        rules: tuple[RuleState, ...] = ()
-        groups: tuple[GroupState, ...] = ()
-        vcenter_drs = False
-        entering: set[str] = set()
-        for obj in objects:
-            kind = vim_util.get_moref_type(obj.obj)
-            ref, props = moref_value(obj.obj), _props(obj)
-            if kind == "ClusterComputeResource":
-                config = props.get("configurationEx")
-                rules, groups = parse_rules(config), parse_groups(config)
-                drs = getattr(config, "drsConfig", None)
-                vcenter_drs = bool(getattr(drs, "enabled", False))
-            elif kind == "HostSystem":
-                hosts_raw.append((ref, props))
-            elif kind == "VirtualMachine":
-                managed = props.get("config.managedBy")
-                host = props.get("runtime.host")
-                vms.append(VmState(
-                    moref=ref, name=props.get("name", ref),
-                    instance_uuid=props.get("config.instanceUuid"),
-                    host=moref_value(host) if host is not None else None,
-                    power_state=str(props.get("runtime.powerState", "poweredOff")),
-                    connected=str(props.get("runtime.connectionState", "connected"))
-                    == "connected",
-                    vcpus=int(props.get("config.hardware.numCPU", 0) or 0),
-                    memory_mb=int(props.get("config.hardware.memoryMB", 0) or 0),
-                    cpu_usage_mhz=int(props.get("summary.quickStats.overallCpuUsage", 0) or 0),
-                    memory_active_mb=int(props.get("summary.quickStats.guestMemoryUsage", 0)
-                                         or 0),
-                    managed_by_nova=managed is not None
-                    and getattr(managed, "extensionKey", None) == NOVA_EXTENSION_KEY,
-                    datastores=tuple(moref_value(d) for d in items(props.get("datastore")))))
-            elif kind == "Datastore":
-                datastores.append(DatastoreState(
-                    moref=ref, name=props.get("summary.name", ref),
-                    capacity_bytes=int(props.get("summary.capacity", 0) or 0),
-                    free_bytes=int(props.get("summary.freeSpace", 0) or 0),
-                    accessible=bool(props.get("summary.accessible", False)),
-                    type=str(props.get("summary.type", ""))))
-            elif kind == "DistributedVirtualPortgroup":
-                switch = props.get("config.distributedVirtualSwitch")
-                networks.append(NetworkState(
-                    moref=ref, name=props.get("name", ref), portgroup_key=props.get("key"),
-                    switch=moref_value(switch) if switch is not None else None,
-                    switch_type=vim_util.get_moref_type(switch) if switch is not None
-                    else NetworkState.switch_type))
-            elif kind == "Network":
-                networks.append(NetworkState(moref=ref, name=props.get("name", ref)))
-            elif kind == "Task":
-                if props.get("info.descriptionId") == ENTER_MAINTENANCE and \
-                        str(props.get("info.state")) in ("queued", "running"):
-                    entity = props.get("info.entity")
-                    if entity is not None:
-                        entering.add(moref_value(entity))
-        hosts = []
-        for ref, props in hosts_raw:
-            hw = props.get("summary.hardware")
-            stats = props.get("summary.quickStats")
-            hosts.append(EsxiHostState(
-                moref=ref, name=props.get("name", ref),
-                connected=str(props.get("runtime.connectionState")) == "connected",
-                in_maintenance=bool(props.get("runtime.inMaintenanceMode", False)),
-                entering_maintenance=ref in entering,
-                cores=int(getattr(hw, "numCpuCores", 0) or 0),
-                threads=int(getattr(hw, "numCpuThreads", 0) or 0),
-                mhz=int(getattr(hw, "cpuMhz", 0) or 0),
-                memory_mb=int(getattr(hw, "memorySize", 0) or 0) // MB,
-                cpu_used_mhz=int(getattr(stats, "overallCpuUsage", 0) or 0),
-                memory_used_mb=int(getattr(stats, "overallMemoryUsage", 0) or 0),
-                cpu_features=_feature_names(items(props.get("config.featureCapability"))),
-                datastores=tuple(moref_value(d) for d in items(props.get("datastore"))),
-                networks=tuple(moref_value(n) for n in items(props.get("network")))))
-        hosts.sort(key=lambda h: h.name)
-        return ClusterState(ref=cluster, hosts=tuple(hosts), vms=tuple(vms),
-                            datastores=tuple(sorted(datastores, key=lambda d: d.name)),
-                            networks=tuple(networks), rules=rules, groups=groups,
-                            vcenter_drs=vcenter_drs)
-
+    def _read(self, cluster: ClusterRef, view: Any) -> ClusterContents:
+        collector = self.service("PropertyCollector")
+        spec = self.state_spec(cluster, view)
+        contents = ClusterContents(cluster)
+        options = PC.RetrieveOptions(maxObjects=self.page_size)
+        result = self.client.call(lambda: collector.RetrievePropertiesEx([spec], options),
+                                  "RetrievePropertiesEx")
+        while result is not None:
+            for obj in result.objects:
+                contents.put(object_kind(obj.obj), obj.obj._moId,
+                             [(p.name, p.val) for p in obj.propSet])
+            token = result.token
+            if not token:
+                break
+            result = self.client.call(lambda t=token: collector.ContinueRetrievePropertiesEx(t),
+                                      "ContinueRetrievePropertiesEx")
+        return contents
 
 #: config.managedBy.extensionKey of instances this driver created.
 NOVA_EXTENSION_KEY = "org.openstack.compute"

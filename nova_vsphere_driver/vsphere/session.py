@@ -219,6 +219,11 @@ class VSphereSession:
                  api_timeout: float = 300.0) -> None:
         self.host = host
         self.port = port
+        self.scheme = scheme
+        #: TLS settings and pool size, for other clients on this login (vim_client).
+        self.ca_file = ca_file
+        self.insecure = insecure
+        self.pool_size = pool_size
         self.task_poll_interval = task_poll_interval
         self.api_timeout = api_timeout
         self.api_retry_count = api_retry_count
@@ -366,6 +371,22 @@ class VSphereSession:
 
     def logout(self) -> None:
         self._api.logout()
+
+    def renew_expired(self, stale_cookie: str) -> bool:
+        """Log in again after a call made with ``stale_cookie`` met NotAuthenticated.
+
+        For clients sharing this login (vim_client): True when the call may
+        be made again (another thread logged in meanwhile, or this one did),
+        False when the session is valid after all -- vCenter refused the
+        call itself.
+        """
+        if self.cookie_header != stale_cookie:
+            return True
+        if self._api.is_current_session_active():
+            return False
+        LOG.info("vCenter session expired; logging in again")
+        self._api._create_session()
+        return True
 
     @property
     def cookie_header(self) -> str:

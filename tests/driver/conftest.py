@@ -149,10 +149,16 @@ def configure(override, server, clusters=("cluster-a", "cluster-b"), **extra):
     override("vsphere", **values)
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "vsphere_conf(**options): [vsphere] options the "
+                            "vsphere fixture's driver starts with")
+
+
 @pytest.fixture
-def vsphere(tls_sim, conf_overrides, nova_db):
-    """(driver, simulator server) with init_host done."""
-    configure(conf_overrides, tls_sim)
+def vsphere(request, tls_sim, conf_overrides, nova_db):
+    """(driver, simulator server) with init_host done (``vsphere_conf`` marker: options)."""
+    marker = request.node.get_closest_marker("vsphere_conf")
+    configure(conf_overrides, tls_sim, **(marker.kwargs if marker else {}))
     # Tests run DRS passes themselves (run_drs_pass), not on a timer.
     conf_overrides("vsphere_drs", poll_interval=3600, balance_interval=0)
     drv = vsphere_driver.VSphereDriver(None)

@@ -394,8 +394,10 @@ def test_failed_vmotion_rolls_back_and_leaves_no_trace_at_the_destination(two_co
 def test_network_missing_in_the_target_cluster_is_refused_before_moving(two_computes, ctx):
     src, dst, sim = two_computes
     inst = _instance(src, ctx, network_info=_vifs("public"), memory_mb=2 * GB)
-    for host in sim.cluster("cluster-b").hosts:
-        host.networks = [n for n in host.networks if n.name != "public"]
+    with sim.registry.lock:
+        for host in sim.cluster("cluster-b").hosts:
+            host.networks = [n for n in host.networks if n.name != "public"]
+        sim.registry.touch(*sim.cluster("cluster-b").hosts)  # as vCenter would report it
     flow = NovaFlow(ctx, src, dst)
     data = flow.check(inst)
     with pytest.raises(exception.MigrationPreCheckError, match="public"):

@@ -314,7 +314,9 @@ def test_a_slow_vcenter_piles_up_no_drs_rounds_and_holds_up_no_resource_update(t
 
 def test_a_read_slower_than_api_timeout_fails_in_bounded_time(tls_sim, conf_overrides,
                                                                nova_db):
-    configure(conf_overrides, tls_sim, clusters=("cluster-a",), api_timeout=1.0)
+    # Full reads (the cluster cache's slow update: test_cluster_cache.py).
+    configure(conf_overrides, tls_sim, clusters=("cluster-a",), api_timeout=1.0,
+              cluster_cache=False)
     conf_overrides("vsphere_drs", poll_interval=3600, balance_interval=0)
     drv = vsphere_driver.VSphereDriver(None)
     drv.init_host("compute-1")

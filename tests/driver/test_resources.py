@@ -635,7 +635,8 @@ def test_reading_a_cluster_costs_the_same_round_trips_whatever_its_size(start):
     with running_simulator(inv_data, tls=True) as server:
         sim = server.simulator
         calls = counting(sim)
-        drv = start(server, ["small", "big"], maximum_objects=10000)
+        # The full read (the cluster cache's costs: test_cluster_cache.py).
+        drv = start(server, ["small", "big"], maximum_objects=10000, cluster_cache=False)
         small, big = node_of(drv, "small"), node_of(drv, "big")
         assert len(sim.cluster("big").hosts) == BIG_HOSTS
         assert sum(len(h.vms) for h in sim.cluster("big").hosts) == BIG_VMS
@@ -657,7 +658,7 @@ def test_clusters_are_read_in_pages_of_maximum_objects(start):
     with running_simulator(cluster_inventory({"paged": (4, 20)}), tls=True) as server:
         sim = server.simulator
         calls = counting(sim)
-        drv = start(server, ["paged"], maximum_objects=page)
+        drv = start(server, ["paged"], maximum_objects=page, cluster_cache=False)
         node = node_of(drv, "paged")
         cluster = sim.cluster("paged")
         vms = [vm for h in cluster.hosts for vm in h.vms]
@@ -687,7 +688,8 @@ def test_claims_between_periodic_updates_reuse_the_newest_cluster_read(
 
     sim = tls_sim.simulator
     calls = counting(sim)
-    drv = start(tls_sim, ["cluster-a"], drs={"make_room": False}, cluster_read_max_age=30)
+    drv = start(tls_sim, ["cluster-a"], drs={"make_room": False}, cluster_read_max_age=30,
+                cluster_cache=False)
     node = node_of(drv, "cluster-a")
     tree = new_tree(node)
     hosts = sim.cluster("cluster-a").hosts
