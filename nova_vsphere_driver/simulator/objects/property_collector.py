@@ -7,6 +7,7 @@ import time
 import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape as xml_escape
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
@@ -183,19 +184,30 @@ class Retrieval:
                     soap.encode_element(m, "missingSet", PC.MissingProperty)
                     for m in content.missingSet))
                 continue
-            parts = [fragments.get((obj.moid, "")) or
-                     fragments.setdefault((obj.moid, ""), soap.encode_element(
-                         obj.ref, "obj", _MANAGED_OBJECT))]
-            for path in paths:
-                key = (obj.moid, path)
-                fragment = fragments.get(key)
-                if fragment is None:
-                    fragment = self._encode_property(obj, path)
-                    if path.partition(".")[0] not in obj.uncached:
-                        fragments[key] = fragment
-                parts.append(fragment)
+            parts = [self.ref_fragment(obj, fragments)]
+            parts += [self.fragment(obj, path, fragments) for path in paths]
             out.append("".join(parts))
         return out
+
+    @staticmethod
+    def ref_fragment(obj: ManagedObject, fragments: dict) -> str:
+        """``<obj type="...">moid</obj>``, from the fragment cache."""
+        fragment = fragments.get((obj.moid, ""))
+        if fragment is None:
+            fragment = fragments[(obj.moid, "")] = soap.encode_element(
+                obj.ref, "obj", _MANAGED_OBJECT)
+        return fragment
+
+    def fragment(self, obj: ManagedObject, path: str, fragments: dict) -> str:
+        """``obj``'s property ``path`` as a ``<propSet>`` element ("" when unset), from
+        the fragment cache."""
+        key = (obj.moid, path)
+        fragment = fragments.get(key)
+        if fragment is None:
+            fragment = self._encode_property(obj, path)
+            if path.partition(".")[0] not in obj.uncached:
+                fragments[key] = fragment
+        return fragment
 
     @staticmethod
     def _encode_property(obj: ManagedObject, path: str) -> str:
@@ -261,8 +273,8 @@ class PropertyFilter(ManagedObject):
         self.edges: dict[str, dict[str, tuple[str, ...]]] = {}
         self.missing: dict[str, Any] = {}
         self.reported_missing: set[str] = set()
-        # moid -> {path: fingerprint}, as last reported to the client.
-        self.reported: dict[str, dict[str, Any]] = {}
+        # moid -> {path: the value's propSet fragment}, as last reported to the client.
+        self.reported: dict[str, dict[str, str]] = {}
         # moid -> typed reference of each reported object ("leave" names it
         # even once the object is gone from the registry).
         self.refs: dict[str, Any] = {}
@@ -295,11 +307,15 @@ class PropertyFilter(ManagedObject):
 
     # -- updates (call with the registry lock held) ------------------------------------
 
-    def updates(self, budget: int | None) -> tuple[list, list, bool]:
-        """(ObjectUpdates, newly missing start objects, truncated) since the last call.
+    def updates(self, budget: int | None) -> tuple[list[str], list[str], bool]:
+        """(ObjectUpdates, newly missing start objects, truncated) since the last call,
+        each ObjectUpdate and MissingObject in wire form (its inner XML).
 
         ``budget`` bounds the object updates; objects left out are kept
-        pending and reported by the next call.
+        pending and reported by the next call. Property values are the
+        fragments RetrieveProperties sends (serialized once per generation),
+        and what the filter remembers of each is that fragment: equal XML,
+        equal value.
         """
         registry = self.sim.registry
         changed = registry.changes_since(self.generation) if self.generation else None
@@ -321,16 +337,19 @@ class PropertyFilter(ManagedObject):
                 m for m in changed if m in self.selected or m in self.reported))
         object_updates = []
         left: dict[str, None] = {}
+        retrieval, fragments = Retrieval(self.sim), _fragments(registry)
         for moid in candidates:
             if budget is not None and len(object_updates) >= budget:
                 left[moid] = None
                 continue
-            update = self._object_update(moid)
+            update = self._object_update(moid, retrieval, fragments)
             if update is not None:
                 object_updates.append(update)
         self.pending = left
-        missing = [PC.MissingObject(obj=ref, fault=vmodl.fault.ManagedObjectNotFound(obj=ref))
-                   for moid, ref in self.missing.items() if moid not in self.reported_missing]
+        missing = [soap.encode_element(
+            PC.MissingObject(obj=ref, fault=vmodl.fault.ManagedObjectNotFound(obj=ref)),
+            "missingSet", PC.MissingObject)
+            for moid, ref in self.missing.items() if moid not in self.reported_missing]
         self.reported_missing = set(self.missing)
         return object_updates, missing, bool(left)
 
@@ -364,8 +383,9 @@ class PropertyFilter(ManagedObject):
             self._paths[kind] = Retrieval.paths_for(obj, self.spec.propSet)
         return self._paths[kind]
 
-    def _object_update(self, moid: str):
-        """The ObjectUpdate that brings the client's copy of ``moid`` up to date, or None."""
+    def _object_update(self, moid: str, retrieval: Retrieval, fragments: dict) -> str | None:
+        """The ObjectUpdate (inner XML) that brings the client's copy of ``moid`` up to
+        date, or None."""
         before = self.reported.get(moid)
         obj = self.selected.get(moid)
         paths = self._paths_of(obj) if obj is not None else None
@@ -374,48 +394,33 @@ class PropertyFilter(ManagedObject):
                 return None
             del self.reported[moid]
             ref = self.refs.pop(moid, None) or VmomiSupport.ManagedObject(moid)
-            return PC.ObjectUpdate(kind="leave", obj=ref)
-        prints: dict[str, Any] = {}
+            return "<kind>leave</kind>" + soap.encode_element(ref, "obj", _MANAGED_OBJECT)
+        prints: dict[str, str] = {}
         changes = []
         for path in paths:
-            value = obj.get_property(path)
-            if value is None:  # vCenter omits unset properties
+            fragment = retrieval.fragment(obj, path, fragments)
+            if not fragment:  # unset: vCenter omits it
                 continue
-            prints[path] = fingerprint = _fingerprint(value)
-            if before is None or before.get(path, _UNSET) != fingerprint:
-                changes.append(PC.Change(name=path, op="assign",
-                                         val=typed(value, declared_type(obj.vim_type, path))))
+            prints[path] = fragment
+            if before is None or before.get(path) != fragment:
+                changes.append(_assignment(fragment))
         self.reported[moid] = prints
+        head = retrieval.ref_fragment(obj, fragments)
         if before is None:
             self.refs[moid] = obj.ref
-            return PC.ObjectUpdate(kind="enter", obj=obj.ref, changeSet=changes)
-        changes += [PC.Change(name=p, op="remove") for p in before if p not in prints]
+            return "<kind>enter</kind>" + head + "".join(changes)
+        changes += [f"<changeSet><name>{xml_escape(p)}</name><op>remove</op></changeSet>"
+                    for p in before if p not in prints]
         if not changes:
             return None
-        return PC.ObjectUpdate(kind="modify", obj=obj.ref, changeSet=changes)
+        return "<kind>modify</kind>" + head + "".join(changes)
 
 
-_UNSET = object()
-
-
-def _fingerprint(value: Any) -> Any:
-    """A comparable stand-in for a property value: equal exactly when the values are.
-
-    pyVmomi data objects do not compare by value; nested tuples of their
-    fields do, and cost less to build than serializing them.
-    """
-    if value is None or isinstance(value, (str, int, float, bytes)):
-        return value
-    if isinstance(value, VmomiSupport.ManagedObject):
-        return ("@", value._moId)
-    if isinstance(value, list):
-        return tuple(_fingerprint(v) for v in value)
-    if isinstance(value, VmomiSupport.DataObject):
-        return (type(value).__name__,
-                *(_fingerprint(getattr(value, p.name)) for p in value._GetPropertyList()))
-    if isinstance(value, type):
-        return ("type", value.__name__)
-    return value  # datetimes, binary and other plain values compare as they are
+def _assignment(fragment: str) -> str:
+    """A ``<propSet>`` fragment as the ``<changeSet>`` assigning that value."""
+    name_end = fragment.index("</name>") + len("</name>")
+    return ("<changeSet>" + fragment[len("<propSet>"):name_end] + "<op>assign</op>"
+            + fragment[name_end:-len("</propSet>")] + "</changeSet>")
 
 
 class PropertyCollector(ManagedObject):
@@ -544,8 +549,10 @@ class PropertyCollector(ManagedObject):
             object_updates, missing, cut = flt.updates(budget)
             truncated = truncated or cut
             if object_updates or missing:
-                filter_updates.append(PC.FilterUpdate(filter=flt.ref, objectSet=object_updates,
-                                                      missingSet=missing))
+                filter_updates.append(
+                    "<filterSet>" + soap.encode_element(flt.ref, "filter", _MANAGED_OBJECT)
+                    + "".join(f"<objectSet>{u}</objectSet>" for u in object_updates)
+                    + "".join(missing) + "</filterSet>")
             if budget is not None:
                 budget = max(budget - len(object_updates), 0)
         return filter_updates, truncated
@@ -567,8 +574,10 @@ class PropertyCollector(ManagedObject):
                 full = False
                 if updates:
                     state.version += 1
-                    return PC.UpdateSet(version=str(state.version), filterSet=updates,
-                                        truncated=truncated or None)
+                    # An UpdateSet, in wire form.
+                    return soap.Encoded(
+                        f"<returnval><version>{state.version}</version>" + "".join(updates)
+                        + ("<truncated>true</truncated>" if truncated else "") + "</returnval>")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
