@@ -71,11 +71,15 @@ class EsxiHostState:
     cpu_features: frozenset[str]
     datastores: tuple[str, ...]
     networks: tuple[str, ...]
+    #: A dedicated failover host of vSphere HA: kept free, never a target.
+    failover: bool = False
 
     @property
     def usable(self) -> bool:
-        """Can take instances: connected and not in or entering maintenance."""
-        return self.connected and not self.in_maintenance and not self.entering_maintenance
+        """Can take instances: connected, not in or entering maintenance, and not a
+        dedicated HA failover host."""
+        return (self.connected and not self.in_maintenance and not self.entering_maintenance
+                and not self.failover)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +174,47 @@ class ClusterRef:
 
 
 @dataclasses.dataclass(frozen=True)
+class HaAdmission:
+    """vSphere HA admission control of a cluster: the capacity it holds back.
+
+    ``policy`` is "failover_hosts" (the ``failover_level`` largest hosts'
+    capacity), "percentage" (``cpu_percent`` and ``memory_percent`` of the
+    cluster's) or "dedicated" (``failover_hosts``, which take no VM).
+    """
+
+    policy: str
+    failover_level: int = 0
+    cpu_percent: int = 0
+    memory_percent: int = 0
+    failover_hosts: tuple[str, ...] = ()
+
+
+def parse_ha(config) -> HaAdmission | None:
+    """The HA admission control a cluster's configurationEx enforces, or None."""
+    das = getattr(config, "dasConfig", None)
+    if das is None or not getattr(das, "enabled", False) or \
+            not getattr(das, "admissionControlEnabled", False):
+        return None
+    policy = getattr(das, "admissionControlPolicy", None)
+    kind = _type_name(policy) if policy is not None else ""
+    level = int(getattr(policy, "failoverLevel", None) or getattr(das, "failoverLevel", None)
+                or 1)
+    if kind == "ClusterFailoverHostAdmissionControlPolicy":
+        return HaAdmission("dedicated", failover_level=level, failover_hosts=tuple(
+            moref_value(h) for h in items(getattr(policy, "failoverHosts", None))))
+    if kind == "ClusterFailoverResourcesAdmissionControlPolicy" and \
+            not getattr(policy, "autoComputePercentages", False):
+        return HaAdmission(
+            "percentage",
+            cpu_percent=int(getattr(policy, "cpuFailoverResourcesPercent", 0) or 0),
+            memory_percent=int(getattr(policy, "memoryFailoverResourcesPercent", 0) or 0))
+    if kind in ("ClusterFailoverLevelAdmissionControlPolicy",
+                "ClusterFailoverResourcesAdmissionControlPolicy"):
+        return HaAdmission("failover_hosts", failover_level=level)
+    return None  # another policy (none, slots of a newer vSphere): nothing held back here
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterState:
     ref: ClusterRef
     hosts: tuple[EsxiHostState, ...]
@@ -180,6 +225,8 @@ class ClusterState:
     groups: tuple[GroupState, ...] = ()
     #: vCenter's own DRS is enabled on the cluster.
     vcenter_drs: bool = False
+    #: vSphere HA admission control (None: nothing held back).
+    ha: HaAdmission | None = None
 
     def usable_hosts(self) -> list[EsxiHostState]:
         return [h for h in self.hosts if h.usable]
@@ -342,14 +389,19 @@ _DS_FIELDS: dict[str, Converter] = {
 _NET_FIELDS: dict[str, Converter] = {
     "name": _field("name", str, _MOID),
     "key": _field("portgroup_key", str),
-    "config.distributedVirtualSwitch": _field("switch", moref_value),
+    "config.distributedVirtualSwitch": lambda value, moid: {
+        "switch": moref_value(value) if value is not None else None,
+        # VMware's own switches are VmwareDistributedVirtualSwitch, others
+        # (and vcsim's) not: the type vCenter gives is kept.
+        "switch_type": object_kind(value) if value is not None
+        else NetworkState.switch_type},
 }
 
 
 def _cluster_config(value: Any, moid: str) -> dict[str, Any]:
     drs = getattr(value, "drsConfig", None)
     return {"rules": parse_rules(value), "groups": parse_groups(value),
-            "vcenter_drs": bool(getattr(drs, "enabled", False))}
+            "vcenter_drs": bool(getattr(drs, "enabled", False)), "ha": parse_ha(value)}
 
 
 _CLUSTER_FIELDS: dict[str, Converter] = {"configurationEx": _cluster_config}
@@ -395,7 +447,8 @@ class ClusterContents:
         self._networks: dict[str, NetworkState] = {}
         #: Task moid -> {"description", "state", "entity"}.
         self._tasks: dict[str, dict[str, Any]] = {}
-        self._config: dict[str, Any] = {"rules": (), "groups": (), "vcenter_drs": False}
+        self._config: dict[str, Any] = {"rules": (), "groups": (), "vcenter_drs": False,
+                                        "ha": None}
         self._state: ClusterState | None = None
 
     def __len__(self) -> int:
@@ -470,15 +523,19 @@ class ClusterContents:
         entering = {t.get("entity") for t in self._tasks.values()
                     if t.get("description") == ENTER_MAINTENANCE
                     and t.get("state") in ("queued", "running")}
-        hosts = [dataclasses.replace(h, entering_maintenance=True) if h.moref in entering else h
-                 for h in self._hosts.values()]
         config = self._config
+        failover = set(config["ha"].failover_hosts) if config["ha"] is not None else set()
+        hosts = [dataclasses.replace(h, entering_maintenance=h.moref in entering,
+                                     failover=h.moref in failover)
+                 if h.moref in entering or h.moref in failover else h
+                 for h in self._hosts.values()]
         self._state = ClusterState(
             ref=self.ref, hosts=tuple(sorted(hosts, key=lambda h: h.name)),
             vms=tuple(self._vms.values()),
             datastores=tuple(sorted(self._datastores.values(), key=lambda d: d.name)),
             networks=tuple(sorted(self._networks.values(), key=lambda n: _natural(n.moref))),
-            rules=config["rules"], groups=config["groups"], vcenter_drs=config["vcenter_drs"])
+            rules=config["rules"], groups=config["groups"], vcenter_drs=config["vcenter_drs"],
+            ha=config["ha"])
         return self._state
 
 
@@ -489,8 +546,8 @@ def _known(state_type: type, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def object_kind(ref: Any) -> str:
-    """The vim25 type name of a pyVmomi managed object reference."""
-    return type(ref)._wsdlName
+    """The vim25 type name of a pyVmomi (or suds) managed object reference."""
+    return getattr(type(ref), "_wsdlName", None) or vim_util.get_moref_type(ref)
 
 
 PC = vmodl.query.PropertyCollector
