@@ -2,17 +2,27 @@
 
 One compute node (one resource provider) per cluster: totals over its usable
 hosts, ``max_unit`` from what one host can take, CPU traits common to all.
+What vSphere HA admission control holds back for failovers is not offered:
+dedicated failover hosts are not usable hosts; the largest N hosts' capacity
+or a percentage of the cluster's is reserved, and no VM larger than the
+memory HA still admits fits (``max_unit``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import os_resource_classes as orc
 import os_traits
 
 from nova_vsphere_driver.datastore_selection import GB, matching_datastores
-from nova_vsphere_driver.vsphere.cluster_state import ClusterState, DatastoreState
+from nova_vsphere_driver.vsphere.cluster_state import (
+    ClusterState,
+    DatastoreState,
+    EsxiHostState,
+    VmState,
+)
 
 #: cpuid feature (as vCenter's featureCapability key suffix) -> os-traits name.
 CPU_TRAITS = {
@@ -82,6 +92,29 @@ class ProviderInventory:
         }
 
 
+def ha_held_back(state: ClusterState, usable: list[EsxiHostState]) -> tuple[int, int]:
+    """(vCPUs, memory MB) vSphere HA admission control holds back for failovers.
+
+    Failover level N: the N largest usable hosts' threads and memory (each
+    resource's largest); a percentage: that share of the usable hosts'.
+    Dedicated failover hosts hold nothing back here: they are not usable.
+    """
+    ha = state.ha
+    if ha is None or ha.policy == "dedicated" or not usable:
+        return 0, 0
+    threads = sorted((h.threads for h in usable), reverse=True)
+    memory = sorted((h.memory_mb for h in usable), reverse=True)
+    if ha.policy == "percentage":
+        return (math.ceil(sum(threads) * ha.cpu_percent / 100),
+                math.ceil(sum(memory) * ha.memory_percent / 100))
+    return sum(threads[:ha.failover_level]), sum(memory[:ha.failover_level])
+
+
+def _committed(vm: VmState) -> bool:
+    # Running, or a stopped Nova instance: it keeps its allocation and may start.
+    return vm.power_state == "poweredOn" or vm.managed_by_nova
+
+
 def build_provider_inventory(state: ClusterState, *, host_max_vcpus: int, host_max_memory_mb: int,
                     reserved_host_cpus: int, reserved_host_memory_mb: int,
                     reserved_disk_gb: int, datastore_regex: str | None) -> ProviderInventory:
@@ -90,17 +123,26 @@ def build_provider_inventory(state: ClusterState, *, host_max_vcpus: int, host_m
     on_usable = {h.moref for h in usable}
     vms = [vm for vm in state.vms if vm.host in on_usable]
     stores = matching_datastores(state, datastore_regex, usable)
+    ha_vcpus, ha_memory_mb = ha_held_back(state, usable)
+    memory_mb = sum(h.memory_mb for h in usable)
+    memory_reserved = reserved_host_memory_mb * len(usable) + ha_memory_mb
+    if state.ha is not None:
+        # HA admits a power-on only while the running VMs' memory fits what it
+        # does not hold back: no larger VM fits the cluster, whatever one host has.
+        headroom = memory_mb - memory_reserved - sum(vm.memory_mb for vm in vms
+                                                      if _committed(vm))
+        host_max_memory_mb = min(host_max_memory_mb, max(headroom, 0))
     traits = {os_traits.HW_ARCH_X86_64} if usable else set()
     if usable:
         common = frozenset.intersection(*(h.cpu_features for h in usable))
         traits |= {CPU_TRAITS[f] for f in common if f in CPU_TRAITS}
     return ProviderInventory(
         vcpus=sum(h.threads for h in usable),
-        vcpus_reserved=reserved_host_cpus * len(usable),
+        vcpus_reserved=reserved_host_cpus * len(usable) + ha_vcpus,
         vcpus_max_unit=host_max_vcpus if usable else 0,
         vcpus_used=sum(vm.vcpus for vm in vms),
-        memory_mb=sum(h.memory_mb for h in usable),
-        memory_mb_reserved=reserved_host_memory_mb * len(usable),
+        memory_mb=memory_mb,
+        memory_mb_reserved=memory_reserved,
         # Memory overcommit lets a host take more VMs, never one VM larger
         # than the host (as vcpus are bounded by its threads).
         memory_mb_max_unit=min(host_max_memory_mb,

@@ -48,14 +48,18 @@ def _vm(vm: VmState) -> drs.VM:
 
 def to_cluster_snapshot(state: ClusterState, *, reserved_host_cpus: int = 0,
                 reserved_host_memory_mb: int = 0) -> drs.ClusterSnapshot:
-    """The DRS view of ``state``; per-host reservations come from configuration."""
+    """The DRS view of ``state``; per-host reservations come from configuration.
+
+    Dedicated vSphere HA failover hosts are left out: vSphere HA keeps them
+    free, so they are never placement or balancing targets.
+    """
     hosts = tuple(
         drs.Host(id=h.moref, name=h.name, cpu_mhz_per_core=h.mhz, cores=h.cores,
                  threads=h.threads, memory_mb=h.memory_mb,
                  reserved_cpu_mhz=reserved_host_cpus * h.mhz,
                  reserved_memory_mb=reserved_host_memory_mb, state=_host_state(h),
                  datastores=frozenset(h.datastores))
-        for h in state.hosts)
+        for h in state.hosts if not h.failover)
     known = {h.id for h in hosts}
     vms = tuple(_vm(vm) for vm in state.vms if vm.host in known)
     vm_groups = tuple(drs.VMGroup(g.name, g.members) for g in state.groups if g.kind == "vm")

@@ -14,6 +14,10 @@ Schema (all sizes in the units named; every key but ``name`` optional)::
         clusters:
           - name: cluster-a
             drs: {enabled: false, behavior: fullyAutomated}
+            # vSphere HA and its admission control (simulator/ha_admission.py):
+            # policy failover_hosts (failover_level: N, the N largest hosts),
+            # percentage (cpu_percent, memory_percent) or dedicated (hosts: [...])
+            ha: {enabled: true, admission: {policy: failover_hosts, failover_level: 1}}
             hosts:
               - {name: esx-a1, cores: 16, threads: 32, mhz: 2600, memory_mb: 262144,
                  sockets: 2, cpu_features: [avx2, aes], datastores: [local-a1],
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pyVmomi import vim
 
-from nova_vsphere_driver.simulator import esxi_versions
+from nova_vsphere_driver.simulator import esxi_versions, ha_admission
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource
@@ -209,6 +213,15 @@ def load(sim: Simulator, data: dict) -> None:
                     net.hosts.append(host)
             for vm_i, vm_data in enumerate(dc_data.get("vms") or []):
                 _create_vm(sim, dc, clusters, vm_data, f"{where}.vms[{vm_i}]")
+            # HA last: the inventory's VMs run already, whatever it would admit now.
+            for cl_i, cl_data in enumerate(dc_data.get("clusters") or []):
+                cluster = clusters[cl_data["name"]]
+                try:
+                    cluster.das_config = ha_admission.from_inventory(
+                        cl_data.get("ha"), {h.name: h for h in cluster.hosts},
+                        f"{where}.clusters[{cl_i}].ha")
+                except (TypeError, ValueError) as exc:
+                    raise InventoryError(str(exc)) from exc
         sim.registry.touch()
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
+from nova_vsphere_driver.simulator import ha_admission
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
 from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
@@ -93,6 +94,8 @@ class ClusterComputeResource(ManagedEntity):
         #: The root pool, made with the cluster (factory.ObjectFactory.cluster).
         self.resource_pool: ResourcePool
         self.drs_config = _default_drs_config(drs_enabled, drs_behavior)
+        #: vSphere HA (simulator/ha_admission.py admits power-ons by it).
+        self.das_config = ha_admission.disabled()
         self.rules: list[vim.cluster.RuleInfo] = []
         self.num_vmotions = 0
         self.groups: list[vim.cluster.GroupInfo] = []
@@ -251,7 +254,7 @@ class ClusterComputeResource(ManagedEntity):
     def _config_ex(self):
         return vim.cluster.ConfigInfoEx(
             drsConfig=self.drs_config,
-            dasConfig=vim.cluster.DasConfigInfo(enabled=False),
+            dasConfig=self.das_config,
             dpmConfigInfo=vim.cluster.DpmConfigInfo(enabled=False),
             rule=list(self.rules),
             group=list(self.groups),
@@ -263,7 +266,7 @@ class ClusterComputeResource(ManagedEntity):
     def _get_configuration(self):
         return vim.cluster.ConfigInfo(
             drsConfig=self.drs_config,
-            dasConfig=vim.cluster.DasConfigInfo(enabled=False),
+            dasConfig=self.das_config,
             rule=list(self.rules),
         )
 
@@ -301,6 +304,9 @@ class ClusterComputeResource(ManagedEntity):
                 raise invalid_argument("drsConfig.vmotionRate", "vmotionRate is 1 to 5")
         cluster_vms = {vm.moid for vm in self.vms()}
         cluster_hosts = {h.moid for h in self.hosts}
+        das = self.das_config if modify else ha_admission.disabled()
+        if getattr(spec, "dasConfig", None) is not None:
+            das = ha_admission.merged(das, spec.dasConfig, cluster_hosts)
         for gspec in getattr(spec, "groupSpec", None) or []:
             op = gspec.operation
             if op == "remove":
@@ -366,6 +372,7 @@ class ClusterComputeResource(ManagedEntity):
             if isinstance(rule, vim.cluster.VmHostRuleInfo):
                 self._check_rule_groups(rule, groups)
         self.drs_config = drs
+        self.das_config = das
         self.groups = list(groups.values())
         self.rules = sorted(rules.values(), key=lambda r: r.key)
         self.sim.registry.touch(self)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
-from nova_vsphere_driver.simulator import esxi_versions
+from nova_vsphere_driver.simulator import esxi_versions, ha_admission
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, monotonic_at
 
 if TYPE_CHECKING:
@@ -138,6 +138,8 @@ class HostSystem(ManagedEntity):
                 msg=f"Insufficient CPU resources on host {self.name}: "
                 f"{vm.cpu_reservation_mhz()} MHz reservation requested, "
                 f"{self.cpu_capacity_mhz() - reserved} MHz unreserved")
+        # vSphere HA admission control, cluster-wide.
+        ha_admission.check(self.cluster, vm, self, memory_mb)
 
     def set_connection_state(self, state) -> None:
         with self.sim.registry.lock:
