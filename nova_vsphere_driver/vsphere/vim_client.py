@@ -74,10 +74,10 @@ class VimClient:
         self._session = session
         context = None
         if session.scheme == "https":
-            if session.insecure:
-                context = ssl._create_unverified_context()  # noqa: S323 (operator's choice)
-            else:
-                context = ssl.create_default_context(cafile=session.ca_file)
+            context = ssl.create_default_context(cafile=session.ca_file)
+            if session.insecure:  # the operator's choice, warned about at start
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
         self._stub = SoapAdapter.SoapStubAdapter(
             host=session.host, port=session.port,
             url=f"{session.scheme}://{_url_host(session.host)}:{session.port}/sdk",
