@@ -134,7 +134,9 @@ class CallRefused(vexc.VimFaultException):
     """
 
     def __init__(self, method: str, fault: str, cause: Exception | None) -> None:
-        reason = getattr(getattr(cause, "fault", None), "faultstring", None) or cause
+        # suds' WebFault carries the fault string; a pyVmomi fault its msg.
+        reason = (getattr(getattr(cause, "fault", None), "faultstring", None)
+                  or getattr(cause, "msg", None) or cause)
         super().__init__([fault], f"vCenter refused {method} with {fault} although the "
                          f"session is valid (check the privileges of the vCenter account): "
                          f"{reason}", cause)

@@ -22,7 +22,7 @@ from oslo_log import log as logging
 from oslo_vmware import exceptions as vexc
 from pyVmomi import SoapAdapter, VmomiSupport, vim, vmodl
 
-from nova_vsphere_driver.vsphere.session import MAX_RELOGINS, VSphereSession
+from nova_vsphere_driver.vsphere.session import MAX_RELOGINS, CallRefused, VSphereSession
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,7 +67,10 @@ class VimClient:
     it logs in again (once per stale cookie, whichever thread notices
     first) and repeats the call; connection errors are retried
     ``api_retry_count`` times with growing pauses; faults become
-    oslo.vmware exceptions.
+    oslo.vmware exceptions. As for the session's own calls, a SecurityError,
+    or a NotAuthenticated on a session that is still valid, is vCenter
+    refusing the call (:class:`CallRefused`): an error, never an empty
+    answer. An empty answer (pyVmomi's None) stays empty.
     """
 
     def __init__(self, session: VSphereSession) -> None:
@@ -106,7 +109,11 @@ class VimClient:
                 with self._renew:
                     renewed = relogins <= MAX_RELOGINS and self._session.renew_expired(cookie)
                 if not renewed:
-                    raise vim_fault_to_oslo(fault) from fault
+                    if relogins > MAX_RELOGINS:
+                        raise vim_fault_to_oslo(fault) from fault
+                    raise CallRefused(what, "NotAuthenticated", fault) from fault
+            except vmodl.fault.SecurityError as fault:
+                raise CallRefused(what, "SecurityError", fault) from fault
             except vmodl.MethodFault as fault:
                 raise vim_fault_to_oslo(fault) from fault
             except (OSError, http.client.HTTPException) as exc:

@@ -20,7 +20,7 @@ from nova_vsphere_driver import driver as vsphere_driver
 from nova_vsphere_driver.simulator.inventory import default_inventory
 from nova_vsphere_driver.vsphere.cluster_cache import ClusterCache
 from nova_vsphere_driver.vsphere.cluster_state import ClusterStateReader
-from nova_vsphere_driver.vsphere.session import VSphereSession
+from nova_vsphere_driver.vsphere.session import CallRefused, VSphereSession
 from tests.driver.conftest import WSDL_LOCATION, configure, new_tree, node_of
 from tests.fixtures import Disconnect, connect, running_simulator
 from tests.unit.simulator.helpers import bind, create_vm, run, wait_until
@@ -248,6 +248,25 @@ def test_a_failed_update_raises_and_never_serves_the_old_state(watch, si):
     with pytest.raises(Exception, match="SystemError|injected"):
         watch.cache.current(ref)
     assert "unseen" in {vm.name for vm in watch.cache.current(ref).vms}
+
+
+@pytest.mark.parametrize("fault", ["SecurityError", "NotAuthenticated"])
+def test_a_refused_full_read_is_an_error_never_an_empty_cluster(watch, si, fault):
+    sim = watch.sim
+    ref = watch.clusters["cluster-a"]
+    logins = sim.request_counts["Login"]
+    # The collector's version is lost; the full read that follows is refused
+    # (on a valid session: a missing privilege, a vCenter in trouble).
+    sim.faults.fail_next("WaitForUpdatesEx", "InvalidCollectorVersion")
+    sim.faults.fail_next("WaitForUpdatesEx", fault)
+    create_vm(si, sim, "behind-a-refusal", "esx-a1")
+    with pytest.raises(CallRefused) as err:
+        watch.cache.current(ref)
+    assert err.value.fault_list == [fault]
+    assert sim.request_counts["Login"] == logins  # the session was valid
+    state = watch.cache.current(ref)
+    assert "behind-a-refusal" in {vm.name for vm in state.vms} and state.hosts
+    watch.check("after a refused full read")
 
 
 def test_a_slow_update_fails_within_the_api_timeout(tls_sim, si):

@@ -20,6 +20,10 @@ from tests.driver.conftest import make_instance, new_tree, node_of
 
 REFUSALS = ["SecurityError", "NotAuthenticated"]
 
+# The reads refused here are RetrievePropertiesEx: every read without the
+# cluster cache. The cache's reads (WaitForUpdatesEx): the tests at the end.
+pytestmark = pytest.mark.vsphere_conf(cluster_cache=False)
+
 
 def _spawn(drv, ctx, instance) -> None:
     drv.spawn(ctx, instance, None, [], None, {}, network_info=[])
@@ -161,3 +165,69 @@ def test_an_empty_task_info_is_a_clear_error(booted):
     not_a_task = vim_util.get_moref(sim.vm(instance.uuid).moid, "Task")
     with pytest.raises(vexc.VimException, match="no info for task"):
         session.wait_for_task(not_a_task, timeout=5)
+
+
+# -- the cluster cache's reads --------------------------------------------------------------
+# With [vsphere] cluster_cache (the default) a cluster read is one of the
+# cache's WaitForUpdatesEx calls, its first one the full read: a refusal of it
+# is an error just the same, never an empty or an old cluster.
+
+cache_on = pytest.mark.vsphere_conf(cluster_cache=True)
+
+
+def _refuse_next_update(sim, fault: str, count: int = 1) -> None:
+    sim.faults.fail_next("WaitForUpdatesEx", fault, count=count)
+
+
+@cache_on
+@pytest.mark.parametrize("fault", REFUSALS)
+def test_a_refused_cache_update_loses_no_capacity_and_no_instance(booted, fault):
+    drv, sim, node, instance = booted
+    logins = sim.request_counts["Login"]
+    good = drv.get_available_resource(node)
+    tree = new_tree(node)
+    drv.update_provider_tree(tree, node)
+    inventory = tree.data(node).inventory
+
+    _refuse_next_update(sim, fault)
+    with pytest.raises(exception.NovaException) as err:
+        drv.get_available_resource(node)
+    assert fault in str(err.value) and "refused" in str(err.value)
+    _refuse_next_update(sim, fault)
+    with pytest.raises(exception.NovaException):
+        drv.update_provider_tree(tree, node)
+    assert tree.data(node).inventory == inventory
+    _refuse_next_update(sim, fault)
+    with pytest.raises(exception.NovaException):
+        drv.list_instance_uuids()
+    assert sim.request_counts["Login"] == logins
+    assert drv.get_available_resource(node) == good
+    assert drv.list_instance_uuids() == [instance.uuid]
+
+
+@cache_on
+@pytest.mark.parametrize("fault", REFUSALS)
+def test_a_refused_cache_update_in_a_drs_pass_or_spawn_claims_and_moves_nothing(
+        booted, ctx, fault):
+    drv, sim, node, _ = booted
+    vms = {v.moid: v.get_property("runtime.host")._moId for v in sim.vms()}
+    _refuse_next_update(sim, fault)
+    with pytest.raises(exception.NovaException):
+        drv.run_drs_pass(node, force_balance=True)
+    other = make_instance(node)
+    _refuse_next_update(sim, fault)
+    with pytest.raises(exception.NovaException):
+        _spawn(drv, ctx, other)
+    assert other.uuid not in drv.services.drs.claims(drv.services.nodes[node].moref)
+    assert {v.moid: v.get_property("runtime.host")._moId for v in sim.vms()} == vms
+
+
+@cache_on
+def test_a_refusal_of_every_cache_update_is_raised_not_retried_forever(booted):
+    drv, sim, node, _ = booted
+    _refuse_next_update(sim, "SecurityError", count=1000)
+    calls = sim.request_counts["WaitForUpdatesEx"]
+    with pytest.raises(exception.NovaException):
+        drv.get_available_resource(node)
+    sim.faults.clear()
+    assert sim.request_counts["WaitForUpdatesEx"] - calls == 1
