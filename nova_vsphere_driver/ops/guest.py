@@ -23,7 +23,7 @@ from oslo_vmware import vim_util
 
 from nova_vsphere_driver.ops import block_devices, vm_devices
 from nova_vsphere_driver.ops import root_disk as root_disk_ops
-from nova_vsphere_driver.ops.nics import NicResolver
+from nova_vsphere_driver.ops.nics import NicResolver, nic_adapter
 from nova_vsphere_driver.ops.root_disk import RootDisks
 from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
@@ -90,12 +90,15 @@ class GuestOps:
     # -- network adapters -------------------------------------------------------------
 
     def attach_interface(self, context, instance, image_meta, vif) -> None:
-        """Hot-add a vmxnet3 adapter on the VIF's port group and record its port id."""
+        """Hot-add an adapter (the image's hw_vif_model) on the network the VIF's binding
+        names and record its port id."""
+        adapter = nic_adapter(image_meta)
         with _hotplug_lock(instance.uuid):
             # (_with_vm: a stale cached VM reference is looked up again.)
-            self._vm_refs.with_vm(instance, lambda vm_ref: self._attach(instance, vif, vm_ref))
+            self._vm_refs.with_vm(instance,
+                                  lambda vm_ref: self._attach(instance, vif, vm_ref, adapter))
 
-    def _attach(self, instance, vif, vm_ref) -> None:
+    def _attach(self, instance, vif, vm_ref, adapter: str) -> None:
         props = self._props(instance, vm_ref, ["runtime.host", "config.extraConfig",
                                                "config.hardware.device"])
         devices = vm_devices.items(props.get("config.hardware.device"))
@@ -112,7 +115,7 @@ class GuestOps:
             state = self._states.read(instance.node)
             host_ref = props.get("runtime.host")
             host = state.host(vim_util.get_moref_value(host_ref)) if host_ref else None
-            nic = self._nics.nics(state, host, [vif])[0]
+            nic = self._nics.nics(state, host, [vif], adapter)[0]
             network = nic.network.name
             spec.deviceChange = [_device_add(self._session,
                                              _nic_device(self._session, nic, -1))]

@@ -28,8 +28,10 @@ compute manager), and what this driver does at each step:
   cluster (capacity, server-group rules, host-group pins). The datastore stays
   when the target cluster mounts it (and it matches the destination's regex),
   otherwise the VM's files move with it to a matching datastore of the target
-  cluster (storage vMotion). NICs keep their port groups, which the chosen
-  host must be connected to.
+  cluster (storage vMotion). NICs go to the networks the port bindings name
+  for the destination (Nova's ``migrate_data.vifs``, as ``ops/nics.py``
+  reads bindings), which the chosen host must be connected to; those whose
+  backing changes are edited by the same RelocateVM_Task.
 * Pre-checks raise MigrationPreCheckError, which the conductor reports (or
   answers by trying another host). A vMotion that fails or is cancelled
   leaves the VM where it was (vCenter guarantees it): ``live_migration`` calls
@@ -60,11 +62,13 @@ from oslo_vmware import vim_util
 from nova_vsphere_driver import drs, policy
 from nova_vsphere_driver.datastore_selection import matching_datastores
 from nova_vsphere_driver.ops.instance_rules import InstanceRules, server_group
-from nova_vsphere_driver.ops.nics import NicResolver
+from nova_vsphere_driver.ops.nics import NicResolver, backing_edits
 from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
 from nova_vsphere_driver.vsphere.cluster_state import ClusterRef, ClusterState, EsxiHostState
 from nova_vsphere_driver.vsphere.session import TaskTimeout
+from nova_vsphere_driver.vsphere.suds_values import items
+from nova_vsphere_driver.vsphere.vm import Nic
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
@@ -292,7 +296,8 @@ class LiveMigrations:
                 reason=f"target node {nodename!r} is not managed by this nova-compute")
         state = self._states.read(nodename)
         try:
-            self._nics.nics(state, None, network_info)
+            self._nics.nics(state, None,
+                            self._dest_network_info(instance, migrate_data, network_info))
         except exception.NetworkNotFoundForBridge as exc:
             raise exception.MigrationPreCheckError(
                 reason=f"cluster {state.ref.name}: {exc.format_message()}") from None
@@ -350,8 +355,9 @@ class LiveMigrations:
         try:
             try:
                 target = self._cluster(migrate_data.cluster_name)
-                vm_ref, spec, where = self._relocate_spec(context, instance, target,
-                                                          migrate_data.datastore_regex)
+                vm_ref, spec, where = self._relocate_spec(
+                    context, instance, target, migrate_data.datastore_regex,
+                    self._dest_network_info(instance, migrate_data))
             except Exception:
                 # Nothing has moved: Nova's rollback is all there is to do.
                 LOG.exception("Live migration to %s not started", dest, instance=instance)
@@ -371,11 +377,14 @@ class LiveMigrations:
         else:
             recover_method(context, instance, dest, migrate_data)
 
-    def _relocate_spec(self, context, instance, target: ClusterRef, regex: str | None):
+    def _relocate_spec(self, context, instance, target: ClusterRef, regex: str | None,
+                       network_info):
         """(VM ref, RelocateSpec, where to): the target cluster's DRS picks the host.
 
         ``[vsphere_drs] mode = vcenter``: as at spawn, no host is named and
-        vCenter's DRS places the VM inside the target cluster.
+        vCenter's DRS places the VM inside the target cluster. Adapters whose
+        network the port bindings put elsewhere in the target cluster (another
+        switch, another reserved port) are moved there by the same task.
         """
         with errors.translated(instance):
             state = self._states.read_cluster(target)
@@ -385,7 +394,7 @@ class LiveMigrations:
                 context, instance, state, regex,
                 lambda request: self._drs.place(state, request, limits))
             host = state.host(result.host_id)
-            self._check_networks(state, host, self._network_info(instance))
+            nics = self._check_networks(state, host, network_info)
             mounted = set(host.datastores)
             where = f"ESXi host {host.name} of cluster {target.name} ({result.reason})"
         else:
@@ -396,6 +405,7 @@ class LiveMigrations:
                     reason=f"cluster {target.name}: no datastore matching {regex!r} has "
                     f"{committed / units.Gi:.1f} GiB free")
             plan, host = plans[0], None
+            nics = self._check_networks(state, None, network_info)
             mounted = {d.moref for d in state.datastores}
             where = f"cluster {target.name} (vCenter's DRS picks the host)"
         spec = self._session.factory("VirtualMachineRelocateSpec")
@@ -408,8 +418,16 @@ class LiveMigrations:
                         key=lambda d: (d.free_bytes, d.name))
             spec.datastore = vim_util.get_moref(store.moref, "Datastore")
             where += f", storage vMotion to datastore {store.name}"
+        vm_ref = self._vm_refs.find(instance)
+        with errors.translated(instance):
+            devices = items(self._vmops.properties(vm_ref, ["config.hardware.device"]).get(
+                "config.hardware.device"))
+        edits = backing_edits(self._session, devices, nics)
+        if edits:
+            spec.deviceChange = edits
+            where += f", {len(edits)} network adapter(s) to the target's networks"
         LOG.info("vMotion to %s", where, instance=instance)
-        return self._vm_refs.find(instance), spec, where
+        return vm_ref, spec, where
 
     @staticmethod
     def _network_info(instance):
@@ -417,19 +435,32 @@ class LiveMigrations:
             return []
         return instance.get_network_info()
 
-    def _check_networks(self, state: ClusterState, host: EsxiHostState, network_info) -> None:
-        """The chosen host has every network of the instance (same port group objects).
+    def _dest_network_info(self, instance, migrate_data, network_info=None):
+        """The VIFs as bound on the destination: Nova's port bindings for the target host
+        (``migrate_data.vifs``, where Neutron has them), else ``network_info`` (default:
+        the instance's)."""
+        vifs = migrate_data.vifs if migrate_data.obj_attr_is_set("vifs") else None
+        if vifs and all(v.obj_attr_is_set(f) for v in vifs
+                        for f in ("source_vif", "vif_type", "vnic_type")):
+            return [v.get_dest_vif() for v in vifs]
+        return network_info if network_info is not None else self._network_info(instance)
 
-        Port group names are unique inside a datacenter and cross-datacenter
-        moves are refused, so a NIC keeps its backing: the only question is
-        whether the target host is connected to it. vCenter would fail the
-        vMotion with CannotAccessNetwork; asking first keeps that off the VM.
+    def _check_networks(self, state: ClusterState, host: EsxiHostState | None,
+                        network_info) -> tuple[Nic, ...]:
+        """The NICs of the instance on the chosen host (None: any host of the cluster).
+
+        The bindings name the networks (the same port group objects when the
+        clusters share a switch); the question is whether the target host is
+        connected to them. vCenter would fail the vMotion with
+        CannotAccessNetwork; asking first keeps that off the VM.
         """
         try:
-            self._nics.nics(state, host, network_info)
+            return self._nics.nics(state, host, network_info)
         except exception.NetworkNotFoundForBridge as exc:
+            where = f"ESXi host {host.name}" if host is not None else \
+                f"cluster {state.ref.name}"
             raise exception.MigrationPreCheckError(
-                reason=f"ESXi host {host.name}: {exc.format_message()}") from None
+                reason=f"{where}: {exc.format_message()}") from None
 
     def _vmotion(self, instance, entry: _InFlight, vm_ref, spec, where: str,
                  target: ClusterRef) -> str:

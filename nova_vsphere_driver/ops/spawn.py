@@ -49,7 +49,7 @@ from nova_vsphere_driver.ops.config_drive import ConfigDrives
 from nova_vsphere_driver.ops.guest_os import GuestTypes
 from nova_vsphere_driver.ops.host_selection import HostSelection
 from nova_vsphere_driver.ops.instance_rules import InstanceRules, server_group
-from nova_vsphere_driver.ops.nics import NicResolver
+from nova_vsphere_driver.ops.nics import NicResolver, nic_adapter
 from nova_vsphere_driver.ops.root_disk import RootDisks, adapter_type, image_props, is_iso
 from nova_vsphere_driver.ops.vm_folders import VmFolders
 from nova_vsphere_driver.ops.volumes import VolumeDisk, Volumes
@@ -64,6 +64,7 @@ from nova_vsphere_driver.vsphere.cluster_state import (
 from nova_vsphere_driver.vsphere.device_layout import NoFreeSlot
 from nova_vsphere_driver.vsphere.vm import (
     DEFAULT_ADAPTER_TYPE,
+    DEFAULT_NIC_ADAPTER,
     ExtraDisk,
     RootDisk,
     VmSpec,
@@ -101,6 +102,8 @@ class SpawnBuild:
     volumes: tuple[VolumeDisk, ...] = ()
     injected_files: Any = None
     admin_password: str | None = None
+    #: The network adapter type of the instance's NICs (the image's hw_vif_model).
+    adapter: str = DEFAULT_NIC_ADAPTER
     root: RootDisk | None = None
     #: The cached ISO image the VM boots from ("[ds] path.iso"), for an ISO image.
     iso_image: str | None = None
@@ -169,6 +172,8 @@ class SpawnOps:
         root_bytes = 0 if devices.boot_from_volume else int(flavor.root_gb or 0) * units.Gi
         stores = datastores_with_room(state, CONF.vsphere.datastore_regex,
                                       root_bytes + devices.local_bytes)
+        # Image properties vSphere cannot honour are refused before anything is made.
+        adapter = nic_adapter(image_meta)
         # builtin: our DRS picks the host; vcenter: CreateVM_Task gets none and
         # vCenter's DRS decides.
         host = self._place(state, instance, group, stores, settings, volumes, eligible) \
@@ -177,7 +182,7 @@ class SpawnOps:
                           network_info=network_info, block_device_info=block_device_info,
                           power_on=power_on, settings=settings, group=group, ref=ref,
                           state=state, host=host, datastore=pick_datastore(stores, host),
-                          devices=devices, volumes=volumes)
+                          devices=devices, volumes=volumes, adapter=adapter)
 
     def _place(self, state: ClusterState, instance, group, stores, settings,
                volumes: tuple[VolumeDisk, ...],
@@ -288,7 +293,7 @@ class SpawnOps:
             datastore_name=build.datastore.name,
             annotation=policy.annotation(instance, flavor),
             resources=policy.resource_settings(build.settings), root_disk=build.root,
-            nics=self._nics.nics(build.state, build.host, build.network_info),
+            nics=self._nics.nics(build.state, build.host, build.network_info, build.adapter),
             hw_version=build.settings.hw_version, disks=disks,
             # The ISO image's drive first: it is the one the firmware boots from.
             cdroms=tuple(p for p in (build.iso_image, build.config_drive) if p),

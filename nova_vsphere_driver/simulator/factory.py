@@ -24,9 +24,12 @@ from nova_vsphere_driver.simulator.objects.folder import Folder
 from nova_vsphere_driver.simulator.objects.host import HostSystem
 from nova_vsphere_driver.simulator.objects.managers import FileManager, VirtualDiskManager
 from nova_vsphere_driver.simulator.objects.network import (
+    DEFAULT_PORTS,
     DistributedVirtualPortgroup,
     DistributedVirtualSwitch,
     Network,
+    OpaqueNetwork,
+    VmwareDistributedVirtualSwitch,
 )
 from nova_vsphere_driver.simulator.objects.nfc_lease import HttpNfcLease, export_disks
 from nova_vsphere_driver.simulator.objects.property_collector import (
@@ -169,17 +172,35 @@ class ObjectFactory:
             dc.network_folder.add_child(net)
             return self._add(net)
 
-    def distributed_switch(self, dc: Datacenter, name: str) -> DistributedVirtualSwitch:
+    def opaque_network(self, dc: Datacenter, name: str, network_id: str,
+                       network_type: str = "nsx.LogicalSwitch") -> OpaqueNetwork:
         with self.registry.lock:
-            dvs = DistributedVirtualSwitch(self.sim, name, dc.network_folder)
+            net = OpaqueNetwork(self.sim, name, dc.network_folder, network_id, network_type)
+            dc.network_folder.add_child(net)
+            return self._add(net)
+
+    def distributed_switch(self, dc: Datacenter, name: str,
+                           vmware: bool = True) -> DistributedVirtualSwitch:
+        """A distributed switch; ``vmware`` False: typed as vCenter types a switch it does
+        not implement itself (``DistributedVirtualSwitch``: NSX's N-VDS, third parties)."""
+        with self.registry.lock:
+            kind = VmwareDistributedVirtualSwitch if vmware else DistributedVirtualSwitch
+            dvs = kind(self.sim, name, dc.network_folder)
             dc.network_folder.add_child(dvs)
             return self._add(dvs)
 
     def portgroup(self, dc: Datacenter, switch: DistributedVirtualSwitch, name: str,
-                  vlan: int = 0) -> DistributedVirtualPortgroup:
+                  vlan: int = 0, *, ports: int = DEFAULT_PORTS,
+                  nsx_logical_switch_id: str | None = None,
+                  nsx_segment_id: str | None = None) -> DistributedVirtualPortgroup:
+        """A static-binding port group with ``ports`` ports (more when they are all taken);
+        with ``nsx_logical_switch_id``, an NSX segment's port group."""
         with self.registry.lock:
-            pg = DistributedVirtualPortgroup(self.sim, name, dc.network_folder, switch, vlan)
+            pg = DistributedVirtualPortgroup(self.sim, name, dc.network_folder, switch, vlan,
+                                             nsx_logical_switch_id=nsx_logical_switch_id,
+                                             nsx_segment_id=nsx_segment_id)
             switch.portgroups.append(pg)
+            switch.add_ports(pg, ports)
             dc.network_folder.add_child(pg)
             return self._add(pg)
 

@@ -8,9 +8,17 @@ Schema (all sizes in the units named; every key but ``name`` optional)::
         datastores:            # capacity_gb, type (VMFS|NFS|vsan), hosts (default: all)
           - {name: shared-1, capacity_gb: 8192}
         networks: ["VM Network"]          # standard port groups on every host
+        opaque_networks:                  # NSX logical switches (NIC backing by id)
+          - {name: nsx-web, id: 5f0c..., type: nsx.LogicalSwitch}
         distributed_switches:
           - name: dvs-01
-            portgroups: [{name: br-int, vlan: 0}]
+            # VmwareDistributedVirtualSwitch (default), or DistributedVirtualSwitch as
+            # vCenter types a switch it does not implement (NSX N-VDS, third parties)
+            type: VmwareDistributedVirtualSwitch
+            portgroups:                   # static binding; ports: how many (default 8)
+              - {name: br-int, vlan: 0, ports: 8}
+              # an NSX segment on the switch (config.backingType nsx)
+              - {name: seg-db, nsx_logical_switch_id: 9a1e..., nsx_segment_id: /infra/..}
         clusters:
           - name: cluster-a
             drs: {enabled: false, behavior: fullyAutomated}
@@ -47,6 +55,11 @@ if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.datastore import Datastore
     from nova_vsphere_driver.simulator.objects.host import HostSystem
     from nova_vsphere_driver.simulator.service import Simulator
+
+
+#: Distributed switch types (``type`` of a distributed_switches entry); the first is
+#: the default.
+SWITCH_TYPES = ("VmwareDistributedVirtualSwitch", "DistributedVirtualSwitch")
 
 
 class InventoryError(ValueError):
@@ -152,12 +165,32 @@ def load(sim: Simulator, data: dict) -> None:
                 datastores[name] = (ds, ds_data.get("hosts"))
             networks = [make.network(dc, net_name)
                         for net_name in dc_data.get("networks") or ["VM Network"]]
+            for o_i, o_data in enumerate(dc_data.get("opaque_networks") or []):
+                owhere = f"{where}.opaque_networks[{o_i}]"
+                networks.append(make.opaque_network(
+                    dc, _require(o_data, "name", owhere), str(_require(o_data, "id", owhere)),
+                    str(o_data.get("type", "nsx.LogicalSwitch"))))
             for dvs_data in dc_data.get("distributed_switches") or []:
-                dvs = make.distributed_switch(dc, _require(dvs_data, "name", where))
+                switch_type = dvs_data.get("type", SWITCH_TYPES[0])
+                if switch_type not in SWITCH_TYPES:
+                    raise InventoryError(f"{where}: switch type {switch_type!r} is not one of "
+                                         f"{', '.join(SWITCH_TYPES)}")
+                dvs = make.distributed_switch(dc, _require(dvs_data, "name", where),
+                                              vmware=switch_type == SWITCH_TYPES[0])
                 for pg_data in dvs_data.get("portgroups") or []:
+                    pwhere = f"{where}.portgroups"
+                    extra = {}
+                    if "ports" in pg_data:
+                        ports = pg_data["ports"]
+                        if not isinstance(ports, int) or ports < 0:
+                            raise InventoryError(f"{pwhere}: ports must be a whole number "
+                                                 f">= 0, not {ports!r}")
+                        extra["ports"] = ports
                     networks.append(make.portgroup(
-                        dc, dvs, _require(pg_data, "name", f"{where}.portgroups"),
-                        int(pg_data.get("vlan", 0))))
+                        dc, dvs, _require(pg_data, "name", pwhere),
+                        int(pg_data.get("vlan", 0)),
+                        nsx_logical_switch_id=pg_data.get("nsx_logical_switch_id"),
+                        nsx_segment_id=pg_data.get("nsx_segment_id"), **extra))
             all_hosts: dict[str, HostSystem] = {}
             clusters: dict[str, ClusterComputeResource] = {}
             for cl_i, cl_data in enumerate(dc_data.get("clusters") or []):

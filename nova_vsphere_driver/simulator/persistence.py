@@ -50,6 +50,7 @@ from pyVmomi import VmomiSupport
 
 from nova_vsphere_driver.simulator.datastore_files import FileEntry
 from nova_vsphere_driver.simulator.objects.base import ManagedObject
+from nova_vsphere_driver.simulator.objects.network import DvPort
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Simulator
@@ -64,7 +65,7 @@ _OPTIMISTIC_TRIES = 3
 _INLINE_BYTES = 4096
 _COUNT = re.compile(r"count\((-?\d+)(?:, (-?\d+))?\)")
 #: Python dataclasses a state may contain (loaded by name from this table only).
-_DATACLASSES: dict[str, type] = {"FileEntry": FileEntry}
+_DATACLASSES: dict[str, type] = {"FileEntry": FileEntry, "DvPort": DvPort}
 
 
 class StateError(Exception):

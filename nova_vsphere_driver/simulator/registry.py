@@ -108,11 +108,17 @@ class Registry:
             raise object_not_found(moid, ref) from None
 
     def lookup(self, ref) -> ManagedObject:
-        """Resolve a pyVmomi managed object stub, checking its type too."""
+        """Resolve a pyVmomi managed object stub, checking its type too.
+
+        The reference may name the object's type or a type it extends
+        (``ManagedEntity``), never a more specific one: vCenter does not find
+        a ``VmwareDistributedVirtualSwitch`` that is a ``DistributedVirtualSwitch``.
+        """
         obj = self.get(ref._moId, ref)
-        if not isinstance(ref, obj.vim_type) and not issubclass(obj.vim_type, type(ref)):
+        if not issubclass(obj.vim_type, type(ref)):
             raise vmodl.fault.ManagedObjectNotFound(
-                msg=f"The object '{ref._moId}' is not a {type(ref).__name__}", obj=ref
+                msg=f"The object '{VmomiSupport.GetVmodlName(type(ref))}:{ref._moId}' has "
+                "already been deleted or has not been completely created", obj=ref
             )
         return obj
 

@@ -383,20 +383,27 @@ class NovaStack(fixtures.Fixture):
 
     # -- Neutron -------------------------------------------------------------------------
 
-    def create_port(self, bridge: str | None = None) -> dict:
+    def create_port(self, bridge: str | None = None, *, vif_type: str | None = None,
+                    vif_details: dict | None = None) -> dict:
         """A new port on the stack's network (as ``openstack port create`` makes one).
 
         ``bridge``: the bridge Neutron's OVS binding names (``binding:vif_details``
         ``bridge_name``), i.e. the port group the driver puts the NIC on;
-        without it, Nova's default (``br-int``).
+        without it, Nova's default (``br-int``). ``vif_type`` and
+        ``vif_details``: another binding, as a Neutron backend gives it (e.g.
+        ``dvs`` with ``dvs_port_group_name`` and ``dvs_port_key``).
         """
         port = self.neutron.create_port({"port": {"network_id": self.network_id}})["port"]
+        # The fixture fills a new port from its template: set the binding on
+        # the port it keeps.
+        kept = self.neutron._ports[port["id"]]
         if bridge is not None:
-            # The fixture fills a new port from its template: set the binding
-            # details on the port it keeps.
-            self.neutron._ports[port["id"]]["binding:vif_details"] = {"bridge_name": bridge}
-            port = self.neutron.show_port(port["id"])["port"]
-        return port
+            kept["binding:vif_details"] = {"bridge_name": bridge}
+        if vif_type is not None:
+            kept["binding:vif_type"] = vif_type
+        if vif_details is not None:
+            kept["binding:vif_details"] = dict(vif_details)
+        return self.neutron.show_port(port["id"])["port"]
 
     def create_flavor(self, name: str, vcpus: int, memory_mb: int, root_gb: int = 1,
                       extra_specs: dict | None = None) -> str:

@@ -46,6 +46,8 @@ DS_PROPS = ["summary.name", "summary.capacity", "summary.freeSpace", "summary.ac
             "summary.type"]
 NET_PROPS = ["name"]
 PG_PROPS = ["name", "key", "config.distributedVirtualSwitch"]
+#: An opaque network's summary is an OpaqueNetworkSummary (its id and type).
+OPAQUE_PROPS = ["name", "summary"]
 TASK_PROPS = ["info.descriptionId", "info.state", "info.entity"]
 
 
@@ -94,14 +96,27 @@ class DatastoreState:
 
 @dataclasses.dataclass(frozen=True)
 class NetworkState:
+    """A network of the cluster's hosts: a standard port group, a distributed port group
+    (``portgroup_key`` set) or an NSX opaque network (``opaque_id`` set)."""
+
     moref: str
     name: str
-    #: For distributed port groups: (switch moref, portgroup key).
+    #: For distributed port groups: the port group's key and its switch, whose
+    #: reference keeps the type vCenter gave it (``VmwareDistributedVirtualSwitch``,
+    #: or ``DistributedVirtualSwitch`` for others' switches, and vcsim's).
     portgroup_key: str | None = None
     switch: str | None = None
-    #: The switch's managed object type as vCenter names it: VMware's own
-    #: switches are VmwareDistributedVirtualSwitch, others (and vcsim's) not.
     switch_type: str = "VmwareDistributedVirtualSwitch"
+    #: For opaque networks: the id and type NSX gave them.
+    opaque_id: str | None = None
+    opaque_type: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """"portgroup" (distributed), "opaque" (NSX) or "network" (standard)."""
+        if self.portgroup_key is not None:
+            return "portgroup"
+        return "opaque" if self.opaque_id is not None else "network"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -395,6 +410,10 @@ _NET_FIELDS: dict[str, Converter] = {
         # (and vcsim's) not: the type vCenter gives is kept.
         "switch_type": object_kind(value) if value is not None
         else NetworkState.switch_type},
+    # Opaque networks (NSX): the id and type NSX gave them.
+    "summary": lambda value, moid: {
+        "opaque_id": getattr(value, "opaqueNetworkId", None),
+        "opaque_type": getattr(value, "opaqueNetworkType", None)},
 }
 
 
@@ -462,13 +481,13 @@ class ClusterContents:
             return self._hosts, _HOST_FIELDS, EsxiHostState
         if kind == "Datastore":
             return self._datastores, _DS_FIELDS, DatastoreState
-        if kind in ("Network", "DistributedVirtualPortgroup"):
+        if kind in ("Network", "DistributedVirtualPortgroup", "OpaqueNetwork"):
             return self._networks, _NET_FIELDS, NetworkState
         if kind == "Task":
             return self._tasks, _TASK_FIELDS, None
         if kind == "ClusterComputeResource":
             return None, _CLUSTER_FIELDS, None
-        return None, {}, None  # e.g. opaque networks: not part of the state
+        return None, {}, None  # not part of the state
 
     def put(self, kind: str, moid: str, changes: Iterable[tuple[str, Any]]) -> None:
         """An object with these properties (any earlier copy of it replaced)."""
@@ -677,7 +696,8 @@ class ClusterStateReader:
             propSet=[PC.PropertySpec(type=kind, pathSet=paths) for kind, paths in (
                 (vim.ClusterComputeResource, CLUSTER_PROPS), (vim.HostSystem, HOST_PROPS),
                 (vim.VirtualMachine, VM_PROPS), (vim.Datastore, DS_PROPS),
-                (vim.dvs.DistributedVirtualPortgroup, PG_PROPS), (vim.Network, NET_PROPS),
+                (vim.dvs.DistributedVirtualPortgroup, PG_PROPS),
+                (vim.OpaqueNetwork, OPAQUE_PROPS), (vim.Network, NET_PROPS),
                 (vim.Task, TASK_PROPS))])
 
     def cluster_state(self, cluster: ClusterRef) -> ClusterState:

@@ -51,12 +51,25 @@ class ResourceSettings:
     memory_shares: int | None = None
 
 
+#: The network adapter of NICs whose image names no model.
+DEFAULT_NIC_ADAPTER = "VirtualVmxnet3"
+
+
 @dataclasses.dataclass(frozen=True)
 class Nic:
+    """A network adapter: which device, on which network, for which Neutron port."""
+
     network: NetworkState
     mac_address: str | None
     iface_id: str
+    #: The distributed switch's UUID (distributed port groups).
     switch_uuid: str | None = None
+    #: The adapter's device type, e.g. VirtualVmxnet3 or VirtualE1000e.
+    adapter: str = DEFAULT_NIC_ADAPTER
+    #: A distributed port reserved for the Neutron port (its binding's dvs_port_key).
+    port_key: str | None = None
+    #: NSX attaches the adapter to its logical port by this id (the Neutron port id).
+    external_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,19 +174,31 @@ def new_thin_disk_change(session: VSphereSession, key: int, controller_key: int,
     return _device_add(session, disk, "create")
 
 
-def _nic_device(session: VSphereSession, nic: Nic, key: int):
-    card = session.factory("VirtualVmxnet3")
-    card.key = key
-    if nic.network.portgroup_key is not None:
+def nic_backing(session: VSphereSession, nic: Nic):
+    """The adapter backing that puts a NIC on its network."""
+    network = nic.network
+    if network.kind == "portgroup":
         backing = session.factory("VirtualEthernetCardDistributedVirtualPortBackingInfo")
         port = session.factory("DistributedVirtualSwitchPortConnection")
         port.switchUuid = nic.switch_uuid
-        port.portgroupKey = nic.network.portgroup_key
+        port.portgroupKey = network.portgroup_key
+        if nic.port_key:
+            port.portKey = nic.port_key
         backing.port = port
+    elif network.kind == "opaque":
+        backing = session.factory("VirtualEthernetCardOpaqueNetworkBackingInfo")
+        backing.opaqueNetworkId = network.opaque_id
+        backing.opaqueNetworkType = network.opaque_type
     else:
         backing = session.factory("VirtualEthernetCardNetworkBackingInfo")
-        backing.deviceName = nic.network.name
-    card.backing = backing
+        backing.deviceName = network.name
+    return backing
+
+
+def _nic_device(session: VSphereSession, nic: Nic, key: int):
+    card = session.factory(nic.adapter)
+    card.key = key
+    card.backing = nic_backing(session, nic)
     connect = session.factory("VirtualDeviceConnectInfo")
     connect.startConnected = True
     connect.allowGuestControl = True
@@ -184,6 +209,8 @@ def _nic_device(session: VSphereSession, nic: Nic, key: int):
         card.macAddress = nic.mac_address
     else:
         card.addressType = "generated"
+    if nic.external_id:
+        card.externalId = nic.external_id
     return card
 
 

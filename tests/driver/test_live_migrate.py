@@ -102,8 +102,17 @@ class NovaFlow:
     def recover(self, context, instance, dest, migrate_data=None, migration_status="failed"):
         self.calls.append(("recover", migration_status))
 
-    def run(self, instance):
+    def run(self, instance, dest_bindings=None):
+        """``dest_bindings``: {port id: (vif type, details)} of the ports' bindings on the
+        destination host, as Nova puts them in ``migrate_data.vifs``."""
         data = self.check(instance)
+        if dest_bindings is not None:
+            data.vifs = []
+            for vif in instance.get_network_info():
+                vif_type, details = dest_bindings[vif["id"]]
+                data.vifs.append(migrate_data_obj.VIFMigrateData(
+                    port_id=vif["id"], source_vif=vif, vif_type=vif_type,
+                    vnic_type="normal", vif_details=details, host="compute-2"))
         data = self.dst.pre_live_migration(self.ctx, instance, {"block_device_mapping": []},
                                            instance.get_network_info(), None, data)
         data.migration = self.migration(instance)
@@ -404,6 +413,41 @@ def test_network_missing_in_the_target_cluster_is_refused_before_moving(two_comp
         dst.pre_live_migration(ctx, inst, {"block_device_mapping": []},
                                inst.get_network_info(), None, data)
     assert sim.vm(inst.uuid).cluster is sim.cluster("cluster-a")
+
+
+def test_nics_move_to_the_networks_of_the_destination_bindings(two_computes, ctx):
+    """The target cluster's hosts are not on the source's port group: the port bindings on
+    the destination name another one (and a reserved port), and the vMotion moves the NIC
+    there."""
+    src, dst, sim = two_computes
+    info = _vifs("public", "br-int")
+    inst = _instance(src, ctx, network_info=info, memory_mb=2 * GB)
+    for host in sim.cluster("cluster-b").hosts:
+        host.networks = [n for n in host.networks if n.name != "public"]
+    br_int = sim.find_entity("br-int", "DistributedVirtualPortgroup")
+    port_key = br_int.ports()[-1].key
+    moved, kept = info
+    bindings = {moved["id"]: ("dvs", {"dvs_id": br_int.switch.uuid, "pg_id": br_int.key,
+                                      "dvs_port_key": port_key}),
+                kept["id"]: ("dvs", {"dvs_port_group_name": "br-int"})}
+    vm = sim.vm(inst.uuid)
+    before = {c.macAddress: (c.key, c.backing.port.portKey) for c in vm.config.hardware.device
+              if isinstance(c, vim.vm.device.VirtualEthernetCard)}
+    # Without the destination's bindings the target cluster lacks the network.
+    with pytest.raises(exception.MigrationPreCheckError, match="public"):
+        NovaFlow(ctx, src, dst).run(inst)
+    assert NovaFlow(ctx, src, dst).run(inst, dest_bindings=bindings) == \
+        [("post", "compute-2")]
+    assert vm.cluster is sim.cluster("cluster-b")
+    cards = {c.macAddress: c for c in vm.config.hardware.device
+             if isinstance(c, vim.vm.device.VirtualEthernetCard)}
+    assert (cards[moved["address"]].backing.port.portgroupKey,
+            cards[moved["address"]].backing.port.portKey) == (br_int.key, port_key)
+    # The NIC already on br-int keeps its port; both keep their device keys.
+    assert (cards[kept["address"]].key, cards[kept["address"]].backing.port.portKey) == \
+        before[kept["address"]]
+    assert cards[moved["address"]].key == before[moved["address"]][0]
+    assert [n.name for n in vm.networks] == ["br-int"]
 
 
 def test_chosen_host_without_the_instances_network_fails_cleanly(two_computes, ctx):

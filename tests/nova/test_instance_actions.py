@@ -214,6 +214,27 @@ def test_attach_and_detach_a_port(stack):
     assert stack.wait_for_server(sid)["status"] == "ACTIVE"
 
 
+def test_ports_bound_by_neutrons_vsphere_dvs_backend(stack):
+    """Neutron's DVS backend binds ports as vif type dvs: by port group name with the
+    distributed port it reserved for the port, or by switch UUID and port group key."""
+    public = stack.sim.find_entity("public", "DistributedVirtualPortgroup")
+    reserved = public.ports()[-1].key
+    port = stack.create_port(vif_type="dvs", vif_details={
+        "dvs_port_group_name": "public", "dvs_port_key": reserved})
+    sid = stack.boot("dvs-1", _flavor(stack, "dvs"), networks=[{"port": port["id"]}])["id"]
+    vm = stack.sim_vm(sid)
+    [nic] = _nics(vm)
+    assert (nic.macAddress, _portgroup(stack, nic), nic.backing.port.portKey) == \
+        (port["mac_address"], "public", reserved)
+    br_int = stack.sim.find_entity("br-int", "DistributedVirtualPortgroup")
+    second = stack.create_port(vif_type="dvs", vif_details={
+        "dvs_id": br_int.switch.uuid, "pg_id": br_int.key})
+    stack.api.attach_interface(sid, {"interfaceAttachment": {"port_id": second["id"]}})
+    nics = {n.macAddress: n for n in _nics(vm)}
+    assert _portgroup(stack, nics[second["mac_address"]]) == "br-int"
+    assert sorted(n.name for n in vm.networks) == ["br-int", "public"]
+
+
 # -- consoles and diagnostics ----------------------------------------------------------------
 
 

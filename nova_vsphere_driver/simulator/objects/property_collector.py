@@ -102,7 +102,7 @@ class Retrieval:
                 raise vmodl.fault.ManagedObjectNotFound(
                     obj=ref, msg=f"The object '{getattr(ref, '_moId', ref)}' has already been "
                     "deleted or has not been completely created")
-            obj = registry.get(ref._moId)
+            obj = registry.lookup(ref)
             if not ospec.skip:
                 selected.setdefault(obj.moid, obj)
             visit(obj, ospec.selectSet)

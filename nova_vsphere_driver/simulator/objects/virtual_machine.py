@@ -811,6 +811,9 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
                     sim.files.grow(ds_name, rel, grow, new_kb)
                 device.capacityInKB = new_kb
                 device.capacityInBytes = new_kb * 1024
+            elif isinstance(device, Dev.VirtualEthernetCard):
+                # A new backing (another network, another port).
+                _check_nic(device, sim, host, config.instanceUuid, devices)
             devices[devices.index(existing)] = device
             by_key[device.key] = device
             continue
@@ -827,7 +830,7 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
             _add_disk(vm_name, vm_dir, device, change.fileOperation, sim, host, created,
                       index=changes.index(change))
         elif isinstance(device, Dev.VirtualEthernetCard):
-            _check_nic(device, sim, host)
+            _check_nic(device, sim, host, config.instanceUuid, devices)
         elif isinstance(device, Dev.VirtualCdrom):
             _check_cdrom(device, sim, host)
         label = _label(device)
@@ -980,30 +983,41 @@ def _check_cdrom(cdrom, sim: Simulator, host: HostSystem) -> None:
     backing.datastore = ds.ref
 
 
-def _is_portgroup(network: ManagedEntity) -> bool:
-    return issubclass(network.vim_type, vim.dvs.DistributedVirtualPortgroup)
+_NIC_BACKINGS = (Dev.VirtualEthernetCard.NetworkBackingInfo,
+                 Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo,
+                 Dev.VirtualEthernetCard.OpaqueNetworkBackingInfo)
 
 
-def _check_nic(nic, sim: Simulator, host: HostSystem) -> None:
+def _nic_network(backing, networks):
+    """The network among ``networks`` a NIC backing names (None: not there)."""
+    return next((n for n in networks if n.carries(backing)), None)
+
+
+def _check_nic(nic, sim: Simulator, host: HostSystem, owner: str | None,
+               devices: list) -> None:
+    """Wire a NIC being added or edited to its network on ``host``; give it a MAC.
+
+    ``owner`` is the VM's instance UUID and ``devices`` its devices: a
+    distributed port may be held by one NIC only.
+    """
     backing = nic.backing
-    if isinstance(backing, Dev.VirtualEthernetCard.NetworkBackingInfo):
-        matches = [n for n in host.networks if n.name == backing.deviceName
-                   and not _is_portgroup(n)]
-        if not matches:
-            raise vim.fault.NotFound(msg=f"Network '{backing.deviceName}' is not available on "
-                                     f"host {host.name}")
-        backing.network = matches[0].ref
-    elif isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
-        port = backing.port
-        pgs = [n for n in host.networks if _is_portgroup(n)
-               and n.key == port.portgroupKey and n.switch.uuid == port.switchUuid]
-        if not pgs:
-            raise vim.fault.NotFound(msg=f"Distributed port group '{port.portgroupKey}' on switch "
-                                     f"'{port.switchUuid}' is not available on host {host.name}")
-    elif isinstance(backing, Dev.VirtualEthernetCard.OpaqueNetworkBackingInfo):
-        pass  # NSX opaque networks: accepted as given
-    else:
+    if not isinstance(backing, _NIC_BACKINGS):
         raise invalid_argument("deviceChange.device.backing", "unsupported NIC backing")
+    if isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo) \
+            and backing.port is None:
+        raise invalid_argument("deviceChange.device.backing.port")
+    network = _nic_network(backing, host.networks)
+    if network is None:
+        if isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
+            what = f"Distributed port group '{backing.port.portgroupKey}' on switch " \
+                f"'{backing.port.switchUuid}'"
+        elif isinstance(backing, Dev.VirtualEthernetCard.OpaqueNetworkBackingInfo):
+            what = f"Opaque network '{backing.opaqueNetworkId}' of type " \
+                f"'{backing.opaqueNetworkType}'"
+        else:
+            what = f"Network '{backing.deviceName}'"
+        raise vim.fault.NotFound(msg=f"{what} is not available on host {host.name}")
+    network.wire(nic, owner, [d for d in devices if d.key != nic.key])
     if nic.addressType in (None, "generated", "assigned") and not nic.macAddress:
         octets = [_MAC_RANDOM.randrange(256) for _ in range(3)]
         nic.macAddress = "00:50:56:" + ":".join(f"{o:02x}" for o in octets)
@@ -1015,15 +1029,9 @@ def _networks_of(config, sim: Simulator, host: HostSystem) -> list:
     for dev in config.hardware.device:
         if not isinstance(dev, Dev.VirtualEthernetCard):
             continue
-        backing = dev.backing
-        for n in host.networks:
-            if isinstance(backing, Dev.VirtualEthernetCard.NetworkBackingInfo) \
-                    and n.name == backing.deviceName and n not in nets:
-                nets.append(n)
-            elif isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo) \
-                    and _is_portgroup(n) \
-                    and n.key == backing.port.portgroupKey and n not in nets:
-                nets.append(n)
+        network = _nic_network(dev.backing, host.networks)
+        if network is not None and network not in nets:
+            nets.append(network)
     return nets
 
 
@@ -1331,6 +1339,8 @@ def clone_plan(source: VirtualMachine, name: str,
             if isinstance(copy_dev, Dev.VirtualEthernetCard):
                 copy_dev.macAddress = None
                 copy_dev.addressType = "generated"
+                if getattr(copy_dev.backing, "port", None) is not None:
+                    copy_dev.backing.port.portKey = None  # the clone gets a port of its own
             config.deviceChange.append(Dev.VirtualDeviceSpec(operation="add", device=copy_dev))
     if spec.config is not None:
         for field in ("numCPUs", "memoryMB", "annotation"):
@@ -1345,21 +1355,15 @@ def clone_plan(source: VirtualMachine, name: str,
 
 def _nic_reachable(nic, host: HostSystem) -> bool:
     """Whether the network ``nic`` is backed by is present on ``host``."""
-    backing = nic.backing
-    if isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
-        port = backing.port
-        return any(_is_portgroup(n) and n.key == port.portgroupKey
-                   and n.switch.uuid == port.switchUuid for n in host.networks)
-    if isinstance(backing, Dev.VirtualEthernetCard.NetworkBackingInfo):
-        return any(n.name == backing.deviceName and not _is_portgroup(n)
-                   for n in host.networks)
-    return True  # opaque (NSX) networks: not modelled
+    return _nic_network(nic.backing, host.networks) is not None
 
 
 def _nic_backing_name(nic) -> str:
     backing = nic.backing
     if isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
         return f"port group {backing.port.portgroupKey} of switch {backing.port.switchUuid}"
+    if isinstance(backing, Dev.VirtualEthernetCard.OpaqueNetworkBackingInfo):
+        return f"opaque network {backing.opaqueNetworkId} ({backing.opaqueNetworkType})"
     return str(getattr(backing, "deviceName", None) or type(backing).__name__)
 
 
@@ -1386,7 +1390,7 @@ def relocated_nics(vm: VirtualMachine, host: HostSystem, changes) -> vim.vm.Conf
                 raise invalid_argument("spec.deviceChange.device.key",
                                        f"no device with key {device.key}")
             device = copy.deepcopy(device)
-            _check_nic(device, vm.sim, host)
+            _check_nic(device, vm.sim, host, config.instanceUuid, devices)
             devices[index[device.key]] = device
     if vm.powered_on:
         for nic in config.hardware.device:
