@@ -81,6 +81,17 @@ vsphere_opts = [
                 "and again only when vCenter loses the session or the collector's "
                 "version. False reads every cluster in full at every read (as a check of "
                 "the cache, or where a vCenter proxy cannot serve update waits)."),
+    cfg.BoolOpt("pbm_enabled", default=False,
+                help="Storage policies (vCenter's storage policy service, SPBM): each "
+                "instance's disks get the policy of its flavor (vsphere:storage_policy, or "
+                "Nova's vmware:storage_policy) or pbm_default_policy, on datastores "
+                "compatible with it. datastore_regex, when set, still applies too."),
+    cfg.StrOpt("pbm_wsdl_location",
+               help="URL of the storage policy service's WSDL (file:// or https://). "
+               "Default: the WSDL oslo.vmware ships for vCenter's version."),
+    cfg.StrOpt("pbm_default_policy",
+               help="Storage policy of instances whose flavor names none; required with "
+               "pbm_enabled, and must exist in vCenter."),
     cfg.StrOpt("default_vif_model", default="vmxnet3",
                choices=["e1000", "e1000e", "pcnet", "vmxnet", "vmxnet3", "sriov"],
                help="Network adapter of instances whose image sets no hw_vif_model. Nova's "

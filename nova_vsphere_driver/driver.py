@@ -43,6 +43,7 @@ from nova_vsphere_driver.ops.host_selection import HostSelection
 from nova_vsphere_driver.ops.image_cache import ImageCacheOps
 from nova_vsphere_driver.ops.instance_rules import InstanceRules
 from nova_vsphere_driver.ops.instance_snapshot import InstanceSnapshots
+from nova_vsphere_driver.ops.instance_storage_policy import InstanceStoragePolicy
 from nova_vsphere_driver.ops.live_migrate import FORCE_COMPLETE_UNSUPPORTED, LiveMigrations
 from nova_vsphere_driver.ops.migrate import Migrations
 from nova_vsphere_driver.ops.nics import NicResolver
@@ -64,6 +65,7 @@ from nova_vsphere_driver.vsphere.cluster_state import ClusterStateReader
 from nova_vsphere_driver.vsphere.images import ImageCache
 from nova_vsphere_driver.vsphere.rules import ClusterRules
 from nova_vsphere_driver.vsphere.session import VSphereSession
+from nova_vsphere_driver.vsphere.spbm import SpbmClient, UnknownStoragePolicy
 from nova_vsphere_driver.vsphere.vm import VmOperations
 
 LOG = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ def build_operations(services: Services, schedule: PassSchedule,
     rules = InstanceRules(services.rules, services.states, services.nodes,
                           services.drs.settings.instance_vm_group)
     nics = NicResolver(services.session)
+    storage = InstanceStoragePolicy(services)
     folders = VmFolders(services.session)
     guest_types = GuestTypes(services.image_api)
     root_disks = RootDisks(services, folders, guest_types)
@@ -129,17 +132,17 @@ def build_operations(services: Services, schedule: PassSchedule,
     volumes = Volumes(services)
     return Operations(
         spawn=SpawnOps(services, hosts, rules, nics, folders, root_disks, guest_types, volumes,
-                       ConfigDrives(services)),
+                       ConfigDrives(services), storage),
         destroy=DestroyOps(services, rules, volumes),
         power=power,
         resources=ResourceReports(services),
         drs_passes=DrsPasses(services, schedule, stopping),
-        migrations=Migrations(services, hosts, rules, power),
-        live_migrations=LiveMigrations(services, rules, nics),
+        migrations=Migrations(services, hosts, rules, power, storage),
+        live_migrations=LiveMigrations(services, rules, nics, storage),
         hosts=HostOperations(services),
         snapshots=InstanceSnapshots(services),
         volumes=volumes,
-        guest=GuestOps(services, nics, root_disks),
+        guest=GuestOps(services, nics, root_disks, storage),
         consoles=Consoles(services),
         diagnostics=Diagnostics(services),
         image_cache=ImageCacheOps(services, root_disks),
@@ -326,7 +329,38 @@ class VSphereDriver(driver.ComputeDriver):
                  ", ".join(f"{r.path} ({n})" for n, r in nodes.items()))
         return Services(session=session, states=ClusterStates(reader, nodes, cache), vmops=vmops,
                         images=images, rules=ClusterRules(session), drs=cluster_drs,
-                        image_api=glance.API(), nodes=nodes, vm_refs=VmRefs(vmops))
+                        image_api=glance.API(), nodes=nodes, vm_refs=VmRefs(vmops),
+                        spbm=self._storage_policies(session))
+
+    @staticmethod
+    def _storage_policies(session: VSphereSession) -> SpbmClient | None:
+        """The storage policy service ([vsphere] pbm_enabled), its default policy found."""
+        opts = CONF.vsphere
+        if not opts.pbm_enabled:
+            return None
+        if not opts.pbm_default_policy:
+            raise ConfigurationError(reason="[vsphere] pbm_default_policy is required with "
+                                     "pbm_enabled = True (the storage policy of instances "
+                                     "whose flavor names none)")
+        try:
+            location = session.enable_storage_policies(opts.pbm_wsdl_location)
+            spbm = SpbmClient(session)
+            spbm.policy(opts.pbm_default_policy)
+        except UnknownStoragePolicy as exc:
+            raise ConfigurationError(
+                reason=f"[vsphere] pbm_default_policy={opts.pbm_default_policy!r}: "
+                f"{exc}") from None
+        except Exception as exc:  # suds (WSDL) and oslo.vmware errors alike
+            raise ConfigurationError(
+                reason=f"[vsphere] pbm_wsdl_location={opts.pbm_wsdl_location!r}: the storage "
+                f"policy service cannot be used: {exc}") from None
+        if opts.datastore_regex:
+            LOG.warning("[vsphere] datastore_regex and pbm_enabled are both set: instances "
+                        "go to datastores that match the regex and their storage policy "
+                        "(Nova's in-tree driver ignored datastore_regex with pbm_enabled)")
+        LOG.info("Storage policies on (SPBM WSDL %s); default policy %s", location,
+                 opts.pbm_default_policy)
+        return spbm
 
     def cleanup_host(self, host: str) -> None:
         self._stopping.set()

@@ -12,10 +12,11 @@ Two consumers, one table (:data:`SPECS`):
   extra spec is set on the flavor.
 
 Nova's in-tree names are accepted as aliases: ``quota:cpu_limit`` and the
-other ``quota:{cpu,memory}_*`` keys of Nova's VMware driver, and
-``vmware:hw_version``. Nova validates those namespaces itself, so they are
-not registered here. Where a ``vsphere:`` key and its alias are both set,
-the ``vsphere:`` key wins and the alias is ignored. Alias values keep Nova's
+other ``quota:{cpu,memory}_*`` keys of Nova's VMware driver,
+``vmware:hw_version`` and ``vmware:storage_policy``. Nova validates those
+namespaces itself, so they are not registered here. Where a ``vsphere:``
+key and its alias are both set, the ``vsphere:`` key wins and the alias is
+ignored. Alias values keep Nova's
 documented meaning: ``quota:*_limit = 0`` means unlimited (``-1`` here), and
 ``quota:*_shares_share`` is ignored unless the shares level is ``custom``.
 
@@ -51,6 +52,8 @@ LIMIT_PATTERN = r"-1|[1-9][0-9]{0,17}"
 HW_VERSION_PATTERN = r"vmx-[0-9]{2}"
 #: A DRS host group name: not empty, no leading or trailing white space.
 HOST_GROUP_PATTERN = r"\S(?:.*\S)?"
+#: A storage policy name: the same.
+STORAGE_POLICY_PATTERN = HOST_GROUP_PATTERN
 MAX_LONG = 2**63 - 1
 MAX_INT = 2**31 - 1
 
@@ -71,7 +74,8 @@ class Spec:
 
     name: str                 # without the namespace, e.g. "cpu_limit"
     kind: str                 # "limit", "reservation", "shares_level", "shares_share",
-    #                           "host_group", "host_group_rule", "hw_version"
+    #                           "host_group", "host_group_rule", "hw_version",
+    #                           "storage_policy"
     description: str
     aliases: tuple[str, ...] = ()
 
@@ -99,6 +103,9 @@ class Spec:
         if self.kind == "host_group":
             return {"type": str, "pattern": HOST_GROUP_PATTERN,
                     "description": "the name of a DRS host group"}
+        if self.kind == "storage_policy":
+            return {"type": str, "pattern": STORAGE_POLICY_PATTERN,
+                    "description": "the name of a vCenter storage policy"}
         raise AssertionError(f"unknown kind {self.kind!r}")
 
 
@@ -138,6 +145,10 @@ SPECS: tuple[Spec, ...] = (
          "Virtual hardware version of the instance, e.g. vmx-19; hosts that cannot "
          "create VMs of that version are not used, and a cluster without one is "
          "refused.", ("vmware:hw_version",)),
+    Spec("storage_policy", "storage_policy",
+         "Name of the vCenter storage policy (SPBM) of the instance's disks, instead of "
+         "[vsphere] pbm_default_policy; its files go to datastores compatible with it. "
+         "Needs [vsphere] pbm_enabled.", ("vmware:storage_policy",)),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
@@ -158,6 +169,7 @@ class FlavorSettings:
     host_group: str | None = None
     host_group_rule: str | None = None      # must|should; "must" when host_group is set
     hw_version: str | None = None           # vmx-NN
+    storage_policy: str | None = None       # a vCenter storage policy's name
 
 
 def _allowed(spec: Spec) -> str:

@@ -31,6 +31,7 @@ from nova_vsphere_driver.vsphere.cluster_state import (
 from nova_vsphere_driver.vsphere.images import ImageCache
 from nova_vsphere_driver.vsphere.rules import ClusterRules
 from nova_vsphere_driver.vsphere.session import VSphereSession
+from nova_vsphere_driver.vsphere.spbm import SpbmClient
 from nova_vsphere_driver.vsphere.vm import VmOperations
 
 #: Namespace for the compute node UUIDs derived from node names.
@@ -217,6 +218,8 @@ class Services:
     image_api: Any
     nodes: Nodes
     vm_refs: VmRefs
+    #: The storage policy service; None unless [vsphere] pbm_enabled.
+    spbm: SpbmClient | None = None
 
     def limits(self) -> drs.Limits:
         """Per-host capacity limits at placement's allocation ratios (for our DRS)."""

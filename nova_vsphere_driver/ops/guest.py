@@ -21,8 +21,10 @@ from oslo_log import log as logging
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
+from nova_vsphere_driver import policy
 from nova_vsphere_driver.ops import block_devices, vm_devices
 from nova_vsphere_driver.ops import root_disk as root_disk_ops
+from nova_vsphere_driver.ops.instance_storage_policy import InstanceStoragePolicy
 from nova_vsphere_driver.ops.nics import NicResolver, nic_adapter
 from nova_vsphere_driver.ops.root_disk import RootDisks
 from nova_vsphere_driver.services import Services
@@ -63,7 +65,8 @@ def _hotplug_lock(instance_uuid: str) -> Iterator[None]:
 class GuestOps:
     """Guest-level operations of one driver (built once; holds no state)."""
 
-    def __init__(self, services: Services, nics: NicResolver, root_disks: RootDisks) -> None:
+    def __init__(self, services: Services, nics: NicResolver, root_disks: RootDisks,
+                 storage: InstanceStoragePolicy) -> None:
         self._session = services.session
         self._vmops = services.vmops
         self._vm_refs = services.vm_refs
@@ -71,6 +74,7 @@ class GuestOps:
         self._nodes = services.nodes
         self._nics = nics
         self._root_disks = root_disks
+        self._storage = storage
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -234,8 +238,9 @@ class GuestOps:
         return spec
 
     def _rescue_disk_change(self, devices: list, root, path: str, capacity_kb: int,
-                            parent: str | None) -> list:
-        """deviceChange adding the rescue disk next to the root disk."""
+                            parent: str | None, profile_id: str | None = None) -> list:
+        """deviceChange adding the rescue disk next to the root disk (with the instance's
+        storage policy, ``profile_id``)."""
         changes = []
         controller_key = getattr(root, "controllerKey", None) if root is not None else None
         unit = vm_devices.free_unit(devices, controller_key) if controller_key is not None \
@@ -274,7 +279,7 @@ class GuestOps:
             backing.parent = parent_backing
             operation = "create"
         disk.backing = backing
-        changes.append(_device_add(self._session, disk, operation))
+        changes.append(_device_add(self._session, disk, operation, profile_id))
         return changes
 
     def _delete_disk_quietly(self, dc_ref, path: str) -> None:
@@ -324,6 +329,9 @@ class GuestOps:
         ds_name, vmx = _split_ds_path(props.get("config.files.vmPathName", ""))
         folder = posixpath.dirname(vmx)
         root = self._root_disk(devices, instance, folder)
+        # The rescue disk gets the instance's storage policy, as every disk it has.
+        storage_policy = self._storage.policy(instance.flavor,
+                                              policy.flavor_settings(instance.flavor))
         path = f"[{ds_name}] {folder}/{instance.uuid}{RESCUE_SUFFIX}"
         dc_ref = vim_util.get_moref(ref.datacenter, "Datacenter")
         if rescue_password:
@@ -350,8 +358,9 @@ class GuestOps:
                         destDatacenter=dc_ref, destSpec=copy_spec)
                 parent = None
             spec = self._session.factory("VirtualMachineConfigSpec")
-            spec.deviceChange = self._rescue_disk_change(devices, root, path,
-                                                         cached.capacity_kb, parent)
+            spec.deviceChange = self._rescue_disk_change(
+                devices, root, path, cached.capacity_kb, parent,
+                storage_policy.profile_id if storage_policy else None)
             self._reconfigure(instance, vm_ref, spec)
             attached = True
             # vCenter gives the new disk its key: read it to put the disk first.

@@ -62,6 +62,7 @@ from oslo_vmware import vim_util
 from nova_vsphere_driver import drs, policy
 from nova_vsphere_driver.datastore_selection import matching_datastores
 from nova_vsphere_driver.ops.instance_rules import InstanceRules, server_group
+from nova_vsphere_driver.ops.instance_storage_policy import InstanceStoragePolicy
 from nova_vsphere_driver.ops.nics import NicResolver, backing_edits
 from nova_vsphere_driver.services import Services
 from nova_vsphere_driver.vsphere import errors
@@ -142,7 +143,8 @@ class _Outcome:
 class LiveMigrations:
     """Live migration for one driver; thread-safe (built once per driver)."""
 
-    def __init__(self, services: Services, rules: InstanceRules, nics: NicResolver) -> None:
+    def __init__(self, services: Services, rules: InstanceRules, nics: NicResolver,
+                 storage: InstanceStoragePolicy) -> None:
         self._services = services
         self._session = services.session
         self._vmops = services.vmops
@@ -152,6 +154,7 @@ class LiveMigrations:
         self._drs = services.drs
         self._rules = rules
         self._nics = nics
+        self._storage = storage
         self._lock = threading.Lock()
         self._inflight: dict[str, _InFlight] = {}
         #: id(dest_check_data) -> (the data, cluster moref, instance uuid): the
@@ -201,7 +204,8 @@ class LiveMigrations:
                         try_place) -> tuple[StoragePlan, drs.PlacementResult]:
         """The first storage plan DRS finds a host for; MigrationPreCheckError if none."""
         _, stores, committed = self._vm_storage(instance)
-        plans = storage_plans(state, stores, committed, regex)
+        plans = self._policy_plans(instance, state, storage_plans(state, stores, committed,
+                                                                  regex))
         if not plans:
             raise exception.MigrationPreCheckError(
                 reason=f"cluster {state.ref.name}: no datastore matching "
@@ -218,6 +222,26 @@ class LiveMigrations:
         raise exception.MigrationPreCheckError(
             reason=f"no ESXi host of cluster {state.ref.name} can take the instance: "
             f"{'; '.join(reasons)}")
+
+    def _policy_plans(self, instance, state: ClusterState,
+                      plans: list[StoragePlan]) -> list[StoragePlan]:
+        """``plans`` whose storage vMotion targets honour the instance's storage policy (a
+        VM staying on its datastores keeps its association)."""
+        moving = [p for p in plans if not p.keep]
+        if not moving:
+            return plans
+        storage_policy = self._storage.policy(instance.flavor,
+                                              policy.flavor_settings(instance.flavor))
+        if storage_policy is None:
+            return plans
+        candidates = [d for d in state.datastores if d.moref in moving[0].datastores]
+        try:
+            _, allowed = self._storage.datastores(state, candidates, storage_policy)
+        except exception.ComputeResourcesUnavailable:
+            allowed = []
+        keep = {d.moref for d in allowed}
+        return [p if p.keep else StoragePlan(keep=False, datastores=p.datastores & keep)
+                for p in plans if p.keep or p.datastores & keep]
 
     # -- destination checks (run on the destination nova-compute) ----------------------
 
@@ -399,7 +423,8 @@ class LiveMigrations:
             where = f"ESXi host {host.name} of cluster {target.name} ({result.reason})"
         else:
             _, stores, committed = self._vm_storage(instance)
-            plans = storage_plans(state, stores, committed, regex)
+            plans = self._policy_plans(instance, state,
+                                       storage_plans(state, stores, committed, regex))
             if not plans:
                 raise exception.MigrationPreCheckError(
                     reason=f"cluster {target.name}: no datastore matching {regex!r} has "

@@ -52,6 +52,7 @@ from nova_vsphere_driver.datastore_selection import datastores_with_room, pick_d
 from nova_vsphere_driver.ops import block_devices, resize_vm
 from nova_vsphere_driver.ops.host_selection import HostSelection
 from nova_vsphere_driver.ops.instance_rules import InstanceRules, server_group
+from nova_vsphere_driver.ops.instance_storage_policy import InstanceStoragePolicy
 from nova_vsphere_driver.ops.power import PowerOps
 from nova_vsphere_driver.ops.resize_vm import ResizeRecord, VmFacts
 from nova_vsphere_driver.services import Services
@@ -347,8 +348,12 @@ class _Finish:
         else:
             current = None
         if current is None:
-            stores = datastores_with_room(state, CONF.vsphere.datastore_regex,
-                                          final_kb * units.Ki)
+            # Where the instance's storage policy allows (its association moves with it).
+            storage = self.ops.storage
+            _, stores = storage.datastores(
+                state, datastores_with_room(state, CONF.vsphere.datastore_regex,
+                                            final_kb * units.Ki),
+                storage.policy(instance.flavor, self.settings), final_kb * units.Ki)
             if _builtin_drs():
                 host = self.ops.choose_host(state, instance, group, self.settings, facts.moref,
                                             stores, required=_volume_datastores(facts),
@@ -394,8 +399,10 @@ class Migrations:
     """Resize and cold migration of one driver's instances (built once; holds no state)."""
 
     def __init__(self, services: Services, hosts: HostSelection, rules: InstanceRules,
-                 power: PowerOps) -> None:
+                 power: PowerOps, storage: InstanceStoragePolicy) -> None:
         self._services = services
+        #: The instances' storage policies (the datastores a move may choose).
+        self.storage = storage
         self._session = services.session
         self._vmops = services.vmops
         self._vm_refs = services.vm_refs

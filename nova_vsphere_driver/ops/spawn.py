@@ -1,9 +1,11 @@
 """Spawn: a new instance as a VM on the ESXi host our DRS picks, on a datastore with room.
 
 A spawn is planned first -- flavor settings, server group, a fresh read of
-the cluster, the datastores with room for the root disk, the host (claimed
-by our DRS until the VM exists; in ``[vsphere_drs] mode = vcenter`` none, and
-vCenter's DRS decides) and the datastore -- and then built in steps
+the cluster, the datastores with room for the root disk (and compatible
+with the instance's storage policy, ``ops/instance_storage_policy.py``),
+the host (claimed by our DRS until the VM exists; in ``[vsphere_drs] mode
+= vcenter`` none, and vCenter's DRS decides) and the datastore -- and then
+built in steps
 (:attr:`SpawnOps.STEPS`), each a method taking the :class:`SpawnBuild`:
 
 1. ``root_disk``: the image, cached per datastore, as the root disk (a
@@ -14,7 +16,8 @@ vCenter's DRS decides) and the datastore -- and then built in steps
 3. ``config_drive``: Nova's metadata on an ISO image in the instance's
    folder, when Nova wants one (ops/config_drive.py);
 4. ``create_vm``: CreateVM_Task with the flavor's size, the guest type,
-   the NICs on the VIFs' port groups, the notes that say who it is, and all
+   the NICs on the networks the VIFs' bindings name, the storage policy on
+   the VM and the disks it creates, the notes that say who it is, and all
    its disks and drives in one go (ops/block_devices.py): root disk, the
    volumes of ``block_device_info`` in order on the bus each asks for,
    ephemeral and swap disks, the ISO image's and the config drive's CD-ROM
@@ -49,6 +52,7 @@ from nova_vsphere_driver.ops.config_drive import ConfigDrives
 from nova_vsphere_driver.ops.guest_os import GuestTypes
 from nova_vsphere_driver.ops.host_selection import HostSelection
 from nova_vsphere_driver.ops.instance_rules import InstanceRules, server_group
+from nova_vsphere_driver.ops.instance_storage_policy import InstanceStoragePolicy
 from nova_vsphere_driver.ops.nics import NicResolver, nic_adapter
 from nova_vsphere_driver.ops.root_disk import RootDisks, adapter_type, image_props, is_iso
 from nova_vsphere_driver.ops.vm_folders import VmFolders
@@ -62,6 +66,7 @@ from nova_vsphere_driver.vsphere.cluster_state import (
     EsxiHostState,
 )
 from nova_vsphere_driver.vsphere.device_layout import NoFreeSlot
+from nova_vsphere_driver.vsphere.spbm import StoragePolicy
 from nova_vsphere_driver.vsphere.vm import (
     DEFAULT_ADAPTER_TYPE,
     DEFAULT_NIC_ADAPTER,
@@ -104,6 +109,8 @@ class SpawnBuild:
     admin_password: str | None = None
     #: The network adapter type of the instance's NICs (the image's hw_vif_model).
     adapter: str = DEFAULT_NIC_ADAPTER
+    #: The storage policy of the VM's home and disks (None: storage policies off).
+    storage_policy: StoragePolicy | None = None
     root: RootDisk | None = None
     #: The cached ISO image the VM boots from ("[ds] path.iso"), for an ISO image.
     iso_image: str | None = None
@@ -127,8 +134,9 @@ class SpawnOps:
     def __init__(self, services: Services, hosts: HostSelection, rules: InstanceRules,
                  nics: NicResolver, folders: VmFolders, root_disks: RootDisks,
                  guest_types: GuestTypes, volumes: Volumes,
-                 config_drives: ConfigDrives) -> None:
+                 config_drives: ConfigDrives, storage: InstanceStoragePolicy) -> None:
         self._services = services
+        self._storage = storage
         self._hosts = hosts
         self._rules = rules
         self._nics = nics
@@ -170,10 +178,13 @@ class SpawnOps:
         versions = services.states.hardware_versions(ref) if settings.hw_version else None
         eligible = policy.eligible_hosts(flavor, settings, state, versions)
         root_bytes = 0 if devices.boot_from_volume else int(flavor.root_gb or 0) * units.Gi
-        stores = datastores_with_room(state, CONF.vsphere.datastore_regex,
-                                      root_bytes + devices.local_bytes)
+        need_bytes = root_bytes + devices.local_bytes
         # Image properties vSphere cannot honour are refused before anything is made.
         adapter = nic_adapter(image_meta)
+        storage_policy = self._storage.policy(flavor, settings)
+        storage_policy, stores = self._storage.datastores(
+            state, datastores_with_room(state, CONF.vsphere.datastore_regex, need_bytes),
+            storage_policy, need_bytes)
         # builtin: our DRS picks the host; vcenter: CreateVM_Task gets none and
         # vCenter's DRS decides.
         host = self._place(state, instance, group, stores, settings, volumes, eligible) \
@@ -182,7 +193,8 @@ class SpawnOps:
                           network_info=network_info, block_device_info=block_device_info,
                           power_on=power_on, settings=settings, group=group, ref=ref,
                           state=state, host=host, datastore=pick_datastore(stores, host),
-                          devices=devices, volumes=volumes, adapter=adapter)
+                          devices=devices, volumes=volumes, adapter=adapter,
+                          storage_policy=storage_policy)
 
     def _place(self, state: ClusterState, instance, group, stores, settings,
                volumes: tuple[VolumeDisk, ...],
@@ -297,7 +309,8 @@ class SpawnOps:
             hw_version=build.settings.hw_version, disks=disks,
             # The ISO image's drive first: it is the one the firmware boots from.
             cdroms=tuple(p for p in (build.iso_image, build.config_drive) if p),
-            extra_config=records)
+            extra_config=records,
+            storage_profile=build.storage_policy.profile_id if build.storage_policy else None)
         try:
             config = build_config_spec(services.session, spec)
         except NoFreeSlot as exc:

@@ -32,6 +32,14 @@ from nova_vsphere_driver.simulator.objects.network import (
     VmwareDistributedVirtualSwitch,
 )
 from nova_vsphere_driver.simulator.objects.nfc_lease import HttpNfcLease, export_disks
+from nova_vsphere_driver.simulator.objects.pbm import (
+    PbmCapabilityMetadataManager,
+    PbmComplianceManager,
+    PbmPlacementSolver,
+    PbmProfileManager,
+    PbmServiceInstance,
+    PbmSessionManager,
+)
 from nova_vsphere_driver.simulator.objects.property_collector import (
     PropertyCollector,
     PropertyFilter,
@@ -108,6 +116,17 @@ class ObjectFactory:
     def singleton(self, kind: str) -> Any:
         """The one ``kind`` object of the service (ServiceInstance, SessionManager, ...)."""
         return self._add(_SINGLETONS[kind](self.sim))
+
+    def storage_policy_service(self) -> None:
+        """The storage policy API's (SPBM) objects, in its own table (their ids are
+        SPBM's well-known ones, which vim25's clash with)."""
+        add = self.sim.storage_policies.add_object
+        add(PbmServiceInstance(self.sim, "ServiceInstance"))
+        add(PbmSessionManager(self.sim, "SessionManager"))
+        add(PbmCapabilityMetadataManager(self.sim, "CapabilityMetadataManager"))
+        add(PbmProfileManager(self.sim, "ProfileManager"))
+        add(PbmComplianceManager(self.sim, "complianceManager"))
+        add(PbmPlacementSolver(self.sim, "placementSolver"))
 
     def property_collector(self, owner: str | None = None, moid: str | None = None):
         return self._add(PropertyCollector(self.sim, moid, owner))
@@ -236,11 +255,13 @@ class ObjectFactory:
             raise invalid_argument("pool", "pool must be a resource pool")
         sim = self.sim
         created: list[tuple[str, str]] = []
+        profiles: dict[str, str] = {}
         with self.registry.lock:
             try:
                 host, config, keys = virtual_machine.new_vm_config(
-                    sim, folder, spec, pool, host, created)
+                    sim, folder, spec, pool, host, created, profiles)
                 vm = VirtualMachine(sim, spec.name, folder, pool, host, config, keys)
+                vm.storage_profiles = virtual_machine.storage_profiles_after(profiles, config)
             except Exception:
                 for ds_name, path in reversed(created):
                     if sim.files.exists(ds_name, path):

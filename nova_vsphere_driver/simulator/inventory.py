@@ -36,6 +36,14 @@ Schema (all sizes in the units named; every key but ``name`` optional)::
 
 A host's ``datastores`` adds to the datacenter datastores that list no
 ``hosts`` (those are mounted everywhere).
+
+Storage policies (vCenter's storage policy service, SPBM) are vCenter-wide,
+next to ``datacenters``; each is a tag-based policy whose compatible
+datastores are listed (every datastore when ``datastores`` is left out)::
+
+    storage_policies:
+      - {name: gold, description: Replicated flash, datastores: [shared-a, shared-b]}
+      - {name: bronze}
 """
 
 from __future__ import annotations
@@ -86,6 +94,14 @@ def default_inventory() -> dict:
     features_v3 = ["sse4_1", "sse4_2", "aes", "avx", "avx2", "fma", "bmi1", "bmi2", "popcnt"]
     features_v4 = [*features_v3, "avx512f", "sha"]
     return {
+        # Tag-based storage policies (SPBM): gold on the clusters' own shared
+        # datastores, nfs on the datastore both clusters mount.
+        "storage_policies": [
+            {"name": "gold", "description": "Shared flash of each cluster",
+             "datastores": ["shared-a", "shared-b"]},
+            {"name": "nfs", "description": "NFS reachable from every host",
+             "datastores": ["shared-all"]},
+        ],
         "datacenters": [{
             "name": "dc1",
             "datastores": [
@@ -151,6 +167,7 @@ def load(sim: Simulator, data: dict) -> None:
     data = copy.deepcopy(data)
     make = sim.factory
     with sim.registry.lock:
+        policies = data.get("storage_policies") or []
         for dc_i, dc_data in enumerate(data.get("datacenters") or []):
             where = f"datacenters[{dc_i}]"
             dc = make.datacenter(_datacenter_folder(sim, dc_data.get("folder"), where),
@@ -255,7 +272,29 @@ def load(sim: Simulator, data: dict) -> None:
                         f"{where}.clusters[{cl_i}].ha")
                 except (TypeError, ValueError) as exc:
                     raise InventoryError(str(exc)) from exc
+        _load_policies(sim, policies)
         sim.registry.touch()
+
+
+def _load_policies(sim: Simulator, policies: list) -> None:
+    names = set()
+    for p_i, p_data in enumerate(policies):
+        where = f"storage_policies[{p_i}]"
+        if not isinstance(p_data, dict):
+            raise InventoryError(f"{where}: a storage policy is a mapping with a name")
+        name = str(_require(p_data, "name", where))
+        if name in names:
+            raise InventoryError(f"{where}: duplicate storage policy {name!r}")
+        names.add(name)
+        stores = p_data.get("datastores")
+        if stores is not None:
+            unknown = [n for n in stores if n not in sim.datastores]
+            if unknown:
+                raise InventoryError(f"{where}: unknown datastores {unknown}")
+        sim.storage_policies.add(name, description=str(p_data.get("description", "")),
+                                 tag=p_data.get("tag"),
+                                 datastores=list(stores) if stores is not None else None,
+                                 profile_id=p_data.get("id"))
 
 
 def _create_vm(sim: Simulator, dc, clusters: dict, vm_data: dict, where: str) -> None:

@@ -28,6 +28,8 @@ from nova_vsphere_driver.simulator.service import Client, Simulator
 
 LOG = logging.getLogger(__name__)
 COOKIE_NAME = "vmware_soap_session"
+#: Where vCenter serves the storage policy API (oslo.vmware posts to /pbm).
+PBM_PATHS = ("/pbm", "/pbm/sdk")
 _MAX_BODY = 64 * 1024 * 1024
 _MAX_UPLOAD = 4 * 1024 * 1024 * 1024
 _MAX_CONTROL_BODY = 1024 * 1024
@@ -387,6 +389,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if command == "POST":
             if path == "/sdk" or path.startswith("/sdk/"):
                 return self._soap, _MAX_BODY
+            if path in PBM_PATHS:
+                return (lambda: self._soap(soap.PBM_NS)), _MAX_BODY
             if path == "/simulator/control":
                 return self._control, _MAX_CONTROL_BODY
             if path.startswith("/nfc/"):
@@ -397,6 +401,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return (lambda: self._datastore_file(parts)), _MAX_IGNORED_BODY
             if path.startswith("/sdk/") or path.startswith("/wsdl/"):
                 return (lambda: self._static(path.rsplit("/", 1)[-1])), _MAX_IGNORED_BODY
+            if path.startswith("/pbm/"):
+                return (lambda: self._pbm_wsdl(path.rsplit("/", 1)[-1])), _MAX_IGNORED_BODY
             if path.startswith("/nfc/"):
                 return (lambda: self._nfc_download(path)), _MAX_IGNORED_BODY
         elif command == "PUT":
@@ -441,15 +447,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- SOAP -----------------------------------------------------------------
 
-    def _soap(self) -> None:
+    def _soap(self, namespace: str = soap.VIM_NS) -> None:
+        """One SOAP call: vim25 on /sdk, the storage policy API (``namespace`` urn:pbm)
+        on /pbm, each endpoint serving its own API's methods only."""
         body = self._read_body()
         try:
             call = soap.decode_request(body)
         except soap.SoapDecodeError as exc:
             self._send(500, soap.encode_client_fault(f"Unable to parse request: {exc}"))
             return
+        if call.namespace != namespace:
+            self._send(500, soap.encode_client_fault(
+                f"Unable to parse request: {call.name} is not a method of {namespace}"))
+            return
+        # SPBM clients name their vCenter session in the vcSessionCookie header.
+        cookie = self._session_cookie() or call.vc_session_cookie
         try:
-            result, new_session = self.sim.invoke(call, self._session_cookie(), self._client())
+            result, new_session = self.sim.invoke(call, cookie, self._client())
         except vmodl.MethodFault as fault:
             try:
                 payload = soap.encode_fault(fault)
@@ -488,6 +502,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         host = self.headers.get("Host") or f"{self.server.server_address[0]}"
         docs = wsdl.wsdl_documents(f"{self.server.scheme}://{host}/sdk")  # type: ignore[attr-defined]
         body = docs.get(name)
+        if body is None:
+            self._send(404, b"not found", "text/plain")
+        else:
+            self._send(200, body)
+
+    def _pbm_wsdl(self, name: str) -> None:
+        """The storage policy API's WSDL set (oslo.vmware's), pointing at this server."""
+        from nova_vsphere_driver.simulator import wsdl
+
+        host = self.headers.get("Host") or f"{self.server.server_address[0]}"
+        body = wsdl.pbm_documents(f"{self.server.scheme}://{host}/pbm/sdk").get(name)  # type: ignore[attr-defined]
         if body is None:
             self._send(404, b"not found", "text/plain")
         else:

@@ -22,7 +22,9 @@ from nova_vsphere_driver.simulator.faults import FaultInjector, complete_fault
 from nova_vsphere_driver.simulator.login_throttle import LoginThrottle
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
 from nova_vsphere_driver.simulator.registry import Registry
+from nova_vsphere_driver.simulator.storage_policies import StoragePolicyService
 from nova_vsphere_driver.simulator.vim_data import typed
+from nova_vsphere_driver.simulator.vim_faults import object_not_found
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.base import ManagedEntity
@@ -35,7 +37,8 @@ LOG = logging.getLogger(__name__)
 DEFAULT_USER = "administrator@vsphere.local"
 DEFAULT_PASSWORD = "simulator"
 #: Methods that work without a session, as on vCenter.
-UNAUTHENTICATED = frozenset({"RetrieveServiceContent", "Login", "LoginByToken", "CurrentTime"})
+UNAUTHENTICATED = frozenset({"RetrieveServiceContent", "Login", "LoginByToken", "CurrentTime",
+                             "PbmRetrieveServiceContent"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +134,8 @@ class Simulator:
         self.tasks = self.task_manager
         self.file_manager = make("FileManager")
         self.virtual_disk_manager = make("VirtualDiskManager")
+        self.storage_policies = StoragePolicyService(self)
+        self.factory.storage_policy_service()
         self.root_folder = self.factory.folder(None, "Datacenters", moid="group-d1",
                                                child_types=("Folder", "Datacenter"))
         inventory_mod.load(self, inventory if inventory is not None
@@ -246,7 +251,12 @@ class Simulator:
             raise complete_fault(injected, call.this)
         if call.this is None:
             raise vmodl.fault.InvalidRequest(msg="missing _this")
-        target = self.registry.get(call.this._moId, call.this)
+        if call.namespace == soap.PBM_NS:
+            target = self.storage_policies.objects.get(call.this._moId)
+            if target is None:
+                raise object_not_found(call.this._moId, call.this)
+        else:
+            target = self.registry.get(call.this._moId, call.this)
         if name == "Fetch":
             self._local.session = session
             try:

@@ -20,6 +20,9 @@ from pyVmomi import SoapAdapter, VmomiSupport, vmodl
 API_VERSION = "8.0.0.0"
 VERSION = VmomiSupport.GetVersionFromVersionUri("urn:vim25/" + API_VERSION)
 VIM_NS = "urn:vim25"
+#: The storage policy (SPBM) API, served on /pbm: the version of oslo.vmware's 8.0 schemas.
+PBM_NS = "urn:pbm"
+PBM_VERSION = "pbm.version.v8_0_0_0"
 
 _NS_SEP = " "
 _SOAPENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -32,6 +35,14 @@ _ENVELOPE_HEAD = (
 )
 _ENVELOPE_TAIL = "\n</soapenv:Body>\n</soapenv:Envelope>"
 _NS_MAP = {VIM_NS: "", SoapAdapter.XMLNS_XSI: "xsi", SoapAdapter.XMLNS_XSD: "xsd"}
+#: In PBM answers vim25 types (references, faults) keep their own namespace.
+_PBM_NS_MAP = {PBM_NS: "", VIM_NS: "vim25", SoapAdapter.XMLNS_XSI: "xsi",
+               SoapAdapter.XMLNS_XSD: "xsd"}
+
+
+def _wire(namespace: str) -> tuple[str, dict[str, str]]:
+    """(pyVmomi version, namespace prefixes) to write values of ``namespace``'s API in."""
+    return (PBM_VERSION, _PBM_NS_MAP) if namespace == PBM_NS else (VERSION, _NS_MAP)
 
 
 _FETCH = VmomiSupport.Object(
@@ -52,10 +63,21 @@ class SoapCall:
     method: Any  # pyVmomi managed method info
     this: Any  # pyVmomi ManagedObject stub for ``_this``
     args: dict[str, Any]
+    #: The vCenter session cookie a PBM call carries in its SOAP header.
+    vc_session_cookie: str | None = None
 
     @property
     def name(self) -> str:
         return self.method.wsdlName
+
+    @property
+    def namespace(self) -> str:
+        """The API the method belongs to: ``urn:vim25`` or ``urn:pbm``."""
+        return method_namespace(self.method)
+
+
+def method_namespace(method) -> str:
+    return VmomiSupport.GetWsdlNamespace(method.version)
 
 
 class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
@@ -76,6 +98,9 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
         self.parser.buffer_text = True
         self._pending: tuple[str | None, bool] | None = None
         self._deser: SoapAdapter.SoapDeserializer | None = None
+        #: The text of the vcSessionCookie header block (PBM calls), when inside it.
+        self._cookie: list[str] | None = None
+        self.vc_session_cookie: str | None = None
         SoapAdapter.SetHandlers(self.parser, SoapAdapter.GetHandlers(self))
         # SOAP 1.1 (section 3): "A SOAP message MUST NOT contain a Document
         # Type Declaration". Refusing it refuses entity tricks too (billion
@@ -95,7 +120,7 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
             raise SoapDecodeError(str(exc)) from exc
         if self.method is None:
             raise SoapDecodeError("no method element in the SOAP body")
-        return SoapCall(self.method, self.this, self.args)
+        return SoapCall(self.method, self.this, self.args, self.vc_session_cookie)
 
     def _param_info(self, name: str):
         for param in self.method.params:
@@ -123,6 +148,9 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
             # Header blocks (oslo.vmware's operationID) are not the call.
             self.in_body = name == "Body"
         elif not self.in_body:
+            if self.depth == 3 and name == "vcSessionCookie":
+                # PBM clients name their vCenter session here, not in a cookie.
+                self._cookie = []
             return
         elif self.depth == 3 and self.method is not None:
             raise SoapDecodeError("more than one call in the SOAP Body")
@@ -146,7 +174,8 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
                 if is_array:
                     ptype = ptype.Item
             self._pending = (key, is_array)
-            deser = SoapAdapter.SoapDeserializer(version=VERSION)
+            deser = SoapAdapter.SoapDeserializer(
+                version=_wire(method_namespace(self.method))[0])
             deser.Deserialize(self.parser, ptype, False, self.nsMap)
             self._deser = deser
             # The deserializer expects the value's own start tag next; it is
@@ -156,6 +185,10 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
 
     def EndElementHandler(self, tag: str) -> None:  # noqa: N802
         self._resume()
+        if self._cookie is not None and self.depth == 3:
+            # As the client's cookie jar holds it: quoted, as vCenter sets it.
+            self.vc_session_cookie = "".join(self._cookie).strip().strip('"') or None
+            self._cookie = None
         self.depth -= 1
 
     def _collect(self) -> None:
@@ -171,7 +204,8 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
             self.args[key] = value
 
     def CharacterDataHandler(self, data: str) -> None:  # noqa: N802
-        pass
+        if self._cookie is not None:
+            self._cookie.append(data)
 
 
 def decode_request(body: bytes) -> SoapCall:
@@ -221,15 +255,17 @@ def encode_element(value: Any, name: str, vtype: type) -> str:
 def encode_response(method, result: Any) -> bytes:
     """Encode ``result`` (a value or :class:`Encoded`) as the ``<Method>Response`` envelope."""
     name = method.wsdlName
-    parts = [_ENVELOPE_HEAD, f'<{name}Response xmlns="{VIM_NS}">']
+    namespace = method_namespace(method)
+    version, ns_map = _wire(namespace)
+    parts = [_ENVELOPE_HEAD, f'<{name}Response xmlns="{namespace}">']
     if isinstance(result, Encoded):
         parts.append(result.xml)
     elif result is not None and not (isinstance(result, list) and not result):
         rtype = method.result
         if isinstance(result, list) and not issubclass(rtype, list):
             rtype = type(result)
-        info = VmomiSupport.Object(name="returnval", type=rtype, version=VERSION, flags=0)
-        xml = SoapAdapter.SerializeToStr(result, info=info, version=VERSION, nsMap=_NS_MAP)
+        info = VmomiSupport.Object(name="returnval", type=rtype, version=version, flags=0)
+        xml = SoapAdapter.SerializeToStr(result, info=info, version=version, nsMap=ns_map)
         parts.append(_strip_version_id(xml))
     parts.append(f"</{name}Response>")
     parts.append(_ENVELOPE_TAIL)
@@ -241,14 +277,15 @@ def encode_fault(fault: vmodl.MethodFault, message: str | None = None) -> bytes:
     msg = message or getattr(fault, "msg", None) or type(fault).__name__
     # fault.msg is not part of the detail's schema; suds would reject it.
     fault.msg = None
-    wsdl_name = fault._wsdlName
-    info = VmomiSupport.Object(name=wsdl_name + "Fault", type=type(fault), version=VERSION, flags=0)
-    detail = SoapAdapter.SerializeFaultDetail(fault, info=info, version=VERSION, nsMap=_NS_MAP)
+    namespace, wsdl_name = VmomiSupport.GetQualifiedWsdlName(type(fault))
+    version, ns_map = _wire(namespace)
+    info = VmomiSupport.Object(name=wsdl_name + "Fault", type=type(fault), version=version, flags=0)
+    detail = SoapAdapter.SerializeFaultDetail(fault, info=info, version=version, nsMap=ns_map)
     # Like vCenter: the detail element names its namespace and concrete type.
     head, sep, rest = _strip_version_id(detail).partition(">")
     head = head.rstrip("/")
     closing = rest if rest or not detail.rstrip().endswith("/>") else f"</{wsdl_name}Fault>"
-    detail = f'{head} xmlns="{VIM_NS}" xsi:type="{wsdl_name}"{sep or ">"}{closing}'
+    detail = f'{head} xmlns="{namespace}" xsi:type="{wsdl_name}"{sep or ">"}{closing}'
     fault.msg = msg
     code = "ServerFaultCode"
     body = (

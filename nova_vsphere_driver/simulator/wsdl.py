@@ -262,4 +262,29 @@ def write_documents(directory: str, sdk_url: str = "https://localhost/sdk") -> s
     return os.path.join(directory, "vimService.wsdl")
 
 
-__all__ = ["TYPE_SCHEMAS", "methods", "wsdl_documents", "write_documents"]
+#: The storage policy API's WSDL set, as oslo.vmware ships it for vSphere 8.0.
+PBM_DOCUMENTS = ("pbmService.wsdl", "pbm.wsdl", "pbm-messagetypes.xsd", "pbm-types.xsd",
+                 *TYPE_SCHEMAS)
+_PBM_ADDRESS = re.compile(rb'(<soap:address location=")[^"]*(")')
+
+
+@functools.lru_cache(maxsize=1)
+def _pbm_static() -> dict[str, bytes]:
+    docs = {}
+    for name in PBM_DOCUMENTS:
+        with open(os.path.join(SCHEMA_DIR, name), "rb") as handle:
+            docs[name] = handle.read()
+    return docs
+
+
+def pbm_documents(pbm_url: str) -> dict[str, bytes]:
+    """The storage policy API's WSDL set by file name, ``pbmService.wsdl`` naming
+    ``pbm_url`` as the endpoint (oslo.vmware's files: it parses them as they are)."""
+    docs = dict(_pbm_static())
+    docs["pbmService.wsdl"] = _PBM_ADDRESS.sub(
+        lambda m: m.group(1) + pbm_url.encode() + m.group(2), docs["pbmService.wsdl"])
+    return docs
+
+
+__all__ = ["PBM_DOCUMENTS", "TYPE_SCHEMAS", "methods", "pbm_documents", "wsdl_documents",
+           "write_documents"]

@@ -10,6 +10,7 @@ from typing import Any
 from oslo_log import log as logging
 from oslo_vmware import api as vmware_api
 from oslo_vmware import exceptions as vexc
+from oslo_vmware import pbm as oslo_pbm
 from oslo_vmware import vim_util
 
 from nova_vsphere_driver.vsphere import soap_text
@@ -286,6 +287,34 @@ class VSphereSession:
     def factory(self, type_name: str):
         """A suds object of vim type ``type_name`` (e.g. ``VirtualMachineConfigSpec``)."""
         return self._api.vim.client.factory.create("ns0:" + type_name)
+
+    # -- the storage policy service (SPBM) ---------------------------------------
+
+    def enable_storage_policies(self, wsdl_location: str | None = None) -> str:
+        """Talk to vCenter's storage policy service too; returns the WSDL location used.
+
+        Without ``wsdl_location``, the SPBM WSDL oslo.vmware ships for this
+        vCenter's version. VMwareDriverConfigurationException when it has
+        none for it.
+        """
+        location = wsdl_location or oslo_pbm.get_pbm_wsdl_location(
+            self.content.about.version)
+        if not location:
+            raise vexc.VMwareDriverConfigurationException(
+                f"oslo.vmware has no storage policy WSDL for vCenter "
+                f"{self.content.about.version}")
+        self._api.pbm_wsdl_loc_set(location)
+        return location
+
+    @property
+    def pbm(self):
+        """oslo.vmware's SPBM client (its cookie follows the vim25 session's logins)."""
+        return self._api.pbm
+
+    def invoke_api(self, module: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        """oslo.vmware's session interface, with this session's retries and re-logins: the
+        helpers of ``oslo_vmware.pbm`` take this session as theirs."""
+        return self._invoke_api(module, method, *args, **kwargs)
 
     def _invoke_api(self, module: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         """One vCenter call; :class:`StableMoRef` arguments vCenter lost are found again."""

@@ -124,6 +124,8 @@ class VmSpec:
     #: ISO files ("[ds] path.iso") of CD-ROM drives, in IDE slot order: the
     #: first one is the drive the firmware boots from.
     cdroms: tuple[str, ...] = ()
+    #: The storage policy (SPBM profile id) of the VM's home and disks; None: none.
+    storage_profile: str | None = None
 
 
 def _allocation(session: VSphereSession, limit, reservation, level, shares):
@@ -148,12 +150,23 @@ def _option(session: VSphereSession, key: str, value: str):
     return opt
 
 
-def _device_add(session: VSphereSession, device, file_operation: str | None = None):
+def profile_spec(session: VSphereSession, profile_id: str):
+    """The VirtualMachineProfileSpec that gives a VM or disk the storage policy."""
+    spec = session.factory("VirtualMachineDefinedProfileSpec")
+    spec.profileId = profile_id
+    return spec
+
+
+def _device_add(session: VSphereSession, device, file_operation: str | None = None,
+                profile_id: str | None = None):
+    """An ``add`` device change; ``profile_id``: the storage policy of a disk."""
     change = session.factory("VirtualDeviceConfigSpec")
     change.operation = "add"
     if file_operation:
         change.fileOperation = file_operation
     change.device = device
+    if profile_id:
+        change.profile = [profile_spec(session, profile_id)]
     return change
 
 
@@ -252,11 +265,13 @@ def _root_disk_add(session: VSphereSession, spec: VmSpec, layout: DeviceLayout):
             parent.diskMode = "persistent"
             backing.parent = parent
     disk = _disk_device(session, ROOT_DISK_KEY, slot, root.capacity_kb, backing)
-    return _device_add(session, disk, operation)
+    return _device_add(session, disk, operation, spec.storage_profile)
 
 
 def _extra_disk_add(session: VSphereSession, extra: ExtraDisk, key: int,
-                    layout: DeviceLayout):
+                    layout: DeviceLayout, profile_id: str | None = None):
+    """The change adding ``extra``; a disk the driver creates gets the storage policy
+    ``profile_id`` (an existing file, a Cinder volume's, keeps Cinder's)."""
     slot = layout.disk_slot(extra.adapter_type)
     backing = session.factory("VirtualDiskFlatVer2BackingInfo")
     backing.fileName = extra.path
@@ -265,7 +280,8 @@ def _extra_disk_add(session: VSphereSession, extra: ExtraDisk, key: int,
     if extra.eagerly_scrub is not None:
         backing.eagerlyScrub = extra.eagerly_scrub
     disk = _disk_device(session, key, slot, extra.capacity_kb if extra.create else 0, backing)
-    return _device_add(session, disk, "create" if extra.create else None)
+    return _device_add(session, disk, "create" if extra.create else None,
+                       profile_id if extra.create else None)
 
 
 def _cdrom_device(session: VSphereSession, iso_path: str, key: int, layout: DeviceLayout):
@@ -299,6 +315,8 @@ def build_config_spec(session: VSphereSession, spec: VmSpec):
     files = session.factory("VirtualMachineFileInfo")
     files.vmPathName = f"[{spec.datastore_name}] {spec.instance_uuid}/{spec.instance_uuid}.vmx"
     config.files = files
+    if spec.storage_profile:
+        config.vmProfile = [profile_spec(session, spec.storage_profile)]
     managed = session.factory("ManagedByInfo")
     managed.extensionKey, managed.type = NOVA_EXTENSION_KEY, "instance"
     config.managedBy = managed
@@ -318,7 +336,7 @@ def build_config_spec(session: VSphereSession, spec: VmSpec):
         disk_changes.append(_root_disk_add(session, spec, layout))
     for index, extra_disk in enumerate(spec.disks):
         disk_changes.append(_extra_disk_add(session, extra_disk, FIRST_EXTRA_DISK_KEY - index,
-                                            layout))
+                                            layout, spec.storage_profile))
     for index, iso_path in enumerate(spec.cdroms):
         disk_changes.append(_device_add(session, _cdrom_device(
             session, iso_path, FIRST_CDROM_KEY - index, layout)))

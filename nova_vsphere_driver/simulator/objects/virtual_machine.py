@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pyVmomi import vim
 
-from nova_vsphere_driver.simulator import delta_disks, esxi_versions
+from nova_vsphere_driver.simulator import delta_disks, esxi_versions, storage_policies
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
 from nova_vsphere_driver.simulator.objects import boot_options, consoles, serial_console
 from nova_vsphere_driver.simulator.objects.base import (
@@ -183,6 +183,9 @@ class VirtualMachine(ManagedEntity):
         self._keys = keys if keys is not None else itertools.count(1)
         self.datastores = _datastores_of(self)
         self.networks = _networks_of(config, sim, host)
+        #: Storage policy associations (SPBM): "vm" (the VM's home) or a disk's key -> the
+        #: policy's id (simulator/storage_policies.py).
+        self.storage_profiles: dict[str, str] = {}
 
     transient = ManagedEntity.transient | {"_boot_monotonic"}
 
@@ -190,6 +193,8 @@ class VirtualMachine(ManagedEntity):
         super().restored()
         # The guest kept running on its host while vCenter restarted.
         self._boot_monotonic = monotonic_at(self.boot_time) if self.powered_on else None
+        if not hasattr(self, "storage_profiles"):  # a state saved before policies were kept
+            self.storage_profiles = {}
 
     # -- derived state ----------------------------------------------------------
 
@@ -582,8 +587,19 @@ class VirtualMachine(ManagedEntity):
 
     def RelocateVM_Task(self, ctx: CallContext, spec, priority=None):  # noqa: N802
         def work():
+            # Storage policies for the VM's home and disks where they go, checked first.
+            policies = self.sim.storage_policies
+            profiles = dict(self.storage_profiles)
+            home = policies.profile_of(spec.profile, "spec.profile")
+            if home is not None:
+                profiles[storage_policies.VM_HOME] = home
+            for locator in spec.disk or []:
+                found = policies.profile_of(locator.profile, "spec.disk.profile")
+                if found is not None:
+                    profiles[str(locator.diskId)] = found
             self._relocate(spec.host, spec.pool, spec.datastore,
                            device_change=spec.deviceChange, disk_locators=spec.disk)
+            self.storage_profiles = storage_profiles_after(profiles, self.config)
 
         return self.sim.tasks.start(ctx, self, "RelocateVM_Task", work)
 
@@ -768,11 +784,14 @@ def _datastore_for(sim: Simulator, ds_name: str) -> Datastore:
 
 def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigInfo,
                    changes, sim: Simulator, host: HostSystem, keys,
-                   created: list[tuple[str, str]]) -> None:
+                   created: list[tuple[str, str]],
+                   profiles: dict[str, str] | None = None) -> None:
     """Apply deviceChange to ``config.hardware.device``.
 
     Files created on datastores are appended to ``created`` so the caller
-    can roll them back if a later step fails.
+    can roll them back if a later step fails. The storage policies the
+    changes give disks go to ``profiles`` (disk key -> policy id, "" for
+    none), when given.
     """
     devices = config.hardware.device
     by_key = {d.key: d for d in devices}
@@ -802,6 +821,7 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
                 raise invalid_argument("deviceChange.device.key",
                                        f"no device with key {device.key}")
             if isinstance(existing, Dev.VirtualDisk) and isinstance(device, Dev.VirtualDisk):
+                _disk_profile(sim, change, device.key, profiles)
                 _keep_parent(existing, device)
                 new_kb = _edited_disk_kb(existing, device, changes.index(change))
                 grow = (new_kb - (existing.capacityInKB or 0)) * 1024
@@ -827,6 +847,7 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
             if temporary is not None and temporary < 0:
                 renumbered[temporary] = device.key
         if isinstance(device, Dev.VirtualDisk):
+            _disk_profile(sim, change, device.key, profiles)
             _add_disk(vm_name, vm_dir, device, change.fileOperation, sim, host, created,
                       index=changes.index(change))
         elif isinstance(device, Dev.VirtualEthernetCard):
@@ -849,6 +870,20 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
     for dev in devices:
         if isinstance(dev, Dev.VirtualController):
             dev.device = [d.key for d in devices if d.controllerKey == dev.key]
+
+
+def _disk_profile(sim: Simulator, change, key: int, profiles: dict[str, str] | None) -> None:
+    """Note the storage policy a disk's change asks for (InvalidArgument if unknown)."""
+    found = sim.storage_policies.profile_of(change.profile, "deviceChange.profile")
+    if found is not None and profiles is not None:
+        profiles[str(key)] = found
+
+
+def storage_profiles_after(vm_profiles: dict[str, str], config) -> dict[str, str]:
+    """A VM's policy associations without dropped ones and disks it no longer has."""
+    disks = {str(d.key) for d in config.hardware.device if isinstance(d, Dev.VirtualDisk)}
+    return {k: v for k, v in vm_profiles.items()
+            if v and (k == storage_policies.VM_HOME or k in disks)}
 
 
 def _keep_parent(existing, disk) -> None:
@@ -1093,13 +1128,18 @@ def _new_config(spec, name: str, vmx_path: str, default_version: str) -> vim.vm.
 
 def new_vm_config(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
                   host: HostSystem | None, created: list[tuple[str, str]],
+                  profiles: dict[str, str] | None = None,
                   ) -> tuple[HostSystem, vim.vm.ConfigInfo, Iterator[int]]:
     """CreateVM_Task's checks and files: (host, config, device keys) of the new VM.
 
     Runs under the registry lock. Files it creates on datastores are
     appended to ``created``: the caller (factory.ObjectFactory.vm) removes
-    them again when this or registering the VM fails.
+    them again when this or registering the VM fails. The storage policies
+    the spec gives the VM and its disks go to ``profiles``.
     """
+    home_profile = sim.storage_policies.profile_of(spec.vmProfile, "vmProfile")
+    if home_profile and profiles is not None:
+        profiles[storage_policies.VM_HOME] = home_profile
     cluster = pool.owner
     name = spec.name
     if name is None:
@@ -1163,12 +1203,16 @@ def new_vm_config(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
     _check_memory_reservation(config)
     keys = itertools.count(2000)
     _apply_devices(name, (ds_name, directory), config, spec.deviceChange, sim, host, keys,
-                   created)
+                   created, profiles)
     return host, config, keys
 
 
 def reconfigure(vm: VirtualMachine, spec) -> None:
     sim = vm.sim
+    profiles = dict(vm.storage_profiles)
+    home_profile = sim.storage_policies.profile_of(spec.vmProfile, "vmProfile")
+    if home_profile is not None:
+        profiles[storage_policies.VM_HOME] = home_profile
     config = copy.deepcopy(vm.config)
     hw = config.hardware
     if spec.numCPUs is not None and spec.numCPUs != hw.numCPU:
@@ -1226,7 +1270,7 @@ def reconfigure(vm: VirtualMachine, spec) -> None:
     created: list[tuple[str, str]] = []
     try:
         _apply_devices(vm.name, (ds_name, posixpath.dirname(rel)), config, spec.deviceChange,
-                       sim, vm.host, vm._keys, created)
+                       sim, vm.host, vm._keys, created, profiles)
         # After the device changes: the boot order names devices by key.
         boot_options.apply(config, spec.bootOptions)
     except Exception:
@@ -1238,6 +1282,7 @@ def reconfigure(vm: VirtualMachine, spec) -> None:
     config.modified = _now()
     sim.registry.touch(vm)  # the datastores and networks it may leave
     vm.config = config
+    vm.storage_profiles = storage_profiles_after(profiles, config)
     vm.datastores = _datastores_of(vm)
     vm.networks = _networks_of(config, sim, vm.host)
     sim.registry.touch(vm)
