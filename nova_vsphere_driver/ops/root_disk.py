@@ -96,6 +96,11 @@ def image_disk(image_meta) -> ImageDisk:
         raise exception.ImageUnacceptable(
             image_id=image_id, reason=f"disk format {disk_format!r} is not supported here; "
             "the vSphere driver boots VMDK and ISO images (ISO images not as rescue images)")
+    if getattr(image_meta, "container_format", None) == "ova":
+        # Nova's in-tree driver unpacked OVAs; read as a disk, one would boot garbage.
+        raise exception.ImageUnacceptable(
+            image_id=image_id, reason="OVA images (container_format ova) are not supported; "
+            "upload the VMDK inside the OVA as its own image")
     props = image_meta.properties if image_meta.obj_attr_is_set("properties") else None
     disk_type = _prop(props, "hw_disk_type") or DEFAULT_DISK_TYPE
     if disk_type not in DISK_TYPES:

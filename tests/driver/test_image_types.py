@@ -340,3 +340,23 @@ def test_data_that_is_not_the_declared_size_is_refused_by_name(vsphere, ctx, nod
     assert not drv.instance_exists(instance)
     assert _leftovers(sim) == []
     assert [p for _, p in _cache_files(sim) if p.endswith(".vmdk")] == []
+
+
+def test_an_ova_image_is_refused_before_anything_is_made(vsphere, ctx, node_a, glance,
+                                                         downloads):
+    """Nova's in-tree driver unpacked OVAs; read as a disk, the archive would boot garbage."""
+    import io
+
+    drv, server = vsphere
+    sim = server.simulator
+    image_id = str(uuid.uuid4())
+    glance.create(None, {"id": image_id, "name": "appliance", "status": "active",
+                         "disk_format": "vmdk", "container_format": "ova",
+                         "size": len(DATA), "properties": {}}, data=io.BytesIO(DATA))
+    image = objects.ImageMeta.from_dict(glance.show(ctx, image_id))
+    instance = make_instance(node_a, image_ref=image.id, root_gb=1)
+    with pytest.raises(exception.ImageUnacceptable, match="OVA"):
+        _spawn(drv, ctx, instance, image)
+    assert downloads == []
+    assert not drv.instance_exists(instance)
+    assert _cache_files(sim) == [] and _leftovers(sim) == []
