@@ -273,6 +273,9 @@ class _Finish:
         home_dir = posixpath.dirname(vmx)
         all_devices = list(facts.devices)
         near = facts.root_disk or (facts.volumes[0] if facts.volumes else None)
+        # New disks get the instance's storage policy, as at spawn.
+        storage_policy = self.ops.storage.policy(flavor, self.settings)
+        profile_id = storage_policy.profile_id if storage_policy else None
         eph_kb = _ephemeral_grows(flavor, facts)
         if eph_kb is not None:
             eph = facts.ephemerals[0]
@@ -285,7 +288,7 @@ class _Finish:
             path = f"[{home_ds}] {home_dir}/{block_devices.EPHEMERAL_NAME.format(0)}"
             changes.append(resize_vm.new_disk_change(
                 session, all_devices, near, path, int(flavor.ephemeral_gb) * units.Mi,
-                resize_vm.NEW_EPHEMERAL_KEY))
+                resize_vm.NEW_EPHEMERAL_KEY, profile_id))
             all_devices.append(changes[-1].device)  # its unit is taken now
             record = dataclasses.replace(record, ephemeral_kb=0)
         swap_kb = int(flavor.swap or 0) * units.Ki
@@ -297,7 +300,8 @@ class _Finish:
             if swap_kb:
                 path = f"[{home_ds}] {home_dir}/{block_devices.SWAP_NAME}"
                 changes.append(resize_vm.new_disk_change(
-                    session, all_devices, near, path, swap_kb, resize_vm.NEW_SWAP_KEY))
+                    session, all_devices, near, path, swap_kb, resize_vm.NEW_SWAP_KEY,
+                    profile_id))
             record = dataclasses.replace(record, swap_kb=current)
         return record, changes
 
@@ -650,9 +654,12 @@ class Migrations:
             if record.swap_kb:
                 home_ds, vmx = resize_vm.split_path(facts.vmx_path)
                 path = f"[{home_ds}] {posixpath.dirname(vmx)}/{block_devices.SWAP_NAME}"
+                storage_policy = self.storage.policy(
+                    instance.flavor, policy.flavor_settings(instance.flavor))
                 changes.append(resize_vm.new_disk_change(
                     session, devices, facts.root_disk, path, record.swap_kb,
-                    resize_vm.NEW_SWAP_KEY))
+                    resize_vm.NEW_SWAP_KEY,
+                    storage_policy.profile_id if storage_policy else None))
         if spec is None and not changes:
             return
         spec = spec or session.factory("VirtualMachineConfigSpec")

@@ -20,7 +20,7 @@ from oslo_vmware import vim_util
 from nova_vsphere_driver.ops import block_devices, vm_devices
 from nova_vsphere_driver.ops import disks as disks_mod
 from nova_vsphere_driver.vsphere.session import VSphereSession
-from nova_vsphere_driver.vsphere.vm import ResourceSettings, new_thin_disk_change
+from nova_vsphere_driver.vsphere.vm import ResourceSettings, new_thin_disk_change, profile_spec
 
 RECORD_PREFIX = "nova.resize."
 #: Record fields, each stored as extraConfig "nova.resize.<field>".
@@ -352,9 +352,10 @@ def remove_change(session: VSphereSession, disk: RootDisk):
 
 
 def new_disk_change(session: VSphereSession, devices: list, near: RootDisk | None,
-                    path: str, capacity_kb: int, key: int):
+                    path: str, capacity_kb: int, key: int, profile_id: str | None = None):
     """A deviceChange adding a new thin disk at ``path``, on ``near``'s controller when it
-    has room, else on the first SCSI controller with a free unit."""
+    has room, else on the first SCSI controller with a free unit; ``profile_id``: the
+    storage policy it gets."""
     keys = [near.device.controllerKey] if near is not None else []
     keys += [c.key for c in vm_devices.scsi_controllers(devices)]
     for controller_key in keys:
@@ -363,7 +364,10 @@ def new_disk_change(session: VSphereSession, devices: list, near: RootDisk | Non
             break
     else:
         raise exception.TooManyDiskDevices(maximum=len(keys) * (vm_devices.SCSI_UNITS - 1))
-    return new_thin_disk_change(session, key, controller_key, unit, capacity_kb, path)
+    change = new_thin_disk_change(session, key, controller_key, unit, capacity_kb, path)
+    if profile_id:
+        change.profile = [profile_spec(session, profile_id)]
+    return change
 
 
 def swap_disk_spec(session: VSphereSession, disk: RootDisk, replacement_path: str,

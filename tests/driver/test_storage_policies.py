@@ -251,3 +251,32 @@ def test_the_rescue_disk_gets_the_instances_policy(drv, ctx, node, pbm_sim, glan
     drv.unrescue(ctx, instance)
     assert _profiles(drv, vm.moid, rescue.key) == []  # the disk is gone, and its association
     assert _profiles(drv, vm.moid, root.key) == [_policy_id(sim, "gold")]
+
+
+def test_ephemeral_and_swap_disks_get_the_policy_at_spawn_and_resize(drv, ctx, node,
+                                                                     pbm_sim):
+    sim = pbm_sim.simulator
+    nfs = _policy_id(sim, "nfs")
+
+    def flavor(ephemeral_gb: int, swap: int, flavorid: str) -> objects.Flavor:
+        return objects.Flavor(name=f"f-{ephemeral_gb}-{swap}", vcpus=2, memory_mb=4096,
+                              root_gb=1, ephemeral_gb=ephemeral_gb, swap=swap,
+                              flavorid=flavorid, extra_specs={})
+
+    def by_file() -> dict:
+        return {d.backing.fileName.rsplit("/", 1)[1]: d for d in disks(sim, instance)}
+
+    instance = make_instance(node, root_gb=1, task_state=None)
+    instance.flavor = flavor(1, 256, "1")
+    spawn(drv, ctx, instance)
+    vm = sim_vm(sim, instance)
+    made = by_file()
+    assert sorted(made) == sorted([f"{instance.uuid}.vmdk", "ephemeral_0.vmdk", "swap.vmdk"])
+    for disk in made.values():
+        assert _profiles(drv, vm.moid, disk.key) == [nfs]
+    # A resize makes the swap disk anew: with the policy too.
+    migration = _resize(drv, ctx, instance, flavor(1, 512, "2"), node)
+    swap = by_file()["swap.vmdk"]
+    assert swap.key != made["swap.vmdk"].key
+    assert _profiles(drv, vm.moid, swap.key) == [nfs]
+    drv.confirm_migration(ctx, migration, instance, [])
