@@ -280,3 +280,14 @@ def test_ephemeral_and_swap_disks_get_the_policy_at_spawn_and_resize(drv, ctx, n
     assert swap.key != made["swap.vmdk"].key
     assert _profiles(drv, vm.moid, swap.key) == [nfs]
     drv.confirm_migration(ctx, migration, instance, [])
+
+
+def test_a_warm_spawn_asks_spbm_once(drv, ctx, node, pbm_sim):
+    """Policy ids are kept: a spawn after the first asks SPBM only which datastores match."""
+    sim = pbm_sim.simulator
+    spawn(drv, ctx, make_instance(node, root_gb=1))
+    before = dict(sim.request_counts)
+    spawn(drv, ctx, make_instance(node, root_gb=1))
+    asked = {m: n - before.get(m, 0) for m, n in sim.request_counts.items()
+             if m.startswith("Pbm") and n != before.get(m, 0)}
+    assert asked == {"PbmQueryMatchingHub": 1}
