@@ -102,7 +102,9 @@ class Retrieval:
                 raise vmodl.fault.ManagedObjectNotFound(
                     obj=ref, msg=f"The object '{getattr(ref, '_moId', ref)}' has already been "
                     "deleted or has not been completely created")
-            obj = registry.lookup(ref)
+            # By its id, whatever the reference's type: a PropertySpec of another
+            # type then selects nothing of it (an empty answer, not a fault).
+            obj = registry.get(ref._moId)
             if not ospec.skip:
                 selected.setdefault(obj.moid, obj)
             visit(obj, ospec.selectSet)
