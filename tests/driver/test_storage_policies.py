@@ -277,7 +277,7 @@ def test_ephemeral_and_swap_disks_get_the_policy_at_spawn_and_resize(drv, ctx, n
     # A resize makes the swap disk anew: with the policy too.
     migration = _resize(drv, ctx, instance, flavor(1, 512, "2"), node)
     swap = by_file()["swap.vmdk"]
-    assert swap.key != made["swap.vmdk"].key
+    assert swap.capacityInKB == 512 * 1024  # made anew, at the new flavor's size
     assert _profiles(drv, vm.moid, swap.key) == [nfs]
     drv.confirm_migration(ctx, migration, instance, [])
 
