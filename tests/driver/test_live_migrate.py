@@ -422,8 +422,10 @@ def test_nics_move_to_the_networks_of_the_destination_bindings(two_computes, ctx
     src, dst, sim = two_computes
     info = _vifs("public", "br-int")
     inst = _instance(src, ctx, network_info=info, memory_mb=2 * GB)
-    for host in sim.cluster("cluster-b").hosts:
-        host.networks = [n for n in host.networks if n.name != "public"]
+    with sim.registry.lock:
+        for host in sim.cluster("cluster-b").hosts:
+            host.networks = [n for n in host.networks if n.name != "public"]
+        sim.registry.touch(*sim.cluster("cluster-b").hosts)  # as vCenter would report it
     br_int = sim.find_entity("br-int", "DistributedVirtualPortgroup")
     port_key = br_int.ports()[-1].key
     moved, kept = info
