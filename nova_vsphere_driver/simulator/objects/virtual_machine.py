@@ -854,6 +854,9 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
             _check_nic(device, sim, host, config.instanceUuid, devices)
         elif isinstance(device, Dev.VirtualCdrom):
             _check_cdrom(device, sim, host)
+        elif isinstance(device, Dev.VirtualSCSIController) \
+                and device.scsiCtlrUnitNumber is None:
+            device.scsiCtlrUnitNumber = 7  # as vCenter: the controller's own unit on its bus
         label = _label(device)
         same = sum(isinstance(d, type(device)) for d in devices) + 1
         if device.deviceInfo is None:

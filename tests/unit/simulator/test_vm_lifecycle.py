@@ -64,6 +64,20 @@ def test_create_vm_registers_the_vm_and_its_files(si, sim):
     assert sim.files.exists("shared-a", "web-1/web-1.vmx")
 
 
+def test_a_scsi_controller_takes_unit_7_of_its_own_bus(si, sim):
+    """vCenter gives a new SCSI controller scsiCtlrUnitNumber 7, the unit its disks never
+    take (Nova's in-tree driver reads it when it picks a unit for a new disk)."""
+    vm = create_vm(si, sim, "scsi-1", disk_gb=1)
+    [controller] = [d for d in vm.config.hardware.device
+                    if isinstance(d, Dev.VirtualSCSIController)]
+    assert controller.scsiCtlrUnitNumber == 7
+    run(vm.ReconfigVM_Task(vim.vm.ConfigSpec(deviceChange=[Dev.VirtualDeviceSpec(
+        operation="add", device=Dev.ParaVirtualSCSIController(
+            key=-1, busNumber=1, sharedBus="noSharing"))])))
+    assert sorted(d.scsiCtlrUnitNumber for d in vm.config.hardware.device
+                  if isinstance(d, Dev.VirtualSCSIController)) == [7, 7]
+
+
 def test_create_vm_with_a_duplicate_name_fails_and_leaves_nothing(si, sim):
     create_vm(si, sim, "dup", disk_gb=1)
     free = _free(si, sim, "shared-a")
