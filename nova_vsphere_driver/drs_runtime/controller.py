@@ -126,6 +126,14 @@ class ClusterDrs:
         self.timing = drs.VMotionTiming(max_concurrent_per_host=settings.max_vmotions_per_host)
         self._claims: dict[str, drs.Claims] = {}
         self._pass_locks: dict[str, threading.Lock] = {}
+        #: cluster moref -> the last ClusterState converted and its snapshot. The
+        #: cluster cache hands out one ClusterState object until something changes,
+        #: so a resource update, a claim or a pass that finds the cluster unchanged
+        #: reuses the snapshot (and the indexes it built) instead of converting
+        #: every VM of the cluster again.
+        self._snapshots: dict[str, tuple[ClusterState, drs.ClusterSnapshot]] = {}
+        #: cluster moref -> (snapshot, what else max_unit depends on, its answer).
+        self._max_units: dict[str, tuple[drs.ClusterSnapshot, tuple, drs.MaxUnit]] = {}
         self._guard = threading.Lock()
 
     # -- bookkeeping ----------------------------------------------------------------
@@ -142,9 +150,21 @@ class ClusterDrs:
             return self._pass_locks.setdefault(cluster_moref, threading.Lock())
 
     def cluster_snapshot(self, state: ClusterState) -> drs.ClusterSnapshot:
-        """The drs module's view of ``state``, with this driver's host reservations."""
-        return to_cluster_snapshot(state, reserved_host_cpus=self.settings.reserved_host_cpus,
-                           reserved_host_memory_mb=self.settings.reserved_host_memory_mb)
+        """The drs module's view of ``state``, with this driver's host reservations.
+
+        Both are immutable: the same ``state`` object gives the same snapshot object.
+        """
+        moref = state.ref.moref
+        with self._guard:
+            known = self._snapshots.get(moref)
+        if known is not None and known[0] is state:
+            return known[1]
+        snapshot = to_cluster_snapshot(
+            state, reserved_host_cpus=self.settings.reserved_host_cpus,
+            reserved_host_memory_mb=self.settings.reserved_host_memory_mb)
+        with self._guard:
+            self._snapshots[moref] = (state, snapshot)
+        return snapshot
 
     @staticmethod
     def limits(ratios: dict[str, float]) -> drs.Limits:
@@ -222,9 +242,22 @@ class ClusterDrs:
         only a host every instance must keep off is not advertised.
         """
         moves = self.settings.max_room_moves if make_room and self.settings.make_room else 0
-        return drs.max_unit(self.cluster_snapshot(state), self.policy, limits,
-                            self.claims(state.ref.moref), max_moves=moves,
-                            pins=self.instance_pins(state))
+        snapshot = self.cluster_snapshot(state)
+        claims = self.claims(state.ref.moref)
+        pins = self.instance_pins(state)
+        with claims.lock:
+            # The answer follows from the snapshot, the claims in flight and the
+            # arguments alone: an unchanged cluster is not searched again.
+            inputs = (claims.active_for(snapshot), limits, moves, pins)
+            with self._guard:
+                known = self._max_units.get(state.ref.moref)
+            if known is not None and known[0] is snapshot and known[1] == inputs:
+                return known[2]
+            best = drs.max_unit(snapshot, self.policy, limits, claims, max_moves=moves,
+                                pins=pins)
+        with self._guard:
+            self._max_units[state.ref.moref] = (snapshot, inputs, best)
+        return best
 
     # -- moves --------------------------------------------------------------------------
 

@@ -429,3 +429,36 @@ def test_resources_and_drs_decisions_are_the_same_with_the_cache_on_and_off(
             Disconnect(si)
             cached.cleanup_host("compute-cached")
             full.cleanup_host("compute-full")
+
+
+def test_an_unchanged_cluster_is_converted_and_searched_once(conf_overrides, tls_sim,
+                                                            nova_db):
+    conf_overrides("vsphere_drs", poll_interval=3600, balance_interval=0)
+    drv = _driver(conf_overrides, tls_sim, cache=True)
+    try:
+        node = node_of(drv, "cluster-a")
+        drs, states = drv.services.drs, drv.services.states
+        state = states.read(node)
+        # The cache hands out one ClusterState while nothing changes; DRS converts it
+        # once and answers max_unit once for it.
+        assert states.read(node) is state
+        assert drs.cluster_snapshot(state) is drs.cluster_snapshot(state)
+        limits = drv.services.limits()
+        before = drs.max_unit(state, limits)
+        assert drs.max_unit(state, limits) is before
+        # A claim in flight is a change: the host it fills can take less now.
+        drs.claims(state.ref.moref).claim("a-new-vm", before.memory_host, vcpus=1,
+                                          memory_mb=before.memory_mb_without_moves)
+        claimed = drs.max_unit(state, limits, make_room=False)
+        assert claimed.memory_mb_without_moves < before.memory_mb_without_moves
+        drs.release(state.ref.moref, "a-new-vm")
+        assert drs.max_unit(state, limits) == before
+        # A changed cluster is converted anew.
+        tls_sim.simulator.disconnect_host("esx-a1")
+        changed = states.read(node)
+        assert changed is not state
+        assert drs.cluster_snapshot(changed) is not drs.cluster_snapshot(state)
+        assert drs.max_unit(changed, limits) != before
+    finally:
+        tls_sim.simulator.reconnect_host("esx-a1")
+        drv.cleanup_host("compute-cached")
