@@ -205,9 +205,11 @@ class Consoles:
         resp = requests.get(url, headers={"Cookie": self._session.cookie_header},
                             verify=images.verify, timeout=60)
         if resp.status_code == 401:
-            # The session expired: any SOAP call logs in again; then ask again.
-            self._session.call("get_object_property", self._session.content.sessionManager,
-                               "currentSession")
+            # The session expired: a SOAP call that needs a session logs in
+            # again (currentSession would not: vCenter answers it unset
+            # without a session); then ask again.
+            self._session.call("get_object_property", self._session.content.rootFolder,
+                               "name")
             resp = requests.get(url, headers={"Cookie": self._session.cookie_header},
                                 verify=images.verify, timeout=60)
         return resp

@@ -14,14 +14,23 @@ from typing import TYPE_CHECKING, Any
 
 from pyVmomi import vim, vmodl
 
-from nova_vsphere_driver.simulator.objects import vapp_import, virtual_machine
+from nova_vsphere_driver.simulator.objects import options, vapp_import, virtual_machine
+from nova_vsphere_driver.simulator.objects.alarms import Alarm, AlarmManager
+from nova_vsphere_driver.simulator.objects.authorization import AuthorizationManager
 from nova_vsphere_driver.simulator.objects.base import ManagedEntity, ManagedObject
 from nova_vsphere_driver.simulator.objects.cluster import ClusterComputeResource, ResourcePool
+from nova_vsphere_driver.simulator.objects.custom_fields import CustomFieldsManager
 from nova_vsphere_driver.simulator.objects.datacenter import Datacenter
 from nova_vsphere_driver.simulator.objects.datastore import Datastore, HostDatastoreBrowser
 from nova_vsphere_driver.simulator.objects.environment_browser import EnvironmentBrowser
+from nova_vsphere_driver.simulator.objects.events import EventHistoryCollector, EventManager
+from nova_vsphere_driver.simulator.objects.extensions import ExtensionManager
 from nova_vsphere_driver.simulator.objects.folder import Folder
 from nova_vsphere_driver.simulator.objects.host import HostSystem
+from nova_vsphere_driver.simulator.objects.licenses import (
+    LicenseAssignmentManager,
+    LicenseManager,
+)
 from nova_vsphere_driver.simulator.objects.managers import FileManager, VirtualDiskManager
 from nova_vsphere_driver.simulator.objects.network import (
     DEFAULT_PORTS,
@@ -32,6 +41,7 @@ from nova_vsphere_driver.simulator.objects.network import (
     VmwareDistributedVirtualSwitch,
 )
 from nova_vsphere_driver.simulator.objects.nfc_lease import HttpNfcLease, export_disks
+from nova_vsphere_driver.simulator.objects.ovf import OvfManager
 from nova_vsphere_driver.simulator.objects.pbm import (
     PbmCapabilityMetadataManager,
     PbmComplianceManager,
@@ -40,6 +50,7 @@ from nova_vsphere_driver.simulator.objects.pbm import (
     PbmServiceInstance,
     PbmSessionManager,
 )
+from nova_vsphere_driver.simulator.objects.performance import PerformanceManager
 from nova_vsphere_driver.simulator.objects.property_collector import (
     PropertyCollector,
     PropertyFilter,
@@ -49,8 +60,9 @@ from nova_vsphere_driver.simulator.objects.service_instance import (
     ServiceInstance,
     SessionManager,
 )
-from nova_vsphere_driver.simulator.objects.task import Task, TaskManager
-from nova_vsphere_driver.simulator.objects.view import ContainerView, ViewManager
+from nova_vsphere_driver.simulator.objects.task import Task, TaskHistoryCollector, TaskManager
+from nova_vsphere_driver.simulator.objects.user_directory import UserDirectory
+from nova_vsphere_driver.simulator.objects.view import ContainerView, ListView, ViewManager
 from nova_vsphere_driver.simulator.objects.virtual_machine import (
     VirtualMachine,
     VirtualMachineSnapshot,
@@ -64,7 +76,9 @@ if TYPE_CHECKING:
 _SINGLETONS: dict[str, type[ManagedObject]] = {
     cls.vim_type._wsdlName: cls
     for cls in (ServiceInstance, SessionManager, ViewManager, SearchIndex, TaskManager,
-                FileManager, VirtualDiskManager)
+                FileManager, VirtualDiskManager, EventManager, PerformanceManager,
+                CustomFieldsManager, ExtensionManager, LicenseManager, LicenseAssignmentManager,
+                UserDirectory, AuthorizationManager, AlarmManager, OvfManager)
 }
 
 
@@ -128,6 +142,19 @@ class ObjectFactory:
         add(PbmComplianceManager(self.sim, "complianceManager"))
         add(PbmPlacementSolver(self.sim, "placementSolver"))
 
+    def option_manager(self, moid: str, settings: list, *,
+                       accepts_new_keys: bool) -> options.OptionManager:
+        return self._add(options.OptionManager(self.sim, moid, settings,
+                                               accepts_new_keys=accepts_new_keys))
+
+    def vcenter_settings(self) -> options.OptionManager:
+        """vCenter's advanced settings (ServiceContent.setting)."""
+        return self.option_manager("VpxSettings", options.vcenter_options(self.sim),
+                                   accepts_new_keys=True)
+
+    def alarm(self, entity: ManagedEntity, spec, user: str) -> Alarm:
+        return self._add(Alarm(self.sim, entity, spec, user, 0))
+
     def property_collector(self, owner: str | None = None, moid: str | None = None):
         return self._add(PropertyCollector(self.sim, moid, owner))
 
@@ -141,6 +168,16 @@ class ObjectFactory:
     def container_view(self, container: ManagedEntity, types: list, recursive: bool,
                        owner: str | None) -> ContainerView:
         return self._add(ContainerView(self.sim, container, types, recursive, owner))
+
+    def event_collector(self, manager: EventManager, filter_spec,
+                        owner: str | None) -> EventHistoryCollector:
+        return self._add(EventHistoryCollector(self.sim, manager, filter_spec, owner))
+
+    def list_view(self, owner: str | None) -> ListView:
+        return self._add(ListView(self.sim, owner))
+
+    def task_collector(self, filter_spec, owner: str | None) -> TaskHistoryCollector:
+        return self._add(TaskHistoryCollector(self.sim, filter_spec, owner))
 
     def task(self, entity: ManagedObject | None, method: str, user: str | None) -> Task:
         return self._add(Task(self.sim, entity, method, user))
@@ -240,7 +277,11 @@ class ObjectFactory:
         with self.registry.lock:
             host = HostSystem(self.sim, name, cluster, **hardware)
             cluster.hosts.append(host)
-            return self._add(host)
+            self._add(host)
+            host.advanced_options = self.option_manager(
+                f"EsxHostAdvSettings-{host.moid.rpartition('-')[2]}",
+                options.host_options(host), accepts_new_keys=False)
+            return host
 
     # -- virtual machines -------------------------------------------------------
 
@@ -258,9 +299,9 @@ class ObjectFactory:
         profiles: dict[str, str] = {}
         with self.registry.lock:
             try:
-                host, config, keys = virtual_machine.new_vm_config(
+                host, config = virtual_machine.new_vm_config(
                     sim, folder, spec, pool, host, created, profiles)
-                vm = VirtualMachine(sim, spec.name, folder, pool, host, config, keys)
+                vm = VirtualMachine(sim, spec.name, folder, pool, host, config)
                 vm.storage_profiles = virtual_machine.storage_profiles_after(profiles, config)
             except Exception:
                 for ds_name, path in reversed(created):

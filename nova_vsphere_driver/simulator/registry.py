@@ -144,6 +144,10 @@ class Registry:
     def __len__(self) -> int:
         return len(self._objects)
 
+    def held(self) -> bool:
+        """Does the calling thread hold the lock?"""
+        return self.lock._is_owned()  # noqa: SLF001 (what threading.Condition uses)
+
     def touch(self, *objects: ManagedObject, membership: bool = False) -> None:
         """Record a change of ``objects``' properties (invalidates property caches,
         wakes waiters).

@@ -25,11 +25,14 @@ from nova_vsphere_driver.simulator.faults import make_fault
 from nova_vsphere_driver.simulator.objects.nfc_lease import LeaseGone, find_download
 from nova_vsphere_driver.simulator.objects.vapp_import import find_upload
 from nova_vsphere_driver.simulator.service import Client, Simulator
+from nova_vsphere_driver.simulator.vim_faults import system_error
 
 LOG = logging.getLogger(__name__)
 COOKIE_NAME = "vmware_soap_session"
 #: Where vCenter serves the storage policy API (oslo.vmware posts to /pbm).
 PBM_PATHS = ("/pbm", "/pbm/sdk")
+#: The cookie carrying a generic service ticket (as oslo.vmware's constants name it).
+CGI_TICKET_COOKIE = "vmware_cgi_ticket"
 _MAX_BODY = 64 * 1024 * 1024
 _MAX_UPLOAD = 4 * 1024 * 1024 * 1024
 _MAX_CONTROL_BODY = 1024 * 1024
@@ -454,7 +457,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             call = soap.decode_request(body)
         except soap.SoapDecodeError as exc:
-            self._send(500, soap.encode_client_fault(f"Unable to parse request: {exc}"))
+            self._send(500, soap.encode_client_fault(str(exc)))
             return
         if call.namespace != namespace:
             self._send(500, soap.encode_client_fault(
@@ -467,27 +470,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except vmodl.MethodFault as fault:
             try:
                 payload = soap.encode_fault(fault)
-            except Exception as exc:  # a fault the simulator built incompletely
+            except Exception:  # a fault the simulator built incompletely
                 LOG.exception("cannot encode the %s fault of %s", type(fault).__name__,
                               call.name)
-                payload = soap.encode_fault(vmodl.fault.SystemError(reason=str(exc)),
-                                            f"simulator failure: {exc}")
+                payload = soap.encode_fault(system_error())
             self._send(500, payload)
             return
-        except Exception as exc:  # a simulator bug: still answer in SOAP
+        except Exception:  # a simulator bug: still answer in SOAP, in vim25 words
             LOG.exception("simulator failure in %s", call.name)
-            self._send(500, soap.encode_fault(vmodl.fault.SystemError(reason=str(exc)),
-                                              f"simulator failure: {exc}"))
+            self._send(500, soap.encode_fault(system_error()))
             return
         headers = {}
         if new_session is not None:
             headers["Set-Cookie"] = f'{COOKIE_NAME}="{new_session.cookie}"; Path=/; HttpOnly'
         try:
             payload = soap.encode_response(call.method, result)
-        except Exception as exc:
+        except Exception:
             LOG.exception("cannot encode the result of %s", call.name)
-            payload = soap.encode_fault(vmodl.fault.SystemError(reason=str(exc)),
-                                        f"simulator failure: {exc}")
+            payload = soap.encode_fault(system_error())
             self._send(500, payload)
             return
         self._send(200, payload, headers=headers)
@@ -520,8 +520,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- datastore files ---------------------------------------------------------
 
+    def _service_ticket_host(self) -> str | None:
+        """The ESX host a ``vmware_cgi_ticket`` cookie was issued for (used up), or None."""
+        raw = self.headers.get("Cookie")
+        if not raw:
+            return None
+        jar = http.cookies.SimpleCookie()
+        try:
+            jar.load(raw)
+        except http.cookies.CookieError:
+            return None
+        morsel = jar.get(CGI_TICKET_COOKIE)
+        if morsel is None:
+            return None
+        return self.sim.session_manager.redeem_ticket(morsel.value.strip('"'), self.command,
+                                                      self.path)
+
     def _datastore_file(self, parts: urllib.parse.SplitResult) -> None:
-        if not self._authorized():
+        # A service ticket (SessionManager.AcquireGenericServiceTicket) makes
+        # this an ESX host's /folder service: its datacenter is "ha-datacenter"
+        # and it serves only the datastores the host mounts.
+        esx_host = self._service_ticket_host()
+        if esx_host is None and not self._authorized():
             self._send(401, b"authentication required", "text/plain",
                        {"WWW-Authenticate": 'Basic realm="VMware HTTP server"'})
             return
@@ -529,7 +549,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         ds_name = (query.get("dsName") or [""])[0]
         dc_path = (query.get("dcPath") or [""])[0]
         rel = urllib.parse.unquote(parts.path[len("/folder"):]).lstrip("/")
-        datastore = self.sim.datastore_by_name(ds_name, dc_path)
+        if esx_host is not None and dc_path == "ha-datacenter":
+            datastore = self.sim.datastore_by_name(ds_name)
+            if datastore is not None and esx_host not in {h.name for h in datastore.hosts}:
+                datastore = None
+        else:
+            datastore = self.sim.datastore_by_name(ds_name, dc_path)
         if datastore is None:
             self._send(404, f"datastore {ds_name!r} not found in {dc_path!r}".encode(),
                        "text/plain")

@@ -23,7 +23,7 @@ from nova_vsphere_driver.simulator.login_throttle import LoginThrottle
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
 from nova_vsphere_driver.simulator.registry import Registry
 from nova_vsphere_driver.simulator.storage_policies import StoragePolicyService
-from nova_vsphere_driver.simulator.vim_data import typed
+from nova_vsphere_driver.simulator.vim_data import declared_type, typed
 from nova_vsphere_driver.simulator.vim_faults import object_not_found
 
 if TYPE_CHECKING:
@@ -47,6 +47,33 @@ class Client:
 
     address: str = "127.0.0.1"
     user_agent: str = ""
+
+
+_RETRIEVALS = frozenset({"RetrieveProperties", "RetrievePropertiesEx", "RetrieveContents"})
+
+
+def _reads_current_session(call: soap.SoapCall) -> bool:
+    """Is ``call`` only a read of SessionManager.currentSession?
+
+    vCenter answers that read without a session (the value is then unset):
+    it is how clients (govmomi's ``UserSession``, pyVmomi's property
+    access) find out whether they must log in again.
+    """
+    if call.name == "Fetch":
+        # (and ServiceInstance.content, which RetrieveServiceContent hands anyone)
+        return (call.this._wsdlName, call.args.get("prop")) in (
+            ("SessionManager", "currentSession"), ("ServiceInstance", "content"))
+    if call.name not in _RETRIEVALS:
+        return False
+    specs = call.args.get("specSet") or []
+    for spec in specs:
+        for ospec in spec.objectSet or ():
+            if ospec.obj is None or ospec.obj._wsdlName != "SessionManager" or ospec.selectSet:
+                return False
+        for pspec in spec.propSet or ():
+            if pspec.all or set(pspec.pathSet or ()) - {"currentSession"}:
+                return False
+    return bool(specs)
 
 
 class Session:
@@ -108,6 +135,8 @@ class Simulator:
         #: How long a call waits for its task to finish before returning it.
         self.quick_task_seconds = 0.05
         self.instance_uuid = str(uuid.uuid4())
+        #: When this vCenter started (clusters' and datastores' statistics begin).
+        self.started = datetime.datetime.now(datetime.timezone.utc)
         self.registry = Registry()
         self.faults = FaultInjector()
         self.files = DatastoreFiles()
@@ -134,10 +163,22 @@ class Simulator:
         self.tasks = self.task_manager
         self.file_manager = make("FileManager")
         self.virtual_disk_manager = make("VirtualDiskManager")
+        self.events = make("EventManager")
+        self.performance = make("PerformanceManager")
+        self.settings = self.factory.vcenter_settings()
+        self.custom_fields = make("CustomFieldsManager")
+        self.extensions = make("ExtensionManager")
+        self.licenses = make("LicenseManager")
+        self.license_assignments = make("LicenseAssignmentManager")
+        self.user_directory = make("UserDirectory")
+        self.authorization = make("AuthorizationManager")
+        self.alarms = make("AlarmManager")
+        self.ovf = make("OvfManager")
         self.storage_policies = StoragePolicyService(self)
         self.factory.storage_policy_service()
         self.root_folder = self.factory.folder(None, "Datacenters", moid="group-d1",
                                                child_types=("Folder", "Datacenter"))
+        self.authorization.grant_administrators(self.root_folder)
         inventory_mod.load(self, inventory if inventory is not None
                            else inventory_mod.default_inventory())
 
@@ -240,7 +281,7 @@ class Simulator:
             self.request_counts[name] = self.request_counts.get(name, 0) + 1
             self._sweep_expired_sessions()
             session = self.session_for_cookie(cookie)
-        if session is None and name not in UNAUTHENTICATED:
+        if session is None and name not in UNAUTHENTICATED and not _reads_current_session(call):
             raise vim.fault.NotAuthenticated(
                 msg="The session is not authenticated.", privilegeId="System.View")
         latency = self.faults.call_latency(name)
@@ -261,10 +302,13 @@ class Simulator:
             self._local.session = session
             try:
                 with self.registry.lock:
-                    return typed(target.get_property(call.args["prop"])), None
+                    prop = call.args["prop"]
+                    value = target.get_property(prop)
+                    return typed(value, declared_type(target.vim_type, prop)), None
             finally:
                 self._local.session = None
-                session.touch()
+                if session is not None:
+                    session.touch()
         declaring = VmomiSupport.GetVmodlType(call.method.typeName)
         method = getattr(target, name, None)
         if method is None or not issubclass(target.vim_type, declaring):
@@ -277,7 +321,8 @@ class Simulator:
         ctx.client = client or Client()
         self._local.session = session
         try:
-            result = method(ctx, **call.args)
+            with self.events.acting(session.user if session is not None else None):
+                result = method(ctx, **call.args)
         finally:
             self._local.session = None
             if session is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from typing import Any
-from xml.parsers.expat import ParserCreate
+from xml.parsers.expat import ErrorString, ExpatError, ParserCreate
 
 from pyVmomi import SoapAdapter, VmomiSupport, vmodl
 
@@ -52,8 +52,124 @@ _FETCH = VmomiSupport.Object(
 )
 
 
+#: How deep a request may nest its elements. A disk's backing with the
+#: longest parent chain vCenter allows (255 delta disks) fits.
+MAX_NESTING = 300
+
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*\Z")
+_RANGES = {int: 32, VmomiSupport.GetVmodlType("long"): 64,
+           VmomiSupport.GetVmodlType("short"): 16, VmomiSupport.GetVmodlType("byte"): 8}
+_XSD_NAMES = {bool: "boolean", str: "string"}
+
+
 class SoapDecodeError(Exception):
-    """The request is not a well-formed vim25 SOAP call."""
+    """The request is not a well-formed vim25 SOAP call; the message is vCenter's wording."""
+
+
+def _type_name(vmodl_type: Any) -> str:
+    """The vim25 (wsdl) name of a type, as vCenter's parser messages name it."""
+    if vmodl_type in _XSD_NAMES:
+        return _XSD_NAMES[vmodl_type]
+    try:
+        return VmomiSupport.GetWsdlName(vmodl_type)
+    except (KeyError, AttributeError, TypeError):
+        return getattr(vmodl_type, "__name__", str(vmodl_type))
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+class _ParamDeserializer(SoapAdapter.SoapDeserializer):
+    """pyVmomi's deserializer for one parameter, failing in vCenter's words.
+
+    vCenter's parser refuses a value outside the lexical space of its xsd
+    type (``"1024.0"`` for an ``xsd:long``: 'Cannot parse "1024.0" as a long
+    value'), an element its type does not declare ('Unexpected element tag
+    "x" seen') and nesting beyond :data:`MAX_NESTING`; each message goes on
+    with where in the request that was. pyVmomi's own failures are Python
+    exceptions; here they become :class:`SoapDecodeError` with that text.
+    """
+
+    def __init__(self, method_name: str, depth: int, version: str = VERSION) -> None:
+        super().__init__(version=version)
+        self.method_name = method_name
+        self.base_depth = depth
+        #: The element names of the values on ``self.stack`` (plus the one
+        #: being closed, until it is).
+        self.tags: list[str] = []
+
+    def StartElementHandler(self, tag: str, attr: dict) -> None:  # noqa: N802
+        name = tag.rpartition(_NS_SEP)[2]
+        if self.base_depth + len(self.tags) >= MAX_NESTING:
+            raise SoapDecodeError(self._where(
+                f"The request nests its elements more than {MAX_NESTING} levels deep"))
+        try:
+            super().StartElementHandler(tag, attr)
+        except (AttributeError, KeyError, TypeError) as exc:
+            named = attr.get(SoapAdapter.XSI_TYPE) or attr.get("type")
+            if isinstance(exc, KeyError) and exc.args == ("type",):
+                problem = f'Required attribute "type" is missing from element "{name}"'
+            elif isinstance(exc, AttributeError) and str(exc) == name:
+                problem = f'Unexpected element tag "{name}" seen'
+            elif named:
+                problem = f'Unable to resolve WSDL type name "{_clip(named)}"'
+            else:
+                problem = f'Unable to parse element "{name}"'
+            raise SoapDecodeError(self._where(problem)) from None
+        self.tags.append(name)
+
+    def EndElementHandler(self, tag: str) -> None:  # noqa: N802
+        stack = getattr(self, "stack", None)
+        value_type = stack[-1] if stack and isinstance(stack[-1], type) else None
+        if value_type in _RANGES:
+            self._check_integer(value_type)
+        try:
+            super().EndElementHandler(tag)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            vtype = _type_name(value_type) if value_type is not None else "unknown"
+            raise SoapDecodeError(self._where(
+                f'Cannot parse "{_clip(self.data)}" as {_article(vtype)} {vtype} value',
+                value_type=vtype)) from None
+        if self.tags:
+            self.tags.pop()
+
+    def _check_integer(self, int_type: type) -> None:
+        """xsd integers: optional sign and digits (no "1024.0", no "1e3"), within range."""
+        half = 1 << (_RANGES[int_type] - 1)
+        data = self.data
+        if _INTEGER.match(data) is None or not -half <= int(data) < half:
+            vtype = _type_name(int_type)
+            raise SoapDecodeError(self._where(
+                f'Cannot parse "{_clip(data)}" as {_article(vtype)} {vtype} value',
+                value_type=vtype))
+
+    def _where(self, problem: str, value_type: str | None = None) -> str:
+        """``problem``, then where it is in the request, innermost first (as vCenter words it)."""
+        lines = [problem]
+        if value_type is not None:
+            lines.append(f"while parsing serialized value of type {value_type}")
+        stack = list(getattr(self, "stack", None) or ())
+        for depth in range(len(stack) - 1, -1, -1):
+            holder = stack[depth]
+            if not isinstance(holder, VmomiSupport.DataObject):
+                continue
+            if depth + 1 < len(self.tags):
+                child = self.tags[depth + 1]
+                try:
+                    declared = _type_name(holder._GetPropertyInfo(child).type)
+                except AttributeError:
+                    declared = "unknown"
+                lines.append(f'while parsing property "{child}" of static type {declared}')
+            lines.append("while parsing serialized DataObject of type "
+                         f"{VmomiSupport.GetVmodlName(type(holder))}")
+        lines += [f"while parsing call information for method {self.method_name}",
+                  "while parsing SOAP body", "while parsing SOAP envelope"]
+        return "\n\n".join(lines)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclasses.dataclass
@@ -116,17 +232,31 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
             self.parser.Parse(body, True)
         except SoapDecodeError:
             raise
-        except Exception as exc:  # expat or pyVmomi type errors
-            raise SoapDecodeError(str(exc)) from exc
+        except ExpatError as exc:
+            raise SoapDecodeError(
+                f"Error returned by expat parser: {ErrorString(exc.code)}\n\n"
+                f"while parsing SOAP envelope\nat line {exc.lineno}, column {exc.offset}"
+            ) from None
+        except Exception:  # pyVmomi failing outside a parameter's value
+            raise SoapDecodeError("Unable to parse the SOAP request\n\n"
+                                  "while parsing SOAP envelope") from None
         if self.method is None:
-            raise SoapDecodeError("no method element in the SOAP body")
-        return SoapCall(self.method, self.this, self.args, self.vc_session_cookie)
+            raise SoapDecodeError("No method element in the SOAP body\n\n"
+                                  "while parsing SOAP body\n\nwhile parsing SOAP envelope")
+        call = SoapCall(self.method, self.this, self.args, self.vc_session_cookie)
+        missing = required_missing(call)
+        if missing is not None:
+            raise SoapDecodeError(missing)
+        return call
 
     def _param_info(self, name: str):
         for param in self.method.params:
             if param.name == name:
                 return param
-        raise SoapDecodeError(f"unknown parameter {name!r} for {self.method.wsdlName}")
+        raise SoapDecodeError(f'Unexpected element tag "{name}" seen\n\n'
+                              f"while parsing call information for method "
+                              f"{self.method.wsdlName}\n\nwhile parsing SOAP body\n\n"
+                              "while parsing SOAP envelope")
 
     def _resume(self) -> None:
         # pyVmomi's deserializer finished a parameter value and restored our
@@ -138,6 +268,9 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
     def StartElementHandler(self, tag: str, attr: dict) -> None:  # noqa: N802
         self._resume()
         self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise SoapDecodeError(f"The request nests its elements more than {MAX_NESTING} "
+                                  "levels deep\n\nwhile parsing SOAP envelope")
         ns, _, name = tag.rpartition(_NS_SEP)
         if self.depth == 1:
             if (ns, name) != (_SOAPENV, "Envelope"):
@@ -161,8 +294,10 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
         elif self.depth == 3:
             try:
                 self.method = VmomiSupport.GetWsdlMethod(ns or VIM_NS, name)
-            except KeyError as exc:
-                raise SoapDecodeError(f"unknown method {name}") from exc
+            except KeyError:
+                raise SoapDecodeError(f"Unable to resolve WSDL method name {_clip(name)}\n\n"
+                                      "while parsing SOAP body\n\n"
+                                      "while parsing SOAP envelope") from None
             self.method = self.method.info
         elif self.depth == 4:
             if name == "_this":
@@ -174,8 +309,8 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
                 if is_array:
                     ptype = ptype.Item
             self._pending = (key, is_array)
-            deser = SoapAdapter.SoapDeserializer(
-                version=_wire(method_namespace(self.method))[0])
+            deser = _ParamDeserializer(self.method.wsdlName, self.depth - 1,
+                                       _wire(method_namespace(self.method))[0])
             deser.Deserialize(self.parser, ptype, False, self.nsMap)
             self._deser = deser
             # The deserializer expects the value's own start tag next; it is
@@ -209,8 +344,74 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
 
 
 def decode_request(body: bytes) -> SoapCall:
-    """Decode a vim25 SOAP request envelope."""
+    """Decode a vim25 SOAP request envelope.
+
+    SoapDecodeError (its message in vCenter's words) for anything vCenter's
+    parser would refuse: XML that is not well-formed, unknown methods,
+    elements or types, values outside their xsd type, missing required
+    parameters or data object properties.
+    """
     return _RequestDecoder().decode(body)
+
+
+_REQUIRED_CACHE: dict[type, tuple] = {}
+
+
+def _required_properties(data_type: type) -> tuple:
+    """The names of the properties of ``data_type`` that API ``VERSION`` requires."""
+    found = _REQUIRED_CACHE.get(data_type)
+    if found is None:
+        found = tuple(
+            p.name for p in data_type._GetPropertyList()
+            if not p.flags & VmomiSupport.F_OPTIONAL
+            and VmomiSupport.IsChildVersion(VERSION, p.version))
+        _REQUIRED_CACHE[data_type] = found
+    return found
+
+
+def required_missing(call: SoapCall) -> str | None:
+    """vCenter's message for the first required parameter or property ``call`` lacks, or None.
+
+    Data objects are checked depth first with an explicit stack (a request
+    may nest up to MAX_NESTING levels).
+    """
+    tail = (f"while parsing call information for method {call.name}\n\n"
+            "while parsing SOAP body\n\nwhile parsing SOAP envelope")
+    if call.this is None:
+        return f"Required parameter _this is missing\n\n{tail}"
+    for param in call.method.params:
+        if not param.flags & VmomiSupport.F_OPTIONAL and param.name not in call.args:
+            return f"Required parameter {param.name} is missing\n\n{tail}"
+    # (value, chain): chain links the enclosing (data object, property name)s.
+    pending: list[tuple[Any, Any]] = [(value, None) for value in call.args.values()]
+    while pending:
+        value, chain = pending.pop()
+        if isinstance(value, list):
+            pending.extend((item, chain) for item in value)
+            continue
+        if not isinstance(value, VmomiSupport.DataObject):
+            continue
+        data_type = type(value)
+        for name in _required_properties(data_type):
+            field = getattr(value, name, None)
+            if field is None or (isinstance(field, list) and not field):
+                lines = [f"Required property {name} is missing from data object of type "
+                         f"{data_type._wsdlName}",
+                         "while parsing serialized DataObject of type "
+                         f"{VmomiSupport.GetVmodlName(data_type)}"]
+                link = chain
+                while link is not None:
+                    link, holder, prop = link
+                    lines.append(f'while parsing property "{prop}" of static type '
+                                 f"{_type_name(holder._GetPropertyInfo(prop).type)}")
+                    lines.append("while parsing serialized DataObject of type "
+                                 f"{VmomiSupport.GetVmodlName(type(holder))}")
+                return "\n\n".join([*lines, tail])
+        for prop in data_type._GetPropertyList():
+            child = getattr(value, prop.name, None)
+            if isinstance(child, (VmomiSupport.DataObject, list)) and child:
+                pending.append((child, (chain, value, prop.name)))
+    return None
 
 
 _VERSION_ID = re.compile(r' versionId="[^"]*"')

@@ -7,6 +7,8 @@ objects, so every other module may use it.
 from __future__ import annotations
 
 import datetime
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from pyVmomi import VmomiSupport
@@ -72,6 +74,7 @@ def complete(obj: Any) -> Any:
     return obj
 
 
+@functools.lru_cache(maxsize=8192)
 def declared_type(vim_type: type, path: str) -> type | None:
     """The type a property path is declared with (None: unknown, e.g. a keyed path)."""
     declared = vim_type
@@ -86,20 +89,46 @@ def declared_type(vim_type: type, path: str) -> type | None:
     return declared
 
 
-def typed(value: Any, declared: type | None = None) -> Any:
-    """Give plain Python lists the array type the SOAP serializer needs.
+#: Primitive vim25 types whose Python values must carry the declared type
+#: onto the wire (a plain int goes out as xsd:int, and a Go client reading
+#: an xsd:long property into an int32 overflows).
+_WIRE_PRIMITIVES = (VmomiSupport.GetVmodlType("long"), VmomiSupport.GetVmodlType("short"),
+                    VmomiSupport.GetVmodlType("byte"), VmomiSupport.GetVmodlType("double"))
 
-    An array of data objects goes out as its declared type, as from vCenter
-    (``config.hardware.device`` is an ``ArrayOfVirtualDevice`` whatever its
-    first device is; clients such as Nova's in-tree driver, through
-    ``vim_util.get_array_items``, find the items under that name).
+
+@functools.cache
+def _coercer(declared: type) -> Callable[[Any], Any] | None:
+    """How a value becomes ``declared`` on the wire (None: as it is)."""
+    if not isinstance(declared, type):
+        return None
+    if issubclass(declared, list) and hasattr(declared, "Item"):
+        item = declared.Item
+        each = _coercer(item)
+        if each is None:
+            return lambda value: value if hasattr(value, "Item") else declared(value)
+        return lambda value: declared([each(v) for v in value])
+    if declared in _WIRE_PRIMITIVES or issubclass(declared, VmomiSupport.Enum):
+        return lambda value: value if type(value) is declared else declared(value)
+    return None
+
+
+def typed(value: Any, declared: type | None = None) -> Any:
+    """``value`` with the type the vim25 type model declares for it (``declared``).
+
+    A property value goes out as an ``xsd:anyType``, so its Python type
+    names its wire type: an ``xsd:long`` must be a pyVmomi ``long``, an
+    enum its enum type, and an array its declared array type whatever its
+    items -- ``config.hardware.device`` is an ``ArrayOfVirtualDevice`` and
+    ``disabledMethod`` an ``ArrayOfString`` even when empty (clients such as
+    govmomi, and Nova's in-tree driver through ``vim_util.get_array_items``,
+    decode by that name). Without ``declared``, plain lists get an array
+    type from their first item.
     """
+    coerce = _coercer(declared) if declared is not None else None
+    if coerce is not None:
+        return coerce(value)
     if not isinstance(value, list) or hasattr(value, "Item"):
         return value
-    item = getattr(declared, "Item", None)
-    if isinstance(item, type) and issubclass(item, VmomiSupport.DataObject) \
-            and all(isinstance(v, item) for v in value):
-        return declared(value)
     if not value:
         return _MO_ARRAY()
     first = value[0]

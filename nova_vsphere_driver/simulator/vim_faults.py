@@ -42,6 +42,17 @@ def check_entity_name(name: str | None) -> None:
             f"{MAX_ENTITY_NAME} characters")
 
 
+def system_error() -> vmodl.fault.SystemError:
+    """vCenter's answer when it fails internally: a SystemError that tells no internals.
+
+    The simulator logs what went wrong (with its traceback); the client
+    gets vim25 text, never Python's exception text or install paths.
+    """
+    reason = "Unexpected internal error in the simulator; its log has the details"
+    return vmodl.fault.SystemError(reason=reason,
+                                   msg=f"A general system error occurred: {reason}")
+
+
 def with_fault_message(fault: vmodl.MethodFault) -> vmodl.MethodFault:
     """``fault`` with a ``faultMessage`` entry, as vCenter sends in task errors.
 

@@ -243,9 +243,11 @@ class ImageCache:
         resp = get()
         if resp.status_code == 401:
             resp.close()
-            # The session expired: any SOAP call re-logs in; then ask again.
-            self.session.call("get_object_property", self.session.content.sessionManager,
-                              "currentSession")
+            # The session expired: a SOAP call that needs a session logs in
+            # again (currentSession would not: vCenter answers it unset
+            # without a session); then ask again.
+            self.session.call("get_object_property", self.session.content.rootFolder,
+                              "name")
             resp = get()
         return resp
 

@@ -11,10 +11,7 @@ from pyVmomi import VmomiSupport, vim
 
 from nova_vsphere_driver.simulator.objects import property_path
 from nova_vsphere_driver.simulator.vim_data import complete
-from nova_vsphere_driver.simulator.vim_faults import (
-    check_entity_name,
-    invalid_property,
-)
+from nova_vsphere_driver.simulator.vim_faults import check_entity_name
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Session, Simulator
@@ -107,14 +104,21 @@ class ManagedObject:
 
     @classmethod
     def property_names(cls) -> tuple[str, ...]:
+        """The properties this class gives values (what a read of all properties returns)."""
         if cls.__dict__.get("_property_names") is None:
+            declared = {p.name for p in cls.vim_type._GetPropertyList()} \
+                if hasattr(cls.vim_type, "_GetPropertyList") else set()
             cls._property_names = tuple(
-                sorted(n[5:] for n in dir(cls) if n.startswith("_get_"))
+                sorted(n[5:] for n in dir(cls) if n.startswith("_get_") and n[5:] in declared)
             )
         return cls._property_names
 
     def get_top(self, name: str) -> Any:
-        """Value of a top-level property, cached until the inventory changes."""
+        """Value of a top-level property, cached until the inventory changes.
+
+        ``name`` is a property of the type model (property_path checks it):
+        one the simulator gives no value is unset, as on vCenter.
+        """
         if name in self.uncached:
             return self._compute(name)
         gen = self.sim.registry.generation
@@ -127,36 +131,23 @@ class ManagedObject:
 
     def _compute(self, name: str) -> Any:
         getter = getattr(self, "_get_" + name, None)
-        if getter is None:
-            raise invalid_property(name)
-        return complete(getter())
+        return complete(getter()) if getter is not None else None
 
     def get_property(self, path: str) -> Any:
-        """Value at a property path such as ``summary.quickStats``.
+        """Value at a property path such as ``summary.quickStats`` (None: unset).
 
-        Returns None for a path that is valid but unset.
+        InvalidProperty unless the vim25 type model declares the path on
+        this object's type (objects/property_path.py).
         """
-        if "[" in path:  # a key selector: config.extraConfig["key"]
-            return property_path.get_keyed(self, path)
-        top, _, rest = path.partition(".")
-        value = self.get_top(top)
-        for part in rest.split(".") if rest else ():
-            if value is None:
-                return None
-            if isinstance(value, list):
-                # vCenter does not index into arrays by path.
-                raise invalid_property(path)
-            try:
-                value = getattr(value, part)
-            except AttributeError:
-                raise invalid_property(path) from None
-        return value
+        return property_path.resolve(self, path)
 
 
 class ManagedEntity(ManagedObject):
     """Inventory objects: named, with a parent, in the folder hierarchy."""
 
     vim_type = vim.ManagedEntity
+    # The caller's roles on the entity: per session.
+    uncached = ("effectiveRole",)
 
     def __init__(self, sim: Simulator, name: str, parent: ManagedEntity | None = None,
                  moid: str | None = None) -> None:
@@ -164,6 +155,8 @@ class ManagedEntity(ManagedObject):
         self.name = name
         self.parent = parent
         self.recent_tasks: list = []
+        #: Custom field key -> value (CustomFieldsManager.SetField).
+        self.custom_values: dict[int, str] = {}
 
     def _get_name(self) -> str:
         return self.name
@@ -181,13 +174,16 @@ class ManagedEntity(ManagedObject):
         return [t.ref for t in self.recent_tasks]
 
     def _get_customValue(self):  # noqa: N802
-        return []
+        return self.sim.custom_fields.values(self)
+
+    def _get_value(self):
+        return self.sim.custom_fields.values(self)
 
     def _get_availableField(self):  # noqa: N802
-        return []
+        return self.sim.custom_fields.available(self)
 
     def _get_alarmActionsEnabled(self):  # noqa: N802
-        return True
+        return self.moid not in self.sim.alarms.actions_disabled
 
     def _get_tag(self):
         return []
@@ -202,10 +198,15 @@ class ManagedEntity(ManagedObject):
         return []
 
     def _get_effectiveRole(self):  # noqa: N802
-        return [-1]
+        session = self.sim.current_session()
+        if session is None:
+            return []
+        authorization = self.sim.authorization
+        principal = self.sim.user_directory.session_principal(session.user)
+        return sorted(authorization.roles_of(principal, self))
 
     def _get_permission(self):
-        return []
+        return self.sim.authorization.entity_permissions(self)
 
     def child_entities(self) -> list[ManagedEntity]:
         """Entities directly below this one, as a ContainerView sees them."""
@@ -240,12 +241,12 @@ class ManagedEntity(ManagedObject):
             old_name, self.name = self.name, newName
             if hasattr(self.parent, "renamed"):
                 self.parent.renamed(self, old_name)
-            self.renamed_to(newName)
+            self.renamed_to(newName, old_name)
             self.sim.registry.touch(self)
 
         return self.sim.tasks.start(ctx, self, "Rename_Task", work)
 
-    def renamed_to(self, name: str) -> None:
+    def renamed_to(self, name: str, old_name: str) -> None:
         """Hook: the entity was renamed (a VM's config.name follows its name)."""
 
     def Destroy_Task(self, ctx: CallContext):  # noqa: N802

@@ -38,13 +38,14 @@ class ResourcePool(ManagedEntity):
         self.pools: list[ResourcePool] = []
 
     def child_entities(self) -> list[ManagedEntity]:
-        return [*self.pools, *self.vms]
+        return [*self.pools, *(vm for vm in self.vms if not vm.is_template)]
 
     def _get_owner(self):
         return self.owner.ref
 
     def _get_vm(self):
-        return [vm.ref for vm in self.vms]
+        # A template belongs to no pool on vCenter (it keeps its host).
+        return [vm.ref for vm in self.vms if not vm.is_template]
 
     def _get_resourcePool(self):  # noqa: N802
         return [p.ref for p in self.pools]
@@ -177,12 +178,18 @@ class ClusterComputeResource(ManagedEntity):
         return True
 
     def vcenter_drs_evacuate(self, host: HostSystem, vms: list[VirtualMachine]) -> int:
+        """Move ``vms`` off ``host`` (entering maintenance), as vCenter's DRS does."""
         moved = 0
+        events = self.sim.events
         for vm in vms:
             target = self.vcenter_drs_pick_host(vm, exclude=host)
             if target is not None:
                 vm.move_to_host(target)
                 moved += 1
+                # DRS's own move: no user, and its reason in the message.
+                events.post(vim.event.DrsVmMigratedEvent, about=vm, user="",
+                            reason=f"host {host.name} is entering maintenance mode",
+                            **events.migration_source(host))
         return moved
 
     # -- properties ----------------------------------------------------------------
@@ -275,6 +282,7 @@ class ClusterComputeResource(ManagedEntity):
     def ReconfigureComputeResource_Task(self, ctx: CallContext, spec, modify: bool):  # noqa: N802
         def work():
             self.apply_spec(spec, modify)
+            self.sim.events.post(vim.event.ClusterReconfiguredEvent, about=self)
 
         return self.sim.tasks.start(ctx, self, "ReconfigureComputeResource_Task", work)
 

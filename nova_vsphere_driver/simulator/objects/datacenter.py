@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
-from nova_vsphere_driver.simulator.objects.base import ManagedEntity
+from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.objects.folder import Folder
@@ -52,3 +52,45 @@ class Datacenter(ManagedEntity):
 
     def _get_configuration(self):
         return vim.Datacenter.ConfigInfo()
+
+    def PowerOnMultiVM_Task(self, ctx: CallContext, vm: list, option=None):  # noqa: N802
+        """Power on several VMs: one PowerOnVM_Task each, listed in the result.
+
+        A VM of another datacenter, a template or one already powered on is
+        not attempted; the result says why (ClusterPowerOnVmResult). The
+        VMs start on their current hosts (``option`` such as
+        OverrideAutomationLevel asks DRS for placement, which the simulator's
+        vCenter DRS does not do at power-on).
+        """
+        registry = self.sim.registry
+
+        def work():
+            attempted, not_attempted = [], []
+            for ref in vm:
+                target = registry.get(ref._moId, ref) if ref._moId in registry else None
+                fault = None
+                if target is None or target.kind != "VirtualMachine":
+                    fault = vmodl.fault.ManagedObjectNotFound(
+                        obj=ref, msg=f"The object '{ref._moId}' has already been deleted or "
+                        "has not been completely created")
+                elif target.datacenter() is not self:
+                    fault = vmodl.fault.InvalidArgument(
+                        invalidProperty="vm",
+                        msg=f"{target.name} is not in datacenter {self.name}")
+                elif target.is_template:
+                    fault = vmodl.fault.NotSupported(
+                        msg=f"The operation is not supported on the object: {target.name} is "
+                        "a template")
+                elif target.powered_on:
+                    fault = vim.fault.InvalidPowerState(
+                        requestedState="poweredOff", existingState=target.power_state,
+                        msg=f"{target.name} is already powered on")
+                if fault is not None:
+                    not_attempted.append(vim.cluster.NotAttemptedVmInfo(vm=ref, fault=fault))
+                    continue
+                task = target.PowerOnVM_Task(ctx)
+                attempted.append(vim.cluster.AttemptedVmInfo(vm=target.ref, task=task))
+            return vim.cluster.PowerOnVmResult(attempted=attempted, notAttempted=not_attempted,
+                                               recommendations=[])
+
+        return self.sim.tasks.start(ctx, self, "PowerOnMultiVM_Task", work)

@@ -87,6 +87,8 @@ class Folder(ManagedEntity):
             host_obj = registry.lookup(host) if host is not None else None
 
         def work():
-            return self.sim.factory.vm(self, config, pool_obj, host_obj).ref
+            vm = self.sim.factory.vm(self, config, pool_obj, host_obj)
+            self.sim.events.post(vim.event.VmCreatedEvent, about=vm)
+            return vm.ref
 
         return self.sim.tasks.start(ctx, self, "CreateVM_Task", work)

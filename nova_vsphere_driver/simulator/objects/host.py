@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyVmomi import vim
 
@@ -66,6 +66,8 @@ class HostSystem(ManagedEntity):
         self.vms: list[VirtualMachine] = []
         self.datastores: list[Datastore] = []
         self.networks: list = []
+        #: The host's advanced settings (an OptionManager made with it).
+        self.advanced_options: Any = None
 
     transient = ManagedEntity.transient | {"_boot_monotonic"}
 
@@ -143,6 +145,9 @@ class HostSystem(ManagedEntity):
 
     def set_connection_state(self, state) -> None:
         with self.sim.registry.lock:
+            if state != self.connection_state:
+                self.sim.events.post(vim.event.HostConnectedEvent if state == CONNECTED
+                                     else vim.event.HostDisconnectedEvent, about=self)
             self.connection_state = state
             # The VMs' runtime.connectionState follows their host's.
             self.sim.registry.touch(self, *self.vms)
@@ -232,6 +237,9 @@ class HostSystem(ManagedEntity):
     def _get_datastoreBrowser(self):  # noqa: N802
         return self.datastores[0].browser.ref if self.datastores else None
 
+    def _get_configManager(self):  # noqa: N802
+        return vim.host.ConfigManager(advancedOption=self.advanced_options.ref)
+
     def _get_capability(self):
         return vim.host.Capability(maxRunningVMs=1024, maxSupportedVcpus=768,
                                    vmotionSupported=True, maintenanceModeSupported=True,
@@ -278,6 +286,7 @@ class HostSystem(ManagedEntity):
                     msg=f"Host {self.name} is already in maintenance mode")
             self.entering_maintenance = True
             registry.touch(self)
+            self.sim.events.post(vim.event.EnteringMaintenanceModeEvent, about=self)
             # timeout <= 0 means "no timeout" on vCenter; the simulator still
             # bounds the wait by its maintenance_timeout.
             wait = float(timeout) if timeout and timeout > 0 else self.sim.maintenance_timeout
@@ -313,6 +322,7 @@ class HostSystem(ManagedEntity):
                             "first")
                     registry.changed.wait(min(remaining, 0.5))
                 self.in_maintenance = True
+                self.sim.events.post(vim.event.EnteredMaintenanceModeEvent, about=self)
             finally:
                 self.entering_maintenance = False
                 registry.touch(self)
@@ -326,6 +336,7 @@ class HostSystem(ManagedEntity):
                 raise vim.fault.InvalidState(msg=f"Host {self.name} is not in maintenance mode")
             self.in_maintenance = False
             self.sim.registry.touch(self)
+            self.sim.events.post(vim.event.ExitMaintenanceModeEvent, about=self)
 
         return self.sim.tasks.start(ctx, self, "ExitMaintenanceMode_Task", work)
 

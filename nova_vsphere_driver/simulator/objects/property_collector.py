@@ -51,27 +51,30 @@ class Retrieval:
         each object traversed from, each path followed and the moids it led
         to. ``report_missing``: a start object that is gone is returned as
         missing instead of faulting (as filters report it).
+
+        Specs and traversals are walked with explicit stacks, not recursion:
+        neither a deeply nested spec nor a long chain of named specs over a
+        deep inventory reaches Python's recursion limit.
         """
+        # Named specs, first definition in document order (a depth-first walk).
         named: dict[str, PC.TraversalSpec] = {}
-
-        def collect_names(select_set) -> None:
-            for ss in select_set or ():
-                if isinstance(ss, PC.TraversalSpec):
-                    if ss.name and ss.name not in named:
-                        named[ss.name] = ss
-                        collect_names(ss.selectSet)
-                    elif not ss.name:
-                        collect_names(ss.selectSet)
-
-        for ospec in spec.objectSet:
-            collect_names(ospec.selectSet)
+        specs = [iter(ospec.selectSet or ()) for ospec in reversed(spec.objectSet)]
+        while specs:
+            ss = next(specs[-1], None)
+            if ss is None:
+                specs.pop()
+            elif isinstance(ss, PC.TraversalSpec) and ss.name not in named:
+                if ss.name:
+                    named[ss.name] = ss
+                specs.append(iter(ss.selectSet or ()))
 
         registry = self.sim.registry
         selected: dict[str, ManagedObject] = {}
         missing = []
         visited: set[tuple[str, int]] = set()
 
-        def visit(obj: ManagedObject, select_set) -> None:
+        def expand(obj: ManagedObject, select_set):
+            """(target, spec) for each object one step of ``select_set`` reaches from ``obj``."""
             for ss in select_set or ():
                 if isinstance(ss, PC.TraversalSpec):
                     tspec = ss
@@ -89,9 +92,7 @@ class Retrieval:
                 if edges is not None:
                     edges.setdefault(obj.moid, {})[tspec.path] = tuple(t.moid for t in targets)
                 for target in targets:
-                    if not tspec.skip:
-                        selected.setdefault(target.moid, target)
-                    visit(target, tspec.selectSet)
+                    yield target, tspec
 
         for ospec in spec.objectSet:
             ref = ospec.obj
@@ -107,7 +108,16 @@ class Retrieval:
             obj = registry.get(ref._moId)
             if not ospec.skip:
                 selected.setdefault(obj.moid, obj)
-            visit(obj, ospec.selectSet)
+            stack = [expand(obj, ospec.selectSet)]
+            while stack:
+                step = next(stack[-1], None)
+                if step is None:
+                    stack.pop()
+                    continue
+                target, tspec = step
+                if not tspec.skip:
+                    selected.setdefault(target.moid, target)
+                stack.append(expand(target, tspec.selectSet))
         return list(selected.values()), missing
 
     @staticmethod

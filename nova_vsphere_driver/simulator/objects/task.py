@@ -12,7 +12,16 @@ from pyVmomi import VmomiSupport, vim, vmodl
 
 from nova_vsphere_driver.simulator.faults import complete_fault
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedEntity, ManagedObject
-from nova_vsphere_driver.simulator.vim_faults import with_fault_message
+from nova_vsphere_driver.simulator.objects.history import (
+    HistoryCollector,
+    check_collector_limit,
+    subtree,
+)
+from nova_vsphere_driver.simulator.vim_faults import (
+    invalid_argument,
+    system_error,
+    with_fault_message,
+)
 
 if TYPE_CHECKING:
     from nova_vsphere_driver.simulator.service import Simulator
@@ -83,11 +92,17 @@ class Task(ManagedObject):
         self.start_time: datetime.datetime | None = None
         self.complete_time: datetime.datetime | None = None
         self.done = threading.Event()
+        #: Events of this task share its chain id (TaskInfo.eventChainId).
+        self.chain_id = int(self.moid.split("-")[-1])
         #: Set by CancelTask: a task waiting out injected latency stops at once,
         #: as a vMotion in progress ends soon after vCenter is asked to cancel it.
         self.cancel_requested = threading.Event()
 
     transient = ManagedObject.transient | {"done", "cancel_requested"}
+
+    def dependents(self):
+        # Task collectors' latestPage shows the tasks' info.
+        return self.sim.registry.all("TaskHistoryCollector")
 
     def restored(self) -> None:
         super().restored()
@@ -118,7 +133,7 @@ class Task(ManagedObject):
             queueTime=self.queue_time,
             startTime=self.start_time,
             completeTime=self.complete_time,
-            eventChainId=int(self.moid.split("-")[-1]),
+            eventChainId=self.chain_id,
             progress=self.progress,
             reason=vim.TaskReasonUser(userName=self.user or "simulator"),
         )
@@ -171,6 +186,14 @@ class TaskManager(ManagedObject):
             reason=[vim.TypeDescription(key=t, label=t._wsdlName, summary=t._wsdlName)
                     for t in (vim.TaskReasonUser, vim.TaskReasonSystem)])
 
+    def CreateCollectorForTasks(self, ctx: CallContext, filter):  # noqa: A002,N802
+        """A collector over every task's info that ``filter`` (a TaskFilterSpec) selects."""
+        with self.sim.registry.lock:
+            owner = ctx.session.key if ctx.session else None
+            check_collector_limit(self.sim, "TaskHistoryCollector", owner)
+            TaskFilter(self.sim, filter)  # checks the filter now, as vCenter
+            return self.sim.factory.task_collector(filter, owner).ref
+
     def start(self, ctx: CallContext | None, entity: ManagedObject | None, method: str,
               work: Callable[..., Any], *, pass_task: bool = False) -> Any:
         """Create a Task for ``work`` and run it asynchronously.
@@ -189,11 +212,18 @@ class TaskManager(ManagedObject):
                 entity.recent_tasks.append(task)
                 del entity.recent_tasks[:-_RECENT_TASK_LIMIT]
             sim.registry.touch(self, *([entity] if entity is not None else []))
+            # As vCenter: every task is logged as an event, its chain's first.
+            sim.events.post(vim.event.TaskEvent,
+                            about=entity if isinstance(entity, ManagedEntity) else None,
+                            user=user or "", chain_id=task.chain_id, info=task._get_info())
         thread = threading.Thread(
             target=self._run, args=(task, work, pass_task), name=f"sim-{task.moid}", daemon=True
         )
         thread.start()
-        if not (sim.faults.task_latency(method) or sim.faults.queue_latency(method)):
+        # (Not when the caller holds the registry lock -- a task starting
+        # other tasks: those cannot run until it lets go.)
+        if not (sim.faults.task_latency(method) or sim.faults.queue_latency(method)
+                or sim.registry.held()):
             # Like a lightly loaded vCenter, a quick task is usually done by
             # the time the client first polls it; waiting a moment here makes
             # that deterministic. Tasks stay asynchronous: a slow one (latency
@@ -218,17 +248,17 @@ class TaskManager(ManagedObject):
             injected = sim.faults.take_task_fault(task.method)
             if injected is not None:
                 raise complete_fault(injected, task.entity.ref if task.entity else None)
-            with sim.registry.lock:
+            with sim.registry.lock, sim.events.acting(task.user or "", task.chain_id):
                 task.check_cancelled()
                 result = work(task) if pass_task else work()
         except vmodl.MethodFault as fault:
             with sim.registry.lock:
                 task.error = fault
                 task.state = vim.TaskInfo.State.error
-        except Exception as exc:  # a simulator bug must still end the task
+        except Exception:  # a simulator bug must still end the task (vim25 words only)
             LOG.exception("task %s (%s) crashed", task.moid, task.method)
             with sim.registry.lock:
-                task.error = vmodl.fault.SystemError(reason=str(exc), msg=str(exc))
+                task.error = system_error()
                 task.state = vim.TaskInfo.State.error
         else:
             with sim.registry.lock:
@@ -245,3 +275,70 @@ class TaskManager(ManagedObject):
                 entity.recent_tasks.remove(task)
             sim.registry.touch(task, *([entity] if entity is not None else []))
         task.done.set()
+
+
+class TaskFilter:
+    """A TaskFilterSpec, checked once, applied to tasks."""
+
+    def __init__(self, sim: Simulator, spec: vim.TaskFilterSpec | None) -> None:
+        self.spec = spec = spec or vim.TaskFilterSpec()
+        self.entities: set[str] | None = None
+        if spec.entity is not None:
+            recursion = spec.entity.recursion
+            if recursion not in vim.TaskFilterSpec.RecursionOption.values:
+                raise invalid_argument("filter.entity.recursion")
+            self.entities = subtree(sim.registry.lookup(spec.entity.entity), recursion)
+        if spec.time is not None and \
+                spec.time.timeType not in vim.TaskFilterSpec.TimeOption.values:
+            raise invalid_argument("filter.time.timeType")
+
+    def __call__(self, task: Task) -> bool:
+        spec = self.spec
+        if self.entities is not None and (task.entity is None
+                                          or task.entity.moid not in self.entities):
+            return False
+        if spec.state and task.state not in spec.state:
+            return False
+        if spec.eventChainId and task.chain_id not in spec.eventChainId:
+            return False
+        if spec.userName is not None:
+            users = spec.userName.userList or []
+            if task.user is None:
+                if not spec.userName.systemUser:
+                    return False
+            elif users and task.user not in users:
+                return False
+        if spec.time is not None:
+            when = {"queuedTime": task.queue_time, "startedTime": task.start_time,
+                    "completedTime": task.complete_time}[spec.time.timeType]
+            if when is None:
+                return False
+            if spec.time.beginTime is not None and when < spec.time.beginTime:
+                return False
+            if spec.time.endTime is not None and when > spec.time.endTime:
+                return False
+        # Tasks the simulator runs have no activation ids, tags, parents,
+        # alarms or schedules: a filter on any of them selects none.
+        return not (spec.activationId or spec.tag or spec.parentTaskKey or spec.rootTaskKey
+                    or spec.alarm is not None or spec.scheduledTask is not None)
+
+
+class TaskHistoryCollector(HistoryCollector):
+    """TaskManager.CreateCollectorForTasks: the info of every task the filter selects."""
+
+    vim_type = vim.TaskHistoryCollector
+
+    def history(self) -> list[tuple[int, Any]]:
+        match = TaskFilter(self.sim, self.filter)
+        with self.sim.registry.lock:
+            return [(task.chain_id, task._get_info())
+                    for task in self.sim.registry.all("Task") if match(task)]
+
+    def _get_latestPage(self):  # noqa: N802
+        return self.latest()
+
+    def ReadNextTasks(self, ctx: CallContext, maxCount: int):  # noqa: N802,N803
+        return self.read_next(maxCount)
+
+    def ReadPreviousTasks(self, ctx: CallContext, maxCount: int):  # noqa: N802,N803
+        return self.read_previous(maxCount)

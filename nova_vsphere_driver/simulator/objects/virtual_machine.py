@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import copy
 import datetime
-import itertools
 import posixpath
 import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from nova_vsphere_driver.simulator import delta_disks, esxi_versions, storage_policies
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
+from nova_vsphere_driver.simulator.disk_files import disk_data
 from nova_vsphere_driver.simulator.objects import boot_options, consoles, serial_console
 from nova_vsphere_driver.simulator.objects.base import (
     CallContext,
@@ -36,6 +35,8 @@ if TYPE_CHECKING:
 POWERED_ON = vim.VirtualMachine.PowerState.poweredOn
 POWERED_OFF = vim.VirtualMachine.PowerState.poweredOff
 SUSPENDED = vim.VirtualMachine.PowerState.suspended
+_POWER_EVENTS = {POWERED_ON: vim.event.VmPoweredOnEvent, POWERED_OFF: vim.event.VmPoweredOffEvent,
+                 SUSPENDED: vim.event.VmSuspendedEvent}
 Dev = vim.vm.device
 #: Guest shutdown is asynchronous on vCenter: the call returns, the guest
 #: powers off a little later.
@@ -81,18 +82,79 @@ def _default_devices() -> list:
     ]
 
 
-def _label(device) -> str:
-    if isinstance(device, Dev.VirtualDisk):
-        return "Hard disk"
-    if isinstance(device, Dev.VirtualEthernetCard):
-        return "Network adapter"
+#: vCenter's device kinds: (type, label, first key, labelled by bus number).
+#: Keys are vCenter's per kind (NICs from 4000, disks from 2000, SCSI
+#: controller n is 1000 + n); controllers are labelled by their bus
+#: ("SCSI controller 0"), other devices by their rank ("Hard disk 1").
+_DEVICE_KINDS = (
+    (Dev.VirtualSCSIController, "SCSI controller", 1000, True),
+    (Dev.VirtualAHCIController, "SATA controller", 15000, True),
+    (Dev.VirtualNVMEController, "NVME controller", 31000, True),
+    (Dev.VirtualIDEController, "IDE", 200, True),
+    (Dev.VirtualPCIController, "PCI controller", 100, True),
+    (Dev.VirtualPS2Controller, "PS2 controller", 300, True),
+    (Dev.VirtualSIOController, "SIO controller", 400, True),
+    (Dev.VirtualUSBXHCIController, "USB xHCI controller", 14000, False),
+    (Dev.VirtualUSBController, "USB controller", 7000, False),
+    (Dev.VirtualDisk, "Hard disk", 2000, False),
+    (Dev.VirtualCdrom, "CD/DVD drive", 3000, False),
+    (Dev.VirtualEthernetCard, "Network adapter", 4000, False),
+    (Dev.VirtualSoundCard, "Sound card", 5000, False),
+    (Dev.VirtualFloppy, "Floppy drive", 8000, False),
+    (Dev.VirtualSerialPort, "Serial port", 9000, False),
+    (Dev.VirtualParallelPort, "Parallel port", 10000, False),
+    (Dev.VirtualTPM, "Virtual TPM", 11000, False),
+    (Dev.VirtualPCIPassthrough, "PCI device", 13000, False),
+    (Dev.VirtualVideoCard, "Video card", 500, False),
+)
+_SCSI_SUMMARIES = {
+    Dev.ParaVirtualSCSIController: "VMware paravirtual SCSI",
+    Dev.VirtualLsiLogicSASController: "LSI Logic SAS",
+    Dev.VirtualLsiLogicController: "LSI Logic",
+    Dev.VirtualBusLogicController: "BusLogic",
+}
+
+
+def _kind(device) -> tuple[str, int, bool]:
+    for dtype, label, base, by_bus in _DEVICE_KINDS:
+        if isinstance(device, dtype):
+            return label, base, by_bus
+    return type(device).__name__, 20000, False
+
+
+def _new_key(device, used: dict) -> int:
+    """The key vCenter gives a new device: its kind's first free key (a controller's: by bus)."""
+    _, base, by_bus = _kind(device)
+    key = base + int(device.busNumber or 0) if by_bus else base
+    while key in used:
+        key += 1
+    return key
+
+
+def _describe(device, devices: list) -> vim.Description:
+    """vCenter's label and summary for a new ``device`` among ``devices`` (it ignores a spec's)."""
+    label, _, by_bus = _kind(device)
+    if by_bus:
+        label = f"{label} {int(device.busNumber or 0)}"
+    else:
+        taken = {d.deviceInfo.label for d in devices if d.deviceInfo is not None}
+        rank = 1 + sum(_kind(d)[0] == label for d in devices if d is not device)
+        while f"{label} {rank}" in taken:
+            rank += 1
+        label = f"{label} {rank}"
+    summary = label
     if isinstance(device, Dev.VirtualSCSIController):
-        return "SCSI controller"
-    if isinstance(device, Dev.VirtualCdrom):
-        return "CD/DVD drive"
-    if isinstance(device, Dev.VirtualSerialPort):
-        return "Serial port"
-    return type(device).__name__
+        summary = next((text for dtype, text in _SCSI_SUMMARIES.items()
+                        if isinstance(device, dtype)), label)
+    elif isinstance(device, Dev.VirtualDisk):
+        summary = f"{int(device.capacityInKB or 0):,} KB"
+    elif isinstance(device, Dev.VirtualEthernetCard):
+        backing = device.backing
+        if isinstance(backing, Dev.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
+            summary = f"DVSwitch: {backing.port.switchUuid}"
+        else:
+            summary = getattr(backing, "deviceName", None) or label
+    return vim.Description(label=label, summary=summary)
 
 
 class VirtualMachineSnapshot(ManagedObject):
@@ -162,8 +224,7 @@ class VirtualMachine(ManagedEntity):
     moid_prefix = "vm"
 
     def __init__(self, sim: Simulator, name: str, folder: Folder, pool: ResourcePool,
-                 host: HostSystem, config: vim.vm.ConfigInfo,
-                 keys: Iterator[int] | None = None) -> None:
+                 host: HostSystem, config: vim.vm.ConfigInfo) -> None:
         super().__init__(sim, name, folder)
         self.pool = pool
         self.host = host
@@ -179,8 +240,6 @@ class VirtualMachine(ManagedEntity):
         self.snapshots: list[VirtualMachineSnapshot] = []
         self.current_snapshot: VirtualMachineSnapshot | None = None
         self.ip_address: str | None = None
-        #: Keys for devices added later (vCenter never reuses one).
-        self._keys = keys if keys is not None else itertools.count(1)
         self.datastores = _datastores_of(self)
         self.networks = _networks_of(config, sim, host)
         #: Storage policy associations (SPBM): "vm" (the VM's home) or a disk's key -> the
@@ -201,6 +260,10 @@ class VirtualMachine(ManagedEntity):
     @property
     def powered_on(self) -> bool:
         return self.power_state == POWERED_ON
+
+    @property
+    def is_template(self) -> bool:
+        return bool(self.config.template)
 
     @property
     def memory_mb(self) -> int:
@@ -351,7 +414,39 @@ class VirtualMachine(ManagedEntity):
         )
 
     def _get_resourcePool(self):  # noqa: N802
-        return self.pool.ref
+        return None if self.is_template else self.pool.ref
+
+    def _get_resourceConfig(self):  # noqa: N802
+        config = self.config
+        return vim.ResourceConfigSpec(entity=self.ref, changeVersion=config.changeVersion,
+                                      lastModified=config.modified,
+                                      cpuAllocation=config.cpuAllocation,
+                                      memoryAllocation=config.memoryAllocation)
+
+    def _get_layout(self):
+        """The deprecated FileLayout, which clients still read: files by role, disks' chains."""
+        disks = [vim.vm.FileLayout.DiskLayout(key=d.key,
+                                              diskFile=delta_disks.backing_chain(d.backing))
+                 for d in self.disks() if getattr(d.backing, "fileName", None)]
+        return vim.vm.FileLayout(configFile=[], logFile=["vmware.log"], disk=disks,
+                                 snapshot=[], swapFile=None)
+
+    def _get_storage(self):
+        usage = {}
+        for path in [self.config.files.vmPathName, *self.disk_files()]:
+            try:
+                ds_name, rel = parse_datastore_path(path)
+                size = self.sim.files.get(ds_name, rel).size
+            except vim.fault.VimFault:
+                continue
+            usage[ds_name] = usage.get(ds_name, 0) + size
+        per_ds = []
+        for ds_name, committed in usage.items():
+            ds = self.sim.datastore_by_name(ds_name)
+            if ds is not None:
+                per_ds.append(vim.vm.StorageInfo.UsageOnDatastore(
+                    datastore=ds.ref, committed=committed, uncommitted=0, unshared=committed))
+        return vim.vm.StorageInfo(perDatastoreUsage=per_ds, timestamp=_now())
 
     def _get_datastore(self):
         return [ds.ref for ds in self.datastores]
@@ -403,13 +498,21 @@ class VirtualMachine(ManagedEntity):
         if state == POWERED_ON and self.power_state != POWERED_ON:
             self.boot_time = _now()
             self._boot_monotonic = time.monotonic()
+        changed = state != self.power_state
         self.power_state = state
         self.sim.registry.touch(self)
+        if changed:
+            events = self.sim.events
+            if state == POWERED_ON:
+                events.post(vim.event.VmStartingEvent, about=self)
+            events.post(_POWER_EVENTS[state], about=self)
         if cold_boot:  # a resume from suspend does not boot the guest again
             self.booted("Power on")
 
-    def renamed_to(self, name: str) -> None:
+    def renamed_to(self, name: str, old_name: str) -> None:
         self.config.name = name
+        self.sim.events.post(vim.event.VmRenamedEvent, about=self, oldName=old_name,
+                             newName=name)
 
     def move_to_host(self, host: HostSystem) -> None:
         if host is self.host:
@@ -440,8 +543,14 @@ class VirtualMachine(ManagedEntity):
                 msg=f"Cannot complete operation because VMware Tools is not running in this "
                 f"virtual machine ({self.name})")
 
+    def _require_not_template(self) -> None:
+        if self.is_template:
+            raise vmodl.fault.NotSupported(
+                msg=f"The operation is not supported on the object: {self.name} is a template")
+
     def PowerOnVM_Task(self, ctx: CallContext, host=None):  # noqa: N802
         def work():
+            self._require_not_template()
             self._require_connected()
             if self.powered_on:
                 self._require_power(POWERED_OFF, SUSPENDED)
@@ -469,6 +578,7 @@ class VirtualMachine(ManagedEntity):
             self.boot_time = _now()
             self._boot_monotonic = time.monotonic()
             self.sim.registry.touch(self)
+            self.sim.events.post(vim.event.VmResettingEvent, about=self)
             self.booted("Reset")
 
         return self.sim.tasks.start(ctx, self, "ResetVM_Task", work)
@@ -486,6 +596,7 @@ class VirtualMachine(ManagedEntity):
             self._require_connected()
             self._require_power(POWERED_ON)
             self._require_tools()
+            self.sim.events.post(vim.event.VmGuestShutdownEvent, about=self)
 
         def shut_down():
             time.sleep(GUEST_SHUTDOWN_SECONDS)
@@ -503,6 +614,7 @@ class VirtualMachine(ManagedEntity):
             self.boot_time = _now()
             self._boot_monotonic = time.monotonic()
             self.sim.registry.touch(self)
+            self.sim.events.post(vim.event.VmGuestRebootEvent, about=self)
             self.booted("Guest reboot")
 
     def StandbyGuest(self, ctx: CallContext) -> None:  # noqa: N802
@@ -517,6 +629,7 @@ class VirtualMachine(ManagedEntity):
         def work():
             self._require_connected()
             reconfigure(self, spec)
+            self.sim.events.post(vim.event.VmReconfiguredEvent, about=self, configSpec=spec)
 
         return self.sim.tasks.start(ctx, self, "ReconfigVM_Task", work)
 
@@ -568,6 +681,7 @@ class VirtualMachine(ManagedEntity):
                                                  msg=f"Host {host.name} cannot take VMs now")
         # NICs last among the checks: all of them pass before anything changes.
         nic_config = relocated_nics(self, host, device_change)
+        source_host, source_ds = self.host, (self.datastores[0] if self.datastores else None)
         # What the VM leaves (host, pool, datastores, networks) changes too.
         registry.touch(self)
         if target_ds is not None and ([target_ds] != self.datastores or disk_targets):
@@ -584,6 +698,11 @@ class VirtualMachine(ManagedEntity):
             registry.touch(self, membership=True)
         self.move_to_host(host)
         registry.touch(self)
+        moved_storage = target_ds is not None and target_ds is not source_ds
+        if moved_storage or host is not source_host:
+            self.sim.events.post(
+                vim.event.VmRelocatedEvent if moved_storage else vim.event.VmMigratedEvent,
+                about=self, **self.sim.events.migration_source(source_host, source_ds))
 
     def RelocateVM_Task(self, ctx: CallContext, spec, priority=None):  # noqa: N802
         def work():
@@ -619,8 +738,26 @@ class VirtualMachine(ManagedEntity):
             folder_obj = registry.lookup(folder)
 
         def work():
-            pool, host, config = clone_plan(self, name, spec)
+            pool, host, config, data = clone_plan(self, name, spec)
+            self.sim.events.post(
+                vim.event.VmBeingClonedEvent, about=self, destName=name,
+                destFolder=vim.event.FolderEventArgument(folder=folder_obj.ref,
+                                                         name=folder_obj.name),
+                destHost=vim.event.HostEventArgument(host=host.ref, name=host.name))
             vm = self.sim.factory.vm(folder_obj, config, pool, host)
+            try:
+                for disk in vm.disks():
+                    if data.get(disk.key) is not None:
+                        ds_name, rel = parse_datastore_path(disk.backing.fileName)
+                        self.sim.files.get(ds_name, rel).extent = data[disk.key]
+                if spec.config is not None:
+                    # As vCenter: the clone's config is then changed by the spec's.
+                    reconfigure(vm, spec.config)
+            except Exception:
+                vm.destroy()  # a failed clone leaves no VM and no files behind
+                raise
+            self.sim.events.post(vim.event.VmClonedEvent, about=vm,
+                                 sourceVm=vim.event.VmEventArgument(vm=self.ref, name=self.name))
             if spec.template:
                 vm.config.template = True
             if spec.powerOn:
@@ -659,6 +796,52 @@ class VirtualMachine(ManagedEntity):
             files.delete(ds, rel)
         self._detach()
 
+    def MarkAsTemplate(self, ctx: CallContext) -> None:  # noqa: N802
+        """A powered-off VM becomes a template: no pool, no power-on, cloned from instead."""
+        with self.sim.registry.lock:
+            self._require_connected()
+            if self.is_template:
+                raise vim.fault.InvalidState(msg=f"{self.name} is already a template")
+            self._require_power(POWERED_OFF)
+            self.config = copy.deepcopy(self.config)
+            self.config.template = True
+            self.sim.registry.touch()
+
+    def MarkAsVirtualMachine(self, ctx: CallContext, pool, host=None) -> None:  # noqa: N802
+        """A template becomes a VM again, in ``pool`` (and on ``host``, else where it was)."""
+        registry = self.sim.registry
+        with registry.lock:
+            if not self.is_template:
+                raise vim.fault.InvalidState(msg=f"{self.name} is not a template")
+            target_pool = registry.lookup(pool)
+            target_host = registry.lookup(host) if host is not None else None
+            cluster = target_pool.owner
+            if target_host is None:
+                target_host = self.host if self.host in cluster.hosts else \
+                    cluster.vcenter_drs_pick_host(self)
+                if target_host is None:
+                    raise invalid_argument("host", f"a host of cluster {cluster.name} is "
+                                           "required")
+            if target_host not in cluster.hosts:
+                raise invalid_argument("host", f"host {target_host.name} is not in the pool's "
+                                       f"cluster {cluster.name}")
+            for ds in self.datastores:
+                if ds not in target_host.datastores:
+                    raise vim.fault.InvalidDatastore(
+                        datastore=ds.ref, name=ds.name,
+                        msg=f"Datastore {ds.name} is not accessible from host "
+                        f"{target_host.name}")
+            if target_pool is not self.pool:
+                if cluster is not self.cluster:
+                    self.cluster.forget_vm(self)
+                self.pool.vms.remove(self)
+                target_pool.vms.append(self)
+                self.pool = target_pool
+            self.move_to_host(target_host)
+            self.config = copy.deepcopy(self.config)
+            self.config.template = False
+            registry.touch()
+
     def UnregisterVM(self, ctx: CallContext) -> None:  # noqa: N802
         with self.sim.registry.lock:
             self.unregister()
@@ -666,7 +849,15 @@ class VirtualMachine(ManagedEntity):
     def unregister(self) -> None:
         """Leave the inventory, keeping the files (UnregisterVM, its host removed)."""
         self._require_power(POWERED_OFF, SUSPENDED)
+        self.sim.events.post(vim.event.VmRemovedEvent, about=self)
         self._detach()
+
+    def Destroy_Task(self, ctx: CallContext):  # noqa: N802
+        def work():
+            self.destroy()
+            self.sim.events.post(vim.event.VmRemovedEvent, about=self)
+
+        return self.sim.tasks.start(ctx, self, "Destroy_Task", work)
 
     def CreateSnapshot_Task(self, ctx: CallContext, name: str, description: str | None = None,  # noqa: N802
                             memory: bool = False, quiesce: bool = False):
@@ -783,7 +974,7 @@ def _datastore_for(sim: Simulator, ds_name: str) -> Datastore:
 
 
 def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigInfo,
-                   changes, sim: Simulator, host: HostSystem, keys,
+                   changes, sim: Simulator, host: HostSystem,
                    created: list[tuple[str, str]],
                    profiles: dict[str, str] | None = None) -> None:
     """Apply deviceChange to ``config.hardware.device``.
@@ -834,6 +1025,10 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
             elif isinstance(device, Dev.VirtualEthernetCard):
                 # A new backing (another network, another port).
                 _check_nic(device, sim, host, config.instanceUuid, devices)
+            # The label is vCenter's, whatever the spec says.
+            device.deviceInfo = _describe(device, devices) if existing.deviceInfo is None \
+                else vim.Description(label=existing.deviceInfo.label,
+                                     summary=_describe(device, devices).summary)
             devices[devices.index(existing)] = device
             by_key[device.key] = device
             continue
@@ -841,9 +1036,7 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
             raise invalid_argument("deviceChange.operation", f"unknown operation {op!r}")
         if device.key is None or device.key < 0 or device.key in by_key:
             temporary = device.key
-            device.key = next(keys)
-            while device.key in by_key:
-                device.key = next(keys)
+            device.key = _new_key(device, by_key)
             if temporary is not None and temporary < 0:
                 renumbered[temporary] = device.key
         if isinstance(device, Dev.VirtualDisk):
@@ -857,10 +1050,7 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
         elif isinstance(device, Dev.VirtualSCSIController) \
                 and device.scsiCtlrUnitNumber is None:
             device.scsiCtlrUnitNumber = 7  # as vCenter: the controller's own unit on its bus
-        label = _label(device)
-        same = sum(isinstance(d, type(device)) for d in devices) + 1
-        if device.deviceInfo is None:
-            device.deviceInfo = vim.Description(label=f"{label} {same}", summary=label)
+        device.deviceInfo = _describe(device, devices)
         devices.append(device)
         added.append(device)
         by_key[device.key] = device
@@ -1132,8 +1322,8 @@ def _new_config(spec, name: str, vmx_path: str, default_version: str) -> vim.vm.
 def new_vm_config(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
                   host: HostSystem | None, created: list[tuple[str, str]],
                   profiles: dict[str, str] | None = None,
-                  ) -> tuple[HostSystem, vim.vm.ConfigInfo, Iterator[int]]:
-    """CreateVM_Task's checks and files: (host, config, device keys) of the new VM.
+                  ) -> tuple[HostSystem, vim.vm.ConfigInfo]:
+    """CreateVM_Task's checks and files: the host and config of the new VM.
 
     Runs under the registry lock. Files it creates on datastores are
     appended to ``created``: the caller (factory.ObjectFactory.vm) removes
@@ -1204,10 +1394,9 @@ def new_vm_config(sim: Simulator, folder: Folder, spec, pool: ResourcePool,
     config = _new_config(spec, name, vmx_path,
                          esxi_versions.default_hardware_version(host.esxi_version))
     _check_memory_reservation(config)
-    keys = itertools.count(2000)
-    _apply_devices(name, (ds_name, directory), config, spec.deviceChange, sim, host, keys,
+    _apply_devices(name, (ds_name, directory), config, spec.deviceChange, sim, host,
                    created, profiles)
-    return host, config, keys
+    return host, config
 
 
 def reconfigure(vm: VirtualMachine, spec) -> None:
@@ -1269,11 +1458,13 @@ def reconfigure(vm: VirtualMachine, spec) -> None:
         old_name, vm.name = vm.name, spec.name
         config.name = spec.name
         vm.parent.renamed(vm, old_name)
+        sim.events.post(vim.event.VmRenamedEvent, about=vm, oldName=old_name,
+                        newName=spec.name)
     ds_name, rel = parse_datastore_path(config.files.vmPathName)
     created: list[tuple[str, str]] = []
     try:
         _apply_devices(vm.name, (ds_name, posixpath.dirname(rel)), config, spec.deviceChange,
-                       sim, vm.host, vm._keys, created, profiles)
+                       sim, vm.host, created, profiles)
         # After the device changes: the boot order names devices by key.
         boot_options.apply(config, spec.bootOptions)
     except Exception:
@@ -1351,37 +1542,77 @@ def move_storage(vm: VirtualMachine, target: Datastore,
                      if sim.datastore_by_name(n) is not None]
 
 
-def clone_plan(source: VirtualMachine, name: str,
-               spec) -> tuple[ResourcePool, HostSystem, vim.vm.ConfigSpec]:
-    """Where CloneVM_Task puts the clone (pool, host) and the ConfigSpec it is made from."""
+#: vCenter's default RelocateSpec.diskMoveType for a clone: full copies.
+_DEFAULT_DISK_MOVE = "moveAllDiskBackingsAndDisallowSharing"
+
+
+def clone_plan(source: VirtualMachine, name: str, spec
+               ) -> tuple[ResourcePool, HostSystem, vim.vm.ConfigSpec, dict[int, bytes | None]]:
+    """Where CloneVM_Task puts the clone (pool, host), the ConfigSpec it is made from, and
+    the data each new disk starts with (by device key).
+
+    Disks follow ``spec.location.diskMoveType`` (or a disk locator's):
+    ``createNewChildDiskBacking`` makes a linked clone -- a delta disk whose
+    parent is the source's disk (as of ``spec.snapshot``, if given), the
+    source's chain kept behind it; ``moveChildMostDiskBacking`` copies the
+    child-most disk and shares its parents; the ``moveAllDiskBackings*``
+    kinds (vCenter's default) make a standalone copy of the whole chain.
+    Devices keep their keys, as on vCenter, so ``spec.config`` may edit them.
+    """
     sim = source.sim
+    registry = sim.registry
     location = spec.location
-    pool = sim.registry.lookup(location.pool) if location and location.pool else source.pool
-    host = sim.registry.lookup(location.host) if location and location.host else None
-    target_ds = sim.registry.lookup(location.datastore) if location and location.datastore \
+    pool = registry.lookup(location.pool) if location.pool else source.pool
+    host = registry.lookup(location.host) if location.host else None
+    target_ds = registry.lookup(location.datastore) if location.datastore \
         else source.datastores[0]
     if host is None:
         host = source.host if source.host in pool.owner.hosts else \
             pool.owner.vcenter_drs_pick_host(source)
         if host is None:
             raise vim.fault.InsufficientResourcesFault(msg="No host can take the clone")
+    devices = source.config.hardware.device
+    if spec.snapshot is not None:
+        snapshot = registry.lookup(spec.snapshot)
+        if snapshot not in source.snapshots:
+            raise invalid_argument("spec.snapshot", f"{snapshot.moid} is not a snapshot of "
+                                   f"{source.name}")
+        devices = snapshot.config.hardware.device
     config = vim.vm.ConfigSpec(
         name=name, guestId=source.config.guestId, numCPUs=source.num_cpus,
+        numCoresPerSocket=source.config.hardware.numCoresPerSocket,
         memoryMB=source.memory_mb, annotation=source.config.annotation,
         files=vim.vm.FileInfo(vmPathName=f"[{target_ds.name}]"),
         extraConfig=list(source.config.extraConfig or []),
         cpuAllocation=source.config.cpuAllocation,
         memoryAllocation=source.config.memoryAllocation,
+        firmware=source.config.firmware, version=source.config.version,
         deviceChange=[])
-    for dev in source.config.hardware.device:
+    locators = {loc.diskId: loc for loc in location.disk or []}
+    data: dict[int, bytes | None] = {}
+    for dev in devices:
         if isinstance(dev, Dev.VirtualDisk):
+            locator = locators.get(dev.key)
+            move = (locator.diskMoveType if locator is not None and locator.diskMoveType
+                    else location.diskMoveType or _DEFAULT_DISK_MOVE)
+            ds = registry.lookup(locator.datastore) if locator is not None else target_ds
             disk = copy.deepcopy(dev)
-            disk.key = -dev.key
-            disk.backing.fileName = f"[{target_ds.name}]"
+            disk.backing.fileName = f"[{ds.name}]"
             disk.backing.uuid = None
+            if move == "createNewChildDiskBacking":
+                disk.backing.parent = copy.deepcopy(dev.backing)  # shared, read-only
+                data[dev.key] = None  # a new delta reads through to its parent
+            elif move == "moveChildMostDiskBacking":
+                ds_name, rel = parse_datastore_path(dev.backing.fileName)
+                data[dev.key] = disk_data(sim.files.get(ds_name, rel))
+            else:
+                disk.backing.parent = None
+                data[dev.key] = delta_disks.consolidated(
+                    sim, delta_disks.backing_chain(dev.backing))
             config.deviceChange.append(Dev.VirtualDeviceSpec(operation="add",
                                                              fileOperation="create", device=disk))
         elif isinstance(dev, (Dev.VirtualEthernetCard, Dev.VirtualSCSIController,
+                              Dev.VirtualAHCIController, Dev.VirtualNVMEController,
                               Dev.VirtualCdrom, Dev.VirtualSerialPort)):
             copy_dev = copy.deepcopy(dev)
             if isinstance(copy_dev, Dev.VirtualEthernetCard):
@@ -1390,12 +1621,7 @@ def clone_plan(source: VirtualMachine, name: str,
                 if getattr(copy_dev.backing, "port", None) is not None:
                     copy_dev.backing.port.portKey = None  # the clone gets a port of its own
             config.deviceChange.append(Dev.VirtualDeviceSpec(operation="add", device=copy_dev))
-    if spec.config is not None:
-        for field in ("numCPUs", "memoryMB", "annotation"):
-            value = getattr(spec.config, field, None)
-            if value is not None:
-                setattr(config, field, value)
-    return pool, host, config
+    return pool, host, config, data
 
 
 # -- relocation of network adapters (RelocateSpec.deviceChange) ---------------------
