@@ -166,7 +166,7 @@ def load(sim: Simulator, data: dict) -> None:
     """Build the inventory described by ``data`` into ``sim``."""
     data = copy.deepcopy(data)
     make = sim.factory
-    with sim.registry.lock:
+    with sim.registry.lock, sim.events.quiet():
         policies = data.get("storage_policies") or []
         for dc_i, dc_data in enumerate(data.get("datacenters") or []):
             where = f"datacenters[{dc_i}]"

@@ -17,11 +17,15 @@ descriptions (``RetrieveArgumentDescription``) are not modelled.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
+import string
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pyVmomi import vim
+from pyVmomi import VmomiSupport, vim
 
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
 from nova_vsphere_driver.simulator.objects.history import (
@@ -126,8 +130,20 @@ class EventManager(ManagedObject):
         self.events: list[tuple[int, vim.event.Event]] = []
         self._next_key = 1
         self._local = threading.local()
+        # (field, moid, name) -> the event argument naming that object: events
+        # share them (building pyVmomi data objects is most of a post's cost).
+        self._arguments: dict[tuple[str, str, str], Any] = {}
 
     # -- posting -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """No events inside the block (a loaded inventory is a starting state, not a history)."""
+        self._local.quiet = True
+        try:
+            yield
+        finally:
+            self._local.quiet = False
 
     def acting(self, user: str | None, chain_id: int | None = None) -> _Acting:
         """Attribute the events posted inside the ``with`` block to ``user`` (and a task chain)."""
@@ -143,6 +159,8 @@ class EventManager(ManagedObject):
         message of events that have no field for it (DRS migrations).
         """
         sim = self.sim
+        if getattr(self._local, "quiet", False):
+            return None
         event = event_type(**fields)
         with sim.registry.lock:
             key = self._next_key
@@ -156,16 +174,26 @@ class EventManager(ManagedObject):
             event.createdTime = datetime.datetime.now(datetime.timezone.utc)
             event.userName = user or ""
             if about is not None:
-                _set_arguments(event, about)
+                _set_arguments(event, about, self._argument)
             if hasattr(event, "template") and event.template is None:
                 event.template = bool(getattr(about, "is_template", False))
             event.fullFormattedMessage = _message(event, reason)
-            complete(event)
+            if any(getattr(event, name) is None for name in _required(event_type)):
+                complete(event)
             self.events.append((key, event))
             del self.events[:-MAX_EVENTS]
             # latestEvent, and every event collector's latestPage.
             sim.registry.touch(self, *sim.registry.all("EventHistoryCollector"))
         return event
+
+    def _argument(self, argument_type: type, field: str, obj: Any) -> Any:
+        key = (field, obj.moid, obj.name)
+        found = self._arguments.get(key)
+        if found is None:
+            if len(self._arguments) > MAX_EVENTS:
+                self._arguments.clear()
+            found = self._arguments[key] = argument_type(**{field: obj.ref, "name": obj.name})
+        return found
 
     @staticmethod
     def migration_source(host: Any, datastore: Any = None) -> dict:
@@ -272,8 +300,12 @@ def _argument_ref(argument: Any) -> Any:
     return None
 
 
-def _set_arguments(event: vim.event.Event, entity: Any) -> None:
-    """The event's datacenter/computeResource/host/vm arguments, from ``entity`` up."""
+def _set_arguments(event: vim.event.Event, entity: Any, argument: Any) -> None:
+    """The event's datacenter/computeResource/host/vm arguments, from ``entity`` up.
+
+    ``argument(field type, object)`` gives the (shared) argument naming the
+    object.
+    """
     kind = entity.kind
     vm = entity if kind == "VirtualMachine" else None
     host = vm.host if vm is not None else (entity if kind == "HostSystem" else None)
@@ -281,38 +313,49 @@ def _set_arguments(event: vim.event.Event, entity: Any) -> None:
         (entity if kind == "ClusterComputeResource" else None)
     dc = entity.datacenter() if hasattr(entity, "datacenter") else None
     if dc is not None and event.datacenter is None:
-        event.datacenter = E.DatacenterEventArgument(datacenter=dc.ref, name=dc.name)
+        event.datacenter = argument(E.DatacenterEventArgument, "datacenter", dc)
     if cluster is not None and event.computeResource is None:
-        event.computeResource = E.ComputeResourceEventArgument(computeResource=cluster.ref,
-                                                               name=cluster.name)
+        event.computeResource = argument(E.ComputeResourceEventArgument, "computeResource",
+                                         cluster)
     if host is not None and event.host is None:
-        event.host = E.HostEventArgument(host=host.ref, name=host.name)
+        event.host = argument(E.HostEventArgument, "host", host)
     if vm is not None and event.vm is None:
-        event.vm = E.VmEventArgument(vm=vm.ref, name=vm.name)
-    if kind == "Datastore" and event.ds is None:
-        event.ds = E.DatastoreEventArgument(datastore=entity.ref, name=entity.name)
-    if vm is not None and event.ds is None and vm.datastores:
-        ds = vm.datastores[0]
-        event.ds = E.DatastoreEventArgument(datastore=ds.ref, name=ds.name)
+        event.vm = argument(E.VmEventArgument, "vm", vm)
+    datastore = entity if kind == "Datastore" else \
+        (vm.datastores[0] if vm is not None and vm.datastores else None)
+    if datastore is not None and event.ds is None:
+        event.ds = argument(E.DatastoreEventArgument, "datastore", datastore)
+
+
+#: Format fields that name an event argument of another name.
+_ARGUMENTS = {"cluster": "computeResource", "dc": "datacenter"}
+
+
+@functools.cache
+def _format_fields(fmt: str) -> tuple[str, ...]:
+    return tuple(field for _, field, _, _ in string.Formatter().parse(fmt) if field)
+
+
+@functools.cache
+def _required(event_type: type) -> tuple[str, ...]:
+    return tuple(p.name for p in event_type._GetPropertyList()
+                 if not p.flags & VmomiSupport.F_OPTIONAL)
 
 
 def _message(event: vim.event.Event, reason: str = "") -> str:
-    fmt = next((f for t, (_, f) in EVENT_TYPES.items() if type(event) is t), None)
+    fmt = EVENT_TYPES.get(type(event), (None, None))[1]
     if fmt is None:
         return event.fullFormattedMessage or type(event).__name__
-    names = _Names({p.name: _name_of(getattr(event, p.name))
-                    for p in type(event)._GetPropertyList()})
-    names.update(reason=reason, vm=_name_of(event.vm) or "", host=_name_of(event.host) or "",
-                 cluster=_name_of(event.computeResource) or "",
-                 dc=_name_of(event.datacenter) or "", ds=_name_of(event.ds) or "")
-    info = getattr(event, "info", None)
-    if isinstance(info, vim.TaskInfo):
-        names["task"] = info.descriptionId or ""
-    for key in ("sourceHost", "sourceDatastore", "sourceVm", "destHost", "alarm", "entity",
-                "role"):
-        value = getattr(event, key, None)
-        if value is not None:
-            names[key] = _name_of(value)
+    names = _Names()
+    for field in _format_fields(fmt):
+        if field == "reason":
+            value: Any = reason
+        elif field == "task":
+            info = getattr(event, "info", None)
+            value = info.descriptionId if isinstance(info, vim.TaskInfo) else None
+        else:
+            value = _name_of(getattr(event, _ARGUMENTS.get(field, field), None))
+        names[field] = "" if value is None else value
     return fmt.format_map(names).replace("  ", " ")
 
 

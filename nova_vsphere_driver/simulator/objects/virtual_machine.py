@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import itertools
 import posixpath
 import random
 import threading
@@ -113,6 +114,11 @@ _SCSI_SUMMARIES = {
     Dev.VirtualLsiLogicController: "LSI Logic",
     Dev.VirtualBusLogicController: "BusLogic",
 }
+
+
+#: The key of every VM's PCI controller, and the first of its slots NICs take.
+_PCI_KEY = 100
+_FIRST_NIC_UNIT = 7
 
 
 def _kind(device) -> tuple[str, int, bool]:
@@ -1034,11 +1040,13 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
             continue
         if op != "add":
             raise invalid_argument("deviceChange.operation", f"unknown operation {op!r}")
-        if device.key is None or device.key < 0 or device.key in by_key:
-            temporary = device.key
-            device.key = _new_key(device, by_key)
-            if temporary is not None and temporary < 0:
-                renumbered[temporary] = device.key
+        # vCenter gives every new device its own key: the spec's (negative,
+        # or govmomi's random one of either sign) only links devices of one
+        # spec, e.g. a disk to the new controller it goes on.
+        temporary = device.key
+        device.key = _new_key(device, by_key)
+        if temporary is not None:
+            renumbered[temporary] = device.key
         if isinstance(device, Dev.VirtualDisk):
             _disk_profile(sim, change, device.key, profiles)
             _add_disk(vm_name, vm_dir, device, change.fileOperation, sim, host, created,
@@ -1055,10 +1063,19 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
         added.append(device)
         by_key[device.key] = device
     # As vCenter does, a new device placed on a new controller by the
-    # controller's temporary key ends up on the controller's real key.
+    # controller's temporary key ends up on the controller's real key, and
+    # one placed nowhere gets a slot: NICs go on the PCI bus from unit 7.
     for device in added:
         if device.controllerKey in renumbered:
             device.controllerKey = renumbered[device.controllerKey]
+        if isinstance(device, Dev.VirtualEthernetCard):
+            if device.controllerKey is None:
+                device.controllerKey = _PCI_KEY
+            if device.unitNumber is None:
+                taken = {d.unitNumber for d in devices
+                         if d is not device and d.controllerKey == device.controllerKey}
+                device.unitNumber = next(u for u in itertools.count(_FIRST_NIC_UNIT)
+                                         if u not in taken)
     # Keep controllers' device lists in step with their children.
     for dev in devices:
         if isinstance(dev, Dev.VirtualController):

@@ -131,8 +131,17 @@ def test_new_devices_get_vcenters_keys_and_labels(si, sim):
             deviceInfo=vim.Description(label="my label", summary="mine"),
             backing=Dev.VirtualEthernetCard.NetworkBackingInfo(deviceName="VM Network"))),
     ])
+    # govmomi's temporary keys are random, of either sign: vCenter's replace them.
+    spec.deviceChange.append(Dev.VirtualDeviceSpec(operation="add", device=Dev.VirtualE1000(
+        key=1697971134, addressType="generated",
+        backing=Dev.VirtualEthernetCard.NetworkBackingInfo(deviceName="VM Network"))))
     run(vm.ReconfigVM_Task(spec))
     devices = {d.deviceInfo.label: d for d in vm.config.hardware.device}
+    assert devices["Network adapter 3"].key == 4002
+    # NICs sit on the PCI bus from slot 7 (govmomi names them ethernet-<slot - 7>).
+    assert [(devices[f"Network adapter {n}"].controllerKey,
+             devices[f"Network adapter {n}"].unitNumber) for n in (1, 2, 3)] == \
+        [(100, 7), (100, 8), (100, 9)]
     assert devices["SCSI controller 1"].key == 1001
     assert devices["SCSI controller 1"].deviceInfo.summary == "VMware paravirtual SCSI"
     assert devices["Network adapter 2"].key == 4001  # vCenter ignores a spec's label
