@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from nova.tests import fixtures as nova_fixtures
 
+#: The chunk size of Glance's client (what a download iterates by).
+CHUNK = 64 * 1024
+
 
 class UploadKeepingGlanceFixture(nova_fixtures.GlanceFixture):
     """Nova's fake Glance, keeping what is uploaded to an image as Glance does.
 
     Nova's fixture drops the data of ``update``; Glance stores it and sets
-    the image's size and status from what it received. ``downloads`` lists
+    the image's size and status from what it received. A download into
+    neither a file nor a stream returns the data as chunks, as Nova's Glance
+    client does (Nova's in-tree VMware driver reads images that way). ``downloads`` lists
     the image ids whose data was read, in order (a test sees which boots
     found the image cached).
     """
@@ -23,9 +28,15 @@ class UploadKeepingGlanceFixture(nova_fixtures.GlanceFixture):
         super().setUp()
         self.downloads: list[str] = []
 
-    def download(self, context, image_id, *args, **kwargs):
+    def download(self, context, image_id, data=None, dst_path=None, trusted_certs=None):
         self.downloads.append(image_id)
-        return super().download(context, image_id, *args, **kwargs)
+        if data is None and dst_path is None:
+            # As Nova's Glance client: the image's data, as an iterator of chunks.
+            self.show(context, image_id)
+            content = self._imagedata.get(image_id, b"")
+            return iter([content[i:i + CHUNK] for i in range(0, len(content), CHUNK)])
+        return super().download(context, image_id, data=data, dst_path=dst_path,
+                                trusted_certs=trusted_certs)
 
     def update(self, context, image_id, metadata, data=None, purge_props=False):
         image = super().update(context, image_id, metadata, purge_props=purge_props)
