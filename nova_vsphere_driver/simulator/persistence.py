@@ -218,6 +218,9 @@ def _json_default(blobs: _Blobs) -> Callable[[Any], Any]:
             return out
         if isinstance(value, VmomiSupport.ManagedObject):
             return {"_mo": _vmodl_name(type(value)), "id": value._moId}
+        if isinstance(value, VmomiSupport.ManagedMethod):
+            # A vmodl.MethodName value (TaskInfo.name, in a task's event).
+            return {"_method": value.info.wsdlName}
         if isinstance(value, datetime.datetime):
             return {"_dt": value.isoformat()}
         if isinstance(value, bytes):
@@ -304,6 +307,11 @@ class _Decoder:
             if not issubclass(cls, VmomiSupport.ManagedObject):
                 raise StateError(f"{cls} is not a managed object type")
             return cls(obj["id"])
+        if "_method" in obj:
+            try:
+                return VmomiSupport.GuessWsdlMethod(obj["_method"])
+            except KeyError:
+                raise StateError(f"unknown method {obj['_method']!r}") from None
         if "_any" in obj:
             return _coerce(obj["v"], VmomiSupport.GetVmodlType(obj["_any"]))
         if "_dt" in obj:

@@ -134,6 +134,15 @@ class EventManager(ManagedObject):
         # share them (building pyVmomi data objects is most of a post's cost).
         self._arguments: dict[tuple[str, str, str], Any] = {}
 
+    # The events are saved (vCenter keeps them in its database across
+    # restarts); who is acting is per thread, and the shared arguments are a cache.
+    transient = ManagedObject.transient | {"_local", "_arguments"}
+
+    def restored(self) -> None:
+        super().restored()
+        self._local = threading.local()
+        self._arguments = {}
+
     # -- posting -------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -158,6 +158,126 @@ def test_restart_through_the_state_file_keeps_everything(tmp_path):
         assert int(fresh._moId.split("-")[1]) > int(moids["gone"].split("-")[1])
 
 
+def _arrange_managers(si, sim) -> dict:
+    """State the managers keep: events, custom fields, options, extensions, licenses,
+    roles and permissions, alarms, a template and a linked clone."""
+    content = si.content
+    vm = create_vm(si, sim, "managed", "esx-a1", disk_gb=1, power_on=True)
+    content.eventManager.LogUserEvent(vm, "noted by an operator")
+    cfm = content.customFieldsManager
+    field = cfm.AddCustomFieldDef("owner", vim.VirtualMachine)
+    cfm.SetField(vm, field.key, "team-a")
+    content.setting.UpdateOptions([
+        vim.option.OptionValue(key="config.vpxd.sso.solutionUser.tokenLifetime",
+                               value=VmomiSupport.GetVmodlType("long")(7200)),
+        vim.option.OptionValue(key="custom.added.key", value="kept")])
+    host_options = bind(si, sim.host("esx-a1")).configManager.advancedOption
+    host_options.UpdateOptions([vim.option.OptionValue(key="Mem.ShareScanGHz", value=8)])
+    content.extensionManager.RegisterExtension(vim.Extension(
+        key="org.openstack.compute", version="1.0", lastHeartbeatTime=si.CurrentTime(),
+        description=vim.Description(label="OpenStack", summary="OpenStack services")))
+    licenses = content.licenseManager
+    licenses.AddLicense("ABCDE-12345-FGHIJ-67890-KLMNO")
+    licenses.licenseAssignmentManager.UpdateAssignedLicense(
+        sim.host("esx-a1").moid, "ABCDE-12345-FGHIJ-67890-KLMNO")
+    auth = content.authorizationManager
+    role = auth.AddAuthorizationRole("vm-operator", ["VirtualMachine.Interact.PowerOn"])
+    auth.SetEntityPermissions(vm, [vim.AuthorizationManager.Permission(
+        principal=sim.username.partition("@")[0], group=False, roleId=role, propagate=False)])
+    alarm = content.alarmManager.CreateAlarm(vm, vim.alarm.AlarmSpec(
+        name="off", description="VM is off", enabled=True,
+        expression=vim.alarm.StateAlarmExpression(
+            type=vim.VirtualMachine, statePath="runtime.powerState", operator="isEqual",
+            red="poweredOff")))
+    content.alarmManager.EnableAlarmActions(vm, False)
+    golden = create_vm(si, sim, "golden", "esx-a2", disk_gb=1)
+    snap = run(golden.CreateSnapshot_Task("base", "", False, False))
+    spec = vim.vm.CloneSpec(location=vim.vm.RelocateSpec(
+        pool=bind(si, sim.cluster("cluster-a").resource_pool),
+        diskMoveType="createNewChildDiskBacking"), snapshot=snap, powerOn=False,
+        template=False)
+    linked = run(golden.CloneVM_Task(golden.parent, "linked", spec))
+    golden.MarkAsTemplate()
+    # A session's collectors and views end with it, as at a vCenter restart.
+    collector = content.eventManager.CreateCollectorForEvents(vim.event.EventFilterSpec())
+    list_view = content.viewManager.CreateListView([vm])
+    return {"vm": vm._moId, "field": field.key, "role": role, "alarm": alarm._moId,
+            "golden": golden._moId, "linked": linked._moId, "collector": collector._moId,
+            "list_view": list_view._moId}
+
+
+def _managers(si, moids: dict, until_event: int) -> dict:
+    """What the managers show: every property of each, and their query answers
+    (events up to key ``until_event``: logins after it add theirs)."""
+    content = si.content
+    host_options = content.rootFolder.childEntity[0].hostFolder.childEntity[0].host[0] \
+        .configManager.advancedOption
+    alarm = vim.alarm.Alarm(moids["alarm"], si._stub)
+    objects = [content.eventManager, content.customFieldsManager, content.setting,
+               content.extensionManager, content.licenseManager, content.authorizationManager,
+               content.alarmManager, content.userDirectory, host_options, alarm]
+    spec = PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=o) for o in objects],
+                         propSet=[PC.PropertySpec(type=type(o), all=True) for o in objects])
+    found = {}
+    for obj in content.propertyCollector.RetrieveContents([spec]):
+        for prop in obj.propSet:
+            if prop.name != "latestEvent":
+                found[f"{obj.obj._moId}.{prop.name}"] = _text(prop.name, prop.val)
+    vm = vim.VirtualMachine(moids["vm"], si._stub)
+    answers = {
+        "events": [e for e in content.eventManager.QueryEvents(vim.event.EventFilterSpec())
+                   if e.key <= until_event],
+        "permissions": content.authorizationManager.RetrieveAllPermissions(),
+        "assigned": content.licenseManager.licenseAssignmentManager.QueryAssignedLicenses(),
+        "alarms": content.alarmManager.GetAlarm(vm),
+        "alarm actions": content.alarmManager.AreAlarmActionsEnabled(vm),
+        "vm": [vm.customValue, vm.availableField, vm.effectiveRole, vm.permission],
+    }
+    found.update({name: _text(name, value) for name, value in answers.items()})
+    return found
+
+
+def test_restart_keeps_what_the_managers_hold(tmp_path):
+    path = str(tmp_path / "state.json")
+    with _state_server(path, save_interval=3600) as server:
+        si = connect(server)
+        sim = server.simulator
+        moids = _arrange_managers(si, sim)
+        last_event = si.content.eventManager.latestEvent.key
+        before = _managers(si, moids, last_event)
+        assert len(before["events"]) > 20
+        server.restart()
+        si = connect(server)
+        sim = server.simulator
+        assert _managers(si, moids, last_event) == before
+        content = si.content
+        # Keys and ids go on from where they were, never handed out twice.
+        vm = vim.VirtualMachine(moids["vm"], si._stub)
+        run(vm.PowerOffVM_Task())
+        newest = content.eventManager.QueryEvents(vim.event.EventFilterSpec(maxCount=1))[0]
+        assert isinstance(newest, vim.event.VmPoweredOffEvent) and newest.key > last_event
+        assert newest.userName == sim.username  # who acts is known again
+        field = content.customFieldsManager.AddCustomFieldDef("cost-center", None)
+        assert field.key == moids["field"] + 1
+        assert content.authorizationManager.AddAuthorizationRole("other", []) == \
+            moids["role"] + 1
+        # The template stays a template; the linked clone keeps its parent disk.
+        golden = vim.VirtualMachine(moids["golden"], si._stub)
+        assert golden.config.template is True and golden.resourcePool is None
+        assert isinstance(fault_of(golden.PowerOnVM_Task()), vmodl.fault.NotSupported)
+        linked = vim.VirtualMachine(moids["linked"], si._stub)
+        [disk] = [d for d in linked.config.hardware.device
+                  if isinstance(d, vim.vm.device.VirtualDisk)]
+        assert disk.backing.parent.fileName == "[shared-a] golden/golden.vmdk"
+        assert sim.files.get("shared-a", "linked/linked.vmdk").parent == \
+            "[shared-a] golden/golden.vmdk"
+        for moid, kind in ((moids["collector"], vim.event.EventHistoryCollector),
+                           (moids["list_view"], vim.view.ListView)):
+            with pytest.raises(vmodl.fault.ManagedObjectNotFound):
+                kind(moid, si._stub).filter if kind is not vim.view.ListView \
+                    else kind(moid, si._stub).view  # noqa: B018
+
+
 def test_a_task_running_at_the_restart_fails(tmp_path):
     path = str(tmp_path / "state.json")
     with _state_server(path, save_interval=3600) as server:
