@@ -124,6 +124,12 @@ class _ParamDeserializer(SoapAdapter.SoapDeserializer):
         value_type = stack[-1] if stack and isinstance(stack[-1], type) else None
         if value_type in _RANGES:
             self._check_integer(value_type)
+        elif value_type is VmomiSupport.binary and not _is_base64(self.data):
+            # (pyVmomi's decoding drops what is not base64 without a word.)
+            vtype = _type_name(value_type)
+            raise SoapDecodeError(self._where(
+                f'Cannot parse "{_clip(self.data)}" as {_article(vtype)} {vtype} value',
+                value_type=vtype))
         try:
             super().EndElementHandler(tag)
         except (AttributeError, KeyError, TypeError, ValueError):
@@ -166,6 +172,19 @@ class _ParamDeserializer(SoapAdapter.SoapDeserializer):
         lines += [f"while parsing call information for method {self.method_name}",
                   "while parsing SOAP body", "while parsing SOAP envelope"]
         return "\n\n".join(lines)
+
+
+def _is_base64(text: str) -> bool:
+    """Is ``text`` in xsd:base64Binary's lexical space?"""
+    compact = "".join(text.split())
+    if not compact:
+        return True
+    if len(compact) % 4:
+        return False
+    body = compact[:-4]
+    return re.fullmatch(r"[A-Za-z0-9+/]*", body) is not None and \
+        re.fullmatch(r"[A-Za-z0-9+/]{2}(?:==|[A-Za-z0-9+/]=|[A-Za-z0-9+/]{2})",
+                     compact[-4:]) is not None
 
 
 def _clip(text: str, limit: int = 200) -> str:

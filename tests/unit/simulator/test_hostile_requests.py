@@ -210,6 +210,23 @@ def test_a_value_that_is_not_its_xsd_type_is_refused_as_vcenter_does(sim_server,
     assert not sim_server.simulator.files.exists("shared-all", "float/disk.vmdk")
 
 
+def test_base64_that_is_not_base64_is_refused(sim_server):
+    """xsd:base64Binary's lexical space (pyVmomi's decoding would drop the rest silently)."""
+    cookie = _login(sim_server)
+    for value, ok in (("!!!", False), ("QUJD=", False), ("QUJDRA==", True), ("", True)):
+        body = (f'<UpdateOptions {NS}><_this type="OptionManager">VpxSettings</_this>'
+                f'<changedValue><key>custom.blob</key><value xsi:type="xsd:base64Binary">{value}'
+                "</value></changedValue></UpdateOptions>")
+        resp = _post(sim_server, body, cookie)
+        if ok:
+            assert resp.status_code == 200, resp.text[:500]
+            continue
+        fault, text = _fault(resp)
+        assert fault == "InvalidRequest"
+        assert f'Cannot parse "{value}" as a base64Binary value' in text
+        assert 'while parsing property "value" of static type anyType' in text
+
+
 def test_unknown_elements_and_types_are_named_in_vim25_words(sim_server):
     cookie = _login(sim_server)
     body = (f'<RetrievePropertiesEx {NS}><_this type="PropertyCollector">propertyCollector'
