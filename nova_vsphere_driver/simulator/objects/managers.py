@@ -90,6 +90,20 @@ class FileManager(ManagedObject):
         return self.sim.tasks.start(ctx, None, "CopyDatastoreFile_Task", work)
 
 
+def _check_disk_spec(spec, where: str) -> None:
+    """A VirtualDiskSpec names a disk type and adapter type VirtualDiskManager knows.
+
+    Its adapter types are the vmdk descriptor's (ide, busLogic, lsiLogic):
+    as Nova's in-tree driver notes, it does not take the newer controller
+    types (lsiLogicsas, paraVirtual).
+    """
+    manager = vim.VirtualDiskManager
+    if spec.diskType not in manager.VirtualDiskType.values:
+        raise invalid_argument(f"{where}.diskType")
+    if spec.adapterType not in manager.VirtualDiskAdapterType.values:
+        raise invalid_argument(f"{where}.adapterType")
+
+
 class VirtualDiskManager(ManagedObject):
     vim_type = vim.VirtualDiskManager
 
@@ -102,6 +116,7 @@ class VirtualDiskManager(ManagedObject):
             file_backed = vim.VirtualDiskManager.FileBackedVirtualDiskSpec
             if spec is None or not isinstance(spec, file_backed):
                 raise invalid_argument("spec", "a FileBackedVirtualDiskSpec is required")
+            _check_disk_spec(spec, "spec")
             if not name.endswith(".vmdk"):
                 raise invalid_argument("name", "a virtual disk name ends in .vmdk")
             ds, rel = _datastore(self.sim, name)
@@ -123,6 +138,8 @@ class VirtualDiskManager(ManagedObject):
                              sourceDatacenter=None, destName: str = "",  # noqa: N803
                              destDatacenter=None, destSpec=None, force: bool = False):  # noqa: N803
         def work():
+            if isinstance(destSpec, vim.VirtualDiskManager.VirtualDiskSpec):
+                _check_disk_spec(destSpec, "destSpec")
             src_ds, src = _datastore(self.sim, sourceName)
             dst_ds, dst = _datastore(self.sim, destName)
             entry = self.sim.files.get(src_ds.name, src)

@@ -185,6 +185,25 @@ def test_create_virtual_disk_consumes_space(si, sim, fm, vdm, dc):
     assert not sim.files.exists("shared-all", "disks/huge.vmdk")
 
 
+def test_virtual_disk_specs_name_types_the_disk_manager_knows(si, sim, fm, vdm, dc):
+    """Its adapter types are the vmdk descriptor's: not the newer controllers' names."""
+    fm.MakeDirectory("[shared-all] typed", dc, False)
+    for disk_type, adapter, bad in (("mirrored", "lsiLogic", "spec.diskType"),
+                                    ("thin", "paraVirtual", "spec.adapterType")):
+        spec = DiskSpec(capacityKb=1024, diskType=disk_type, adapterType=adapter)
+        fault = fault_of(vdm.CreateVirtualDisk_Task("[shared-all] typed/d.vmdk", dc, spec))
+        assert isinstance(fault, vmodl.fault.InvalidArgument) and fault.invalidProperty == bad
+    assert not sim.files.exists("shared-all", "typed/d.vmdk")
+    run(vdm.CreateVirtualDisk_Task("[shared-all] typed/d.vmdk", dc, _disk_spec(1024)))
+    fault = fault_of(vdm.CopyVirtualDisk_Task(
+        "[shared-all] typed/d.vmdk", dc, "[shared-all] typed/e.vmdk", dc,
+        vim.VirtualDiskManager.VirtualDiskSpec(diskType="thin", adapterType="lsiLogicsas"),
+        False))
+    assert isinstance(fault, vmodl.fault.InvalidArgument)
+    assert fault.invalidProperty == "destSpec.adapterType"
+    assert not sim.files.exists("shared-all", "typed/e.vmdk")
+
+
 def test_copy_extend_and_delete_virtual_disks(si, sim, fm, vdm, dc):
     fm.MakeDirectory("[shared-all] d", dc, False)
     src, dst = "[shared-all] d/src.vmdk", "[shared-all] d/dst.vmdk"
