@@ -278,10 +278,13 @@ class ObjectFactory:
             host = HostSystem(self.sim, name, cluster, **hardware)
             cluster.hosts.append(host)
             self._add(host)
-            host.advanced_options = self.option_manager(
-                f"EsxHostAdvSettings-{host.moid.rpartition('-')[2]}",
-                options.host_options(host), accepts_new_keys=False)
+            host.advanced_options = self.host_settings(host)
             return host
+
+    def host_settings(self, host: HostSystem) -> options.OptionManager:
+        """A host's advanced settings (its configManager.advancedOption), at their defaults."""
+        return self.option_manager(f"EsxHostAdvSettings-{host.moid.rpartition('-')[2]}",
+                                   options.host_options(host), accepts_new_keys=False)
 
     # -- virtual machines -------------------------------------------------------
 

@@ -284,6 +284,27 @@ def _data_object(cls: type, fields: dict[str, Any]) -> Any:
     return obj
 
 
+_VMODL_TYPES: dict[str, type] = {}
+_DECLARED: dict[tuple[type, str], type] = {}
+
+
+def _vmodl_type(name: str) -> type:
+    """The pyVmomi type of vmodl name ``name`` (each looked up once: a state names few
+    types, many times)."""
+    cls = _VMODL_TYPES.get(name)
+    if cls is None:
+        cls = _VMODL_TYPES[name] = VmomiSupport.GetVmodlType(name)
+    return cls
+
+
+def _declared(cls: type, name: str) -> type:
+    """The declared type of property ``name`` of data object type ``cls``."""
+    found = _DECLARED.get((cls, name))
+    if found is None:
+        found = _DECLARED[(cls, name)] = cls._GetPropertyInfo(name).type
+    return found
+
+
 class _Decoder:
     """``json.loads`` hook: tagged values back to Python and pyVmomi values."""
 
@@ -292,18 +313,17 @@ class _Decoder:
 
     def __call__(self, obj: dict) -> Any:
         if "_t" in obj:
-            cls = VmomiSupport.GetVmodlType(obj.pop("_t"))
+            cls = _vmodl_type(obj.pop("_t"))
             if not issubclass(cls, VmomiSupport.DataObject):
                 raise StateError(f"{cls} is not a data object type")
             fields = {}
             for name, value in obj.items():
-                info = cls._GetPropertyInfo(name)
-                fields[name] = _coerce(value, info.type)
+                fields[name] = _coerce(value, _declared(cls, name))
             return _data_object(cls, fields)
         if "_ref" in obj:
             return _Ref(obj["_ref"])
         if "_mo" in obj:
-            cls = VmomiSupport.GetVmodlType(obj["_mo"])
+            cls = _vmodl_type(obj["_mo"])
             if not issubclass(cls, VmomiSupport.ManagedObject):
                 raise StateError(f"{cls} is not a managed object type")
             return cls(obj["id"])
@@ -313,7 +333,7 @@ class _Decoder:
             except KeyError:
                 raise StateError(f"unknown method {obj['_method']!r}") from None
         if "_any" in obj:
-            return _coerce(obj["v"], VmomiSupport.GetVmodlType(obj["_any"]))
+            return _coerce(obj["v"], _vmodl_type(obj["_any"]))
         if "_dt" in obj:
             return datetime.datetime.fromisoformat(obj["_dt"])
         if "_b" in obj:
@@ -330,7 +350,7 @@ class _Decoder:
             start, step = obj["_count"]
             return itertools.count(start, step)
         if "_type" in obj:
-            return VmomiSupport.GetVmodlType(obj["_type"])
+            return _vmodl_type(obj["_type"])
         if "_dc" in obj:
             cls = _DATACLASSES.get(obj["_dc"])
             if cls is None:

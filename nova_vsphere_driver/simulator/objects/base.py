@@ -158,6 +158,11 @@ class ManagedEntity(ManagedObject):
         #: Custom field key -> value (CustomFieldsManager.SetField).
         self.custom_values: dict[int, str] = {}
 
+    def restored(self) -> None:
+        super().restored()
+        # (A state saved before entities had custom fields has none.)
+        self.__dict__.setdefault("custom_values", {})
+
     def _get_name(self) -> str:
         return self.name
 

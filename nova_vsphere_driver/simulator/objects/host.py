@@ -74,6 +74,9 @@ class HostSystem(ManagedEntity):
     def restored(self) -> None:
         super().restored()
         self._boot_monotonic = monotonic_at(self.boot_time)
+        if getattr(self, "advanced_options", None) is None:
+            # A state saved before hosts had advanced settings: their defaults.
+            self.advanced_options = self.sim.factory.host_settings(self)
 
     # -- accounting -------------------------------------------------------------
 

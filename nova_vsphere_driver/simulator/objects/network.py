@@ -115,6 +115,13 @@ class DistributedVirtualSwitch(ManagedEntity):
         self.portgroups: list[DistributedVirtualPortgroup] = []
         self.ports: dict[str, DvPort] = {}
         self._port_keys = itertools.count()
+        #: config.createTime: when the switch was made (not the time of a read).
+        self.created = datetime.datetime.now(datetime.timezone.utc)
+
+    def restored(self) -> None:
+        super().restored()
+        # (A state saved before switches kept it: the time it is loaded at.)
+        self.__dict__.setdefault("created", datetime.datetime.now(datetime.timezone.utc))
 
     def _get_uuid(self):
         return self.uuid
@@ -169,7 +176,7 @@ class DistributedVirtualSwitch(ManagedEntity):
     def _get_config(self):
         return self._config_class()(
             name=self.name, uuid=self.uuid, numPorts=len(self.ports), maxPorts=8192,
-            configVersion="1", createTime=self.sim.service_instance._get_serverClock(),
+            configVersion="1", createTime=self.created,
             extensionKey="", uplinkPortgroup=[], targetInfo=None,
             defaultPortConfig=vim.dvs.VmwareDistributedVirtualSwitch.VmwarePortConfigPolicy(),
             maxMtu=1500, networkResourceManagementEnabled=False, policy=None)

@@ -106,6 +106,8 @@ class Task(ManagedObject):
 
     def restored(self) -> None:
         super().restored()
+        # (A state saved before tasks kept their chain id.)
+        self.__dict__.setdefault("chain_id", int(self.moid.split("-")[-1]))
         self.done = threading.Event()
         self.cancel_requested = threading.Event()
         if self.state in (vim.TaskInfo.State.queued, vim.TaskInfo.State.running):

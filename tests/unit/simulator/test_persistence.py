@@ -102,7 +102,7 @@ def _wire_json(value):
 
 
 #: Fields the simulator computes at each read from the clock or its change counter.
-_MOVING = {"quickStats", "timestamp", "statsGenNumber", "createTime"}
+_MOVING = {"quickStats", "timestamp", "statsGenNumber"}
 
 
 def _steady(data):
@@ -276,6 +276,47 @@ def test_restart_keeps_what_the_managers_hold(tmp_path):
             with pytest.raises(vmodl.fault.ManagedObjectNotFound):
                 kind(moid, si._stub).filter if kind is not vim.view.ListView \
                     else kind(moid, si._stub).view  # noqa: B018
+
+
+#: What a simulator saved before it had these managers and attributes did not hold.
+_NEWER_CLASSES = {"EventManager", "PerformanceManager", "OptionManager", "CustomFieldsManager",
+                  "ExtensionManager", "LicenseManager", "LicenseAssignmentManager",
+                  "UserDirectory", "AuthorizationManager", "AlarmManager", "OvfManager"}
+_NEWER_ATTRIBUTES = {"custom_values", "advanced_options", "chain_id", "created"}
+
+
+def test_a_state_saved_before_the_managers_existed_loads(tmp_path):
+    path = str(tmp_path / "state.json")
+    with _state_server(path, save_interval=3600) as server:
+        si = connect(server)
+        vm = create_vm(si, server.simulator, "older", "esx-a1")
+        run(vm.PowerOnVM_Task())
+    with open(path) as f:
+        document = json.load(f)
+    document["objects"] = [o for o in document["objects"] if o["class"] not in _NEWER_CLASSES]
+    for entry in document["objects"] + document["detached"]:
+        for name in _NEWER_ATTRIBUTES:
+            entry["state"].pop(name, None)
+    with open(path, "w") as f:
+        json.dump(document, f)
+    with _state_server(path, save_interval=3600) as server:
+        si = connect(server)
+        sim = server.simulator
+        vm = vim.VirtualMachine(vm._moId, si._stub)
+        assert vm.runtime.powerState == "poweredOn"
+        # The managers start afresh; what the entities lacked gets its defaults.
+        field = si.content.customFieldsManager.AddCustomFieldDef("owner", None)
+        si.content.customFieldsManager.SetField(vm, field.key, "team-a")
+        assert [v.value for v in vm.customValue] == ["team-a"]
+        options = bind(si, sim.host("esx-a1")).configManager.advancedOption
+        assert options.QueryOptions("Misc.HostName")[0].value == "esx-a1"
+        [power_on] = [t for t in sim.registry.all("Task") if t.method == "PowerOnVM_Task"]
+        assert vim.Task(power_on.moid, si._stub).info.eventChainId == power_on.chain_id
+        [switch] = sim.registry.all("VmwareDistributedVirtualSwitch")
+        assert bind(si, switch).config.createTime is not None
+        run(vm.PowerOffVM_Task())
+        assert isinstance(si.content.eventManager.latestEvent, vim.event.VmPoweredOffEvent)
+        assert server.save_state() is not None
 
 
 def test_a_task_running_at_the_restart_fails(tmp_path):

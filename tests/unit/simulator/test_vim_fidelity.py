@@ -8,6 +8,7 @@ parent chain, templates, PowerOnMultiVM_Task and ESX service tickets.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 import requests
@@ -91,6 +92,14 @@ def test_current_session_reads_unset_without_a_session(si, sim, sim_server):
     assert si.content.sessionManager.currentSession is not None
     sim.expire_sessions()
     assert si.content.sessionManager.currentSession is None
+
+
+def test_a_distributed_switch_keeps_its_create_time(si, sim):
+    [switch] = sim.registry.all("VmwareDistributedVirtualSwitch")
+    first = bind(si, switch).config.createTime
+    time.sleep(0.01)
+    sim.registry.touch()  # no cached value: read again
+    assert bind(si, switch).config.createTime == first
 
 
 def test_vm_layout_storage_and_resource_config_are_set_and_parent_vapp_unset(si, sim):
