@@ -144,8 +144,12 @@ def test_a_genuinely_empty_answer_stays_empty(booted):
             factory, [vim_util.build_property_spec(factory, "VirtualMachine", ["name"])],
             [vim_util.build_object_spec(factory, view, [vim_util.build_traversal_spec(
                 factory, "view", "ContainerView", "view", False, [])])])
+        # (suds leaves an empty RetrieveOptions out, and vCenter refuses a call
+        # without its required options: "Required parameter options is missing".)
+        options = session.factory("RetrieveOptions")
+        options.maxObjects = 100
         answer = session.invoke("RetrievePropertiesEx", session.content.propertyCollector,
-                                specSet=[spec], options=session.factory("RetrieveOptions"))
+                                specSet=[spec], options=options)
         assert list(answer.objects) == []
         # The same through oslo.vmware's helpers: a reference of type Task to an
         # object that is no task selects nothing either.
