@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from nova_vsphere_driver.simulator import inventory as inventory_mod
-from nova_vsphere_driver.simulator import soap
+from nova_vsphere_driver.simulator import soap, wire_cache
 from nova_vsphere_driver.simulator.datastore_files import DatastoreFiles
 from nova_vsphere_driver.simulator.factory import ObjectFactory
 from nova_vsphere_driver.simulator.faults import FaultInjector, complete_fault
@@ -302,9 +302,7 @@ class Simulator:
             self._local.session = session
             try:
                 with self.registry.lock:
-                    prop = call.args["prop"]
-                    value = target.get_property(prop)
-                    return typed(value, declared_type(target.vim_type, prop)), None
+                    return self._fetch(call, target), None
             finally:
                 self._local.session = None
                 if session is not None:
@@ -328,6 +326,19 @@ class Simulator:
             if session is not None:
                 session.touch()
         return result, ctx.new_session
+
+    def _fetch(self, call: soap.SoapCall, target: ManagedObject) -> soap.Encoded:
+        """pyVmomi's lazy property read: the value in wire form, cached while it cannot change."""
+        prop = call.args["prop"]
+
+        def encode() -> str:
+            value = target.get_property(prop)
+            return soap.encode_result(call.method,
+                                      typed(value, declared_type(target.vim_type, prop)))
+
+        if prop.partition(".")[0] in target.uncached:  # the caller's own (currentSession)
+            return soap.Encoded(encode())
+        return soap.Encoded(wire_cache.fragment(target, ("Fetch", prop), encode))
 
     # -- operator helpers (tests, CLI, fault injection) ---------------------
 

@@ -8,8 +8,10 @@ with pyVmomi's ``SoapSerializer``, so the wire format is VMware's.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
+import threading
 from typing import Any
 from xml.parsers.expat import ErrorString, ExpatError, ParserCreate
 
@@ -362,6 +364,18 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
             self._cookie.append(data)
 
 
+#: Calls that neither change nor keep their arguments: a body seen before
+#: decodes to the same call, so it is decoded once and shared (clients
+#: repeat these bodies: the same read, the same lazy property fetch).
+_SHAREABLE = frozenset({
+    "Fetch", "RetrievePropertiesEx", "RetrieveProperties", "ContinueRetrievePropertiesEx",
+    "WaitForUpdatesEx", "WaitForUpdates", "CheckForUpdates", "CurrentTime",
+    "RetrieveServiceContent"})
+_DECODED_MAX = 512
+_decoded: collections.OrderedDict[bytes, SoapCall] = collections.OrderedDict()
+_decoded_lock = threading.Lock()
+
+
 def decode_request(body: bytes) -> SoapCall:
     """Decode a vim25 SOAP request envelope.
 
@@ -370,7 +384,18 @@ def decode_request(body: bytes) -> SoapCall:
     elements or types, values outside their xsd type, missing required
     parameters or data object properties.
     """
-    return _RequestDecoder().decode(body)
+    with _decoded_lock:
+        call = _decoded.get(body)
+        if call is not None:
+            _decoded.move_to_end(body)
+            return call
+    call = _RequestDecoder().decode(body)
+    if call.name in _SHAREABLE:
+        with _decoded_lock:
+            _decoded[body] = call
+            if len(_decoded) > _DECODED_MAX:
+                _decoded.popitem(last=False)
+    return call
 
 
 _REQUIRED_CACHE: dict[type, tuple] = {}
@@ -472,24 +497,28 @@ def encode_element(value: Any, name: str, vtype: type) -> str:
         SoapAdapter.SerializeToStr(value, info=info, version=VERSION, nsMap=_NS_MAP))
 
 
+def encode_result(method, result: Any) -> str:
+    """``result`` of ``method`` as the content of ``<Method>Response`` (its returnval)."""
+    if isinstance(result, Encoded):
+        return result.xml
+    if result is None or (isinstance(result, list) and not result):
+        return ""
+    rtype = method.result
+    if isinstance(result, list) and not issubclass(rtype, list):
+        rtype = type(result)
+    version, ns_map = _wire(method_namespace(method))
+    info = VmomiSupport.Object(name="returnval", type=rtype, version=version, flags=0)
+    return _strip_version_id(
+        SoapAdapter.SerializeToStr(result, info=info, version=version, nsMap=ns_map))
+
+
 def encode_response(method, result: Any) -> bytes:
     """Encode ``result`` (a value or :class:`Encoded`) as the ``<Method>Response`` envelope."""
     name = method.wsdlName
     namespace = method_namespace(method)
-    version, ns_map = _wire(namespace)
-    parts = [_ENVELOPE_HEAD, f'<{name}Response xmlns="{namespace}">']
-    if isinstance(result, Encoded):
-        parts.append(result.xml)
-    elif result is not None and not (isinstance(result, list) and not result):
-        rtype = method.result
-        if isinstance(result, list) and not issubclass(rtype, list):
-            rtype = type(result)
-        info = VmomiSupport.Object(name="returnval", type=rtype, version=version, flags=0)
-        xml = SoapAdapter.SerializeToStr(result, info=info, version=version, nsMap=ns_map)
-        parts.append(_strip_version_id(xml))
-    parts.append(f"</{name}Response>")
-    parts.append(_ENVELOPE_TAIL)
-    return "".join(parts).encode("utf-8")
+    return "".join((_ENVELOPE_HEAD, f'<{name}Response xmlns="{namespace}">',
+                    encode_result(method, result), f"</{name}Response>",
+                    _ENVELOPE_TAIL)).encode("utf-8")
 
 
 def encode_fault(fault: vmodl.MethodFault, message: str | None = None) -> bytes:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyVmomi import VmomiSupport, vim
 
+from nova_vsphere_driver.simulator import wire_cache
 from nova_vsphere_driver.simulator.objects import property_path
 from nova_vsphere_driver.simulator.vim_data import complete
 from nova_vsphere_driver.simulator.vim_faults import check_entity_name
@@ -62,7 +63,7 @@ class ManagedObject:
     def __init__(self, sim: Simulator, moid: str | None = None) -> None:
         self.sim = sim
         self.moid = moid or sim.registry.new_id(self.moid_prefix)
-        self._cache: dict[str, tuple[int, Any]] = {}
+        self._cache: dict[str, tuple[Hashable, Any]] = {}
 
     def release(self) -> None:
         """Free this object (its owning session ended; call with the registry lock)."""
@@ -70,7 +71,7 @@ class ManagedObject:
 
     # -- surviving a restart (simulator/persistence.py) -----------------------------
     #: Instance attributes that are not saved: rebuilt by ``restored()``.
-    transient: ClassVar[frozenset[str]] = frozenset({"sim", "_cache"})
+    transient: ClassVar[frozenset[str]] = frozenset({"sim", "_cache", "_wire_fragments"})
 
     def persists(self) -> bool:
         """Is this object saved with the simulator's state?
@@ -83,6 +84,7 @@ class ManagedObject:
     def restored(self) -> None:
         """Rebuild the transient attributes of an object loaded from a saved state."""
         self._cache = {}
+        wire_cache.forget(self)
 
     def dependents(self) -> Iterable[ManagedObject]:
         """Objects whose properties derive from this one's state (a VM's host sums
@@ -113,20 +115,29 @@ class ManagedObject:
             )
         return cls._property_names
 
+    def cache_version(self) -> Hashable:
+        """What this object's cached property values (and their wire form) are valid for.
+
+        The inventory's generation: any change anywhere may change them (a
+        host's quickStats follow its VMs). Objects whose properties depend
+        on their own state only may count their own changes instead.
+        """
+        return self.sim.registry.generation
+
     def get_top(self, name: str) -> Any:
-        """Value of a top-level property, cached until the inventory changes.
+        """Value of a top-level property, cached until it can have changed.
 
         ``name`` is a property of the type model (property_path checks it):
         one the simulator gives no value is unset, as on vCenter.
         """
         if name in self.uncached:
             return self._compute(name)
-        gen = self.sim.registry.generation
+        version = self.cache_version()
         hit = self._cache.get(name)
-        if hit is not None and hit[0] == gen:
+        if hit is not None and hit[0] == version:
             return hit[1]
         value = self._compute(name)
-        self._cache[name] = (gen, value)
+        self._cache[name] = (version, value)
         return value
 
     def _compute(self, name: str) -> Any:

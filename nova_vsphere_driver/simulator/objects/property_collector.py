@@ -5,13 +5,12 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-import weakref
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape as xml_escape
 
 from pyVmomi import VmomiSupport, vim, vmodl
 
-from nova_vsphere_driver.simulator import soap
+from nova_vsphere_driver.simulator import soap, wire_cache
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
 from nova_vsphere_driver.simulator.vim_data import declared_type, typed
 from nova_vsphere_driver.simulator.vim_faults import invalid_argument
@@ -183,11 +182,10 @@ class Retrieval:
         """:meth:`contents` in wire form: each ObjectContent's inner XML.
 
         Each object's reference and each property value is serialized once
-        per registry generation (the values cannot change within one) and
-        reused by every read until then: a read of unchanged objects only
-        joins strings.
+        per version of the object's state (``wire_cache``: the values cannot
+        change within one) and reused by every read and every filter update
+        until then: a read of unchanged objects only joins strings.
         """
-        fragments = _fragments(self.sim.registry)
         out = []
         for obj, paths in self._gather(specs):
             if obj is None:  # paths: the missing object's reference
@@ -196,30 +194,23 @@ class Retrieval:
                     soap.encode_element(m, "missingSet", PC.MissingProperty)
                     for m in content.missingSet))
                 continue
-            parts = [self.ref_fragment(obj, fragments)]
-            parts += [self.fragment(obj, path, fragments) for path in paths]
+            parts = [self.ref_wire(obj)]
+            parts += [self.wire(obj, path) for path in paths]
             out.append("".join(parts))
         return out
 
-    @staticmethod
-    def ref_fragment(obj: ManagedObject, fragments: dict) -> str:
-        """``<obj type="...">moid</obj>``, from the fragment cache."""
-        fragment = fragments.get((obj.moid, ""))
-        if fragment is None:
-            fragment = fragments[(obj.moid, "")] = soap.encode_element(
-                obj.ref, "obj", _MANAGED_OBJECT)
-        return fragment
+    def wire(self, obj: ManagedObject, path: str) -> str:
+        """The ``propSet`` element of ``path`` ("" when unset), cached while it cannot change."""
+        if path.partition(".")[0] in obj.uncached:  # the caller's own (currentSession)
+            return self._encode_property(obj, path)
+        return wire_cache.fragment(obj, ("propSet", path),
+                                   lambda: self._encode_property(obj, path))
 
-    def fragment(self, obj: ManagedObject, path: str, fragments: dict) -> str:
-        """``obj``'s property ``path`` as a ``<propSet>`` element ("" when unset), from
-        the fragment cache."""
-        key = (obj.moid, path)
-        fragment = fragments.get(key)
-        if fragment is None:
-            fragment = self._encode_property(obj, path)
-            if path.partition(".")[0] not in obj.uncached:
-                fragments[key] = fragment
-        return fragment
+    @staticmethod
+    def ref_wire(obj: ManagedObject) -> str:
+        """``<obj type="...">moid</obj>``, cached with ``obj``'s other wire forms."""
+        return wire_cache.fragment(obj, "obj", lambda: soap.encode_element(
+            obj.ref, "obj", _MANAGED_OBJECT))
 
     @staticmethod
     def _encode_property(obj: ManagedObject, path: str) -> str:
@@ -232,17 +223,6 @@ class Retrieval:
 
 
 _MANAGED_OBJECT = VmomiSupport.GetVmodlType("vmodl.ManagedObject")
-#: registry -> its wire fragments {(moid, path): xml} and their generation.
-_FRAGMENT_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _fragments(registry) -> dict:
-    """The registry's fragment cache, emptied when the registry changed (lock held)."""
-    generation, cache = _FRAGMENT_CACHES.get(registry, (None, None))
-    if generation != registry.generation:
-        cache = {}
-        _FRAGMENT_CACHES[registry] = (registry.generation, cache)
-    return cache
 
 
 class _SessionState:
@@ -325,9 +305,9 @@ class PropertyFilter(ManagedObject):
 
         ``budget`` bounds the object updates; objects left out are kept
         pending and reported by the next call. Property values are the
-        fragments RetrieveProperties sends (serialized once per generation),
-        and what the filter remembers of each is that fragment: equal XML,
-        equal value.
+        fragments RetrieveProperties sends (one cached wire form per value,
+        ``Retrieval.wire``), and what the filter remembers of each is that
+        fragment: equal XML, equal value.
         """
         registry = self.sim.registry
         changed = registry.changes_since(self.generation) if self.generation else None
@@ -349,12 +329,12 @@ class PropertyFilter(ManagedObject):
                 m for m in changed if m in self.selected or m in self.reported))
         object_updates = []
         left: dict[str, None] = {}
-        retrieval, fragments = Retrieval(self.sim), _fragments(registry)
+        retrieval = Retrieval(self.sim)
         for moid in candidates:
             if budget is not None and len(object_updates) >= budget:
                 left[moid] = None
                 continue
-            update = self._object_update(moid, retrieval, fragments)
+            update = self._object_update(moid, retrieval)
             if update is not None:
                 object_updates.append(update)
         self.pending = left
@@ -395,7 +375,7 @@ class PropertyFilter(ManagedObject):
             self._paths[kind] = Retrieval.paths_for(obj, self.spec.propSet)
         return self._paths[kind]
 
-    def _object_update(self, moid: str, retrieval: Retrieval, fragments: dict) -> str | None:
+    def _object_update(self, moid: str, retrieval: Retrieval) -> str | None:
         """The ObjectUpdate (inner XML) that brings the client's copy of ``moid`` up to
         date, or None."""
         before = self.reported.get(moid)
@@ -410,14 +390,14 @@ class PropertyFilter(ManagedObject):
         prints: dict[str, str] = {}
         changes = []
         for path in paths:
-            fragment = retrieval.fragment(obj, path, fragments)
+            fragment = retrieval.wire(obj, path)
             if not fragment:  # unset: vCenter omits it
                 continue
             prints[path] = fragment
             if before is None or before.get(path) != fragment:
                 changes.append(_assignment(fragment))
         self.reported[moid] = prints
-        head = retrieval.ref_fragment(obj, fragments)
+        head = retrieval.ref_wire(obj)
         if before is None:
             self.refs[moid] = obj.ref
             return "<kind>enter</kind>" + head + "".join(changes)
@@ -539,8 +519,9 @@ class PropertyCollector(ManagedObject):
 
     def CreateFilter(self, ctx: CallContext, spec, partialUpdates: bool):  # noqa: N802,N803
         with self.sim.registry.lock:
-            # Validate now, as vCenter does: bad objects or paths fault here.
-            Retrieval(self.sim).contents([spec])
+            # Validate now, as vCenter does: bad objects or paths fault here
+            # (and the values' wire forms are cached for the first update).
+            Retrieval(self.sim).encoded([spec])
             return self.sim.factory.property_filter(self, self._state(ctx), spec,
                                                     partialUpdates).ref
 

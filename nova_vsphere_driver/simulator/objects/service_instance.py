@@ -45,6 +45,7 @@ SERVICE_CONTENT = {
 
 class ServiceInstance(ManagedObject):
     vim_type = vim.ServiceInstance
+    uncached = ("serverClock",)
 
     def __init__(self, sim: Simulator) -> None:
         super().__init__(sim, "ServiceInstance")
@@ -72,6 +73,16 @@ class ServiceInstance(ManagedObject):
         managers = {field: registry.get(moid).ref for field, moid in SERVICE_CONTENT.items()
                     if moid in registry}
         return vim.ServiceInstanceContent(about=self.about(), **managers)
+
+    def cache_version(self) -> tuple:
+        """What content and capability depend on: which managers exist, this vCenter's uuid.
+
+        Not the inventory's generation: pyVmomi clients read ``content``
+        before most calls (every task wait), while other calls change the
+        inventory.
+        """
+        registry = self.sim.registry
+        return self.sim.instance_uuid, tuple(moid in registry for moid in SERVICE_CONTENT.values())
 
     def _get_content(self):
         return self.content()

@@ -123,6 +123,22 @@ class Task(ManagedObject):
             self.complete_time = _now()
         self.done.set()
 
+    #: Attributes that are caches, not state.
+    _NOT_STATE = frozenset({"_changes", "_cache", "_wire_fragments"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name not in self._NOT_STATE:
+            super().__setattr__("_changes", self.__dict__.get("_changes", 0) + 1)
+
+    def cache_version(self) -> tuple:
+        """The task's own changes and its entity's name: all its info depends on.
+
+        Clients poll a task's info many times while other tasks change the
+        inventory; its cached info (and wire form) lives until it changes.
+        """
+        return self._changes, getattr(self.entity, "name", None)
+
     def _get_info(self) -> vim.TaskInfo:
         info = vim.TaskInfo(
             key=self.moid,
