@@ -24,7 +24,7 @@ the seconds. vcsim is built from Debian's govmomi (tests/interop/golang.py);
 where Go is missing its column is skipped with a message.
 
 Usage: python tools/bench/simulator.py [--hosts 64] [--vms 10000] [--repeat 20]
-           [--creates 200] [--threads 4] [--page-size 1000] [--no-vcsim]
+           [--creates 200] [--threads 4] [--page-size 1000] [--rounds 1] [--no-vcsim]
 """
 
 from __future__ import annotations
@@ -350,7 +350,12 @@ ROWS = [
 ]
 
 
-def report(results: dict[str, dict[str, float]], args) -> None:
+def medians(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+def report(rounds: dict[str, list[dict[str, float]]], args) -> None:
+    results = {name: medians(figures) for name, figures in rounds.items()}
     ours = results["ours"]
     vcsim = results.get("vcsim")
     print(f"{args.hosts} hosts in clusters of {HOSTS_PER_CLUSTER}, {args.vms} VMs; "
@@ -358,17 +363,28 @@ def report(results: dict[str, dict[str, float]], args) -> None:
           f"{int(ours['vms_read'])} VMs in pages of {args.page_size} "
           f"({int(ours['vm_read_pages'])} pages here"
           + (f", {int(vcsim['vm_read_pages'])} from vcsim)" if vcsim else ")"))
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} rounds (each measures both, one after the other); "
+              "ratio range over the rounds in brackets")
     header = f"{'figure':62s} {'ours':>10s}"
     if vcsim:
         header += f" {'vcsim':>10s} {'ours/vcsim':>11s}"
     print(header)
+
+    def ratio(a: dict[str, float], b: dict[str, float], key: str, lower_better: bool) -> float:
+        # Times: ours / vcsim. Rates: vcsim's / ours, so that below 1.0 is
+        # better for every row.
+        return a[key] / b[key] if lower_better else b[key] / a[key]
+
     for key, label, unit, fmt, lower_better in ROWS:
         line = f"{label + ' (' + unit + ')':62s} {fmt.format(ours[key]):>10s}"
         if vcsim:
-            # Times: ours / vcsim. Rates: vcsim's / ours, so that below 1.0
-            # is better for every row.
-            ratio = ours[key] / vcsim[key] if lower_better else vcsim[key] / ours[key]
-            line += f" {fmt.format(vcsim[key]):>10s} {'x' + format(ratio, '.2f'):>11s}"
+            line += f" {fmt.format(vcsim[key]):>10s} " \
+                f"{'x' + format(ratio(ours, vcsim, key, lower_better), '.2f'):>11s}"
+            if args.rounds > 1:
+                each = [ratio(o, v, key, lower_better)
+                        for o, v in zip(rounds["ours"], rounds["vcsim"], strict=True)]
+                line += f"  [x{min(each):.2f}-x{max(each):.2f}]"
         print(line)
     for name, figures in results.items():
         print(f"{name:6s} pyVmomi RetrievePropertiesEx of {len(HOST_PATHS)} properties x "
@@ -389,23 +405,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--creates", type=int, default=200)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure both this many times and report medians (noisy machines)")
     parser.add_argument("--no-vcsim", action="store_true", help="measure this simulator only")
     args = parser.parse_args(argv)
 
     from nova_vsphere_driver.simulator import wsdl
 
     wsdl_url = "file://" + wsdl.write_documents(tempfile.mkdtemp(prefix="bench-wsdl-"))
-    servers: list[Server] = [OurSimulator(args.hosts, args.vms)]
+    binary = None
     if args.no_vcsim:
         print("vcsim: not measured (--no-vcsim)")
     else:
         binary, why = build_vcsim()
         if binary is None:
             print(f"vcsim: not measured, cannot build it: {why}")
-        else:
+    rounds: dict[str, list[dict[str, float]]] = {}
+    for _ in range(args.rounds):
+        servers: list[Server] = [OurSimulator(args.hosts, args.vms)]
+        if binary is not None:
             servers.append(VcsimServer(binary, args.hosts, args.vms))
-    results = {server.name: measure(server, args, wsdl_url) for server in servers}
-    report(results, args)
+        for server in servers:
+            rounds.setdefault(server.name, []).append(measure(server, args, wsdl_url))
+    report(rounds, args)
     return 0
 
 
