@@ -148,15 +148,23 @@ class Retrieval:
         gathered: dict[str, tuple] = {}
         for spec in specs:
             objects, missing = self.select(spec)
+            # What a spec asks depends on the object's class only.
+            by_class: dict[type, tuple[str, ...] | None] = {}
             for obj in objects:
-                paths = self.paths_for(obj, spec.propSet)
+                cls = type(obj)
+                if cls in by_class:
+                    paths = by_class[cls]
+                else:
+                    found = self.paths_for(obj, spec.propSet)
+                    paths = by_class[cls] = tuple(found) if found is not None else None
                 if paths is None:
                     continue
                 entry = gathered.get(obj.moid)
                 if entry is None:
-                    gathered[obj.moid] = (obj, list(paths))
+                    gathered[obj.moid] = (obj, paths)
                 else:
-                    entry[1].extend(p for p in paths if p not in entry[1])
+                    gathered[obj.moid] = (obj, entry[1] + tuple(
+                        p for p in paths if p not in entry[1]))
             for ref in missing:
                 gathered.setdefault(f"missing:{ref._moId}", (None, ref))
         return list(gathered.values())
@@ -190,14 +198,19 @@ class Retrieval:
         for obj, paths in self._gather(specs):
             if obj is None:  # paths: the missing object's reference
                 content = self._missing_content(paths)
-                out.append(soap.encode_element(content.obj, "obj", _MANAGED_OBJECT) + "".join(
+                out.append(soap.encode_reference(content.obj, "obj") + "".join(
                     soap.encode_element(m, "missingSet", PC.MissingProperty)
                     for m in content.missingSet))
                 continue
-            parts = [self.ref_wire(obj)]
-            parts += [self.wire(obj, path) for path in paths]
-            out.append("".join(parts))
+            if any(path.partition(".")[0] in obj.uncached for path in paths):
+                out.append(self._encode_content(obj, paths))
+            else:  # the whole ObjectContent, as often read again as its parts
+                out.append(wire_cache.fragment(obj, ("content", paths),
+                                               lambda o=obj, p=paths: self._encode_content(o, p)))
         return out
+
+    def _encode_content(self, obj: ManagedObject, paths: tuple[str, ...]) -> str:
+        return self.ref_wire(obj) + "".join(self.wire(obj, path) for path in paths)
 
     def wire(self, obj: ManagedObject, path: str) -> str:
         """The ``propSet`` element of ``path`` ("" when unset), cached while it cannot change."""
@@ -208,21 +221,15 @@ class Retrieval:
 
     @staticmethod
     def ref_wire(obj: ManagedObject) -> str:
-        """``<obj type="...">moid</obj>``, cached with ``obj``'s other wire forms."""
-        return wire_cache.fragment(obj, "obj", lambda: soap.encode_element(
-            obj.ref, "obj", _MANAGED_OBJECT))
+        """``<obj type="...">moid</obj>``: an ObjectContent's or ObjectUpdate's ``obj``."""
+        return soap.encode_reference(obj.ref, "obj")
 
     @staticmethod
     def _encode_property(obj: ManagedObject, path: str) -> str:
         value = obj.get_property(path)
         if value is None:  # vCenter omits unset properties
             return ""
-        prop = vmodl.DynamicProperty(name=path,
-                                     val=typed(value, declared_type(obj.vim_type, path)))
-        return soap.encode_element(prop, "propSet", vmodl.DynamicProperty)
-
-
-_MANAGED_OBJECT = VmomiSupport.GetVmodlType("vmodl.ManagedObject")
+        return soap.encode_property(path, typed(value, declared_type(obj.vim_type, path)))
 
 
 class _SessionState:
@@ -386,7 +393,7 @@ class PropertyFilter(ManagedObject):
                 return None
             del self.reported[moid]
             ref = self.refs.pop(moid, None) or VmomiSupport.ManagedObject(moid)
-            return "<kind>leave</kind>" + soap.encode_element(ref, "obj", _MANAGED_OBJECT)
+            return "<kind>leave</kind>" + soap.encode_reference(ref, "obj")
         prints: dict[str, str] = {}
         changes = []
         for path in paths:
@@ -543,7 +550,7 @@ class PropertyCollector(ManagedObject):
             truncated = truncated or cut
             if object_updates or missing:
                 filter_updates.append(
-                    "<filterSet>" + soap.encode_element(flt.ref, "filter", _MANAGED_OBJECT)
+                    "<filterSet>" + soap.encode_reference(flt.ref, "filter")
                     + "".join(f"<objectSet>{u}</objectSet>" for u in object_updates)
                     + "".join(missing) + "</filterSet>")
             if budget is not None:

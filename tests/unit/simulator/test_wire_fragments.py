@@ -8,7 +8,9 @@ ObjectContent data objects.
 
 from __future__ import annotations
 
-from pyVmomi import VmomiSupport, vim
+import datetime
+
+from pyVmomi import VmomiSupport, vim, vmodl
 
 from nova_vsphere_driver.simulator import soap
 from nova_vsphere_driver.simulator.objects.base import CallContext
@@ -128,3 +130,19 @@ def test_the_callers_session_is_never_served_from_another_callers_read(sim_serve
 
     assert key(si) != key(other)
     assert key(si) == si.content.sessionManager.currentSession.key
+
+
+def test_simple_values_are_written_as_pyvmomi_writes_them():
+    long_type = VmomiSupport.GetVmodlType("long")
+    short_type = VmomiSupport.GetVmodlType("short")
+    values = ["plain", "<a & b>", "ünïcödé", "", True, False, 0, -3, long_type(2 ** 40),
+              short_type(7), 1.25, vim.VirtualMachine.PowerState.poweredOn,
+              datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.timezone.utc),
+              vim.HostSystem("host-9"), vim.VirtualMachine("vm-1")]
+    for value in values:
+        reference = soap.encode_element(vmodl.DynamicProperty(name="a.b", val=value),
+                                        "propSet", vmodl.DynamicProperty)
+        assert soap.encode_property("a.b", value) == reference, repr(value)
+    ref = vim.Datastore("datastore-3")
+    assert soap.encode_reference(ref, "obj") == soap.encode_element(
+        ref, "obj", VmomiSupport.GetVmodlType("vmodl.ManagedObject"))
