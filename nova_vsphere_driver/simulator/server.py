@@ -61,7 +61,11 @@ _CONTENT_LENGTH = re.compile(r"[0-9]+")
 _HTTP_VERSION = re.compile(r"HTTP/([0-9]{1,10})\.([0-9]{1,10})")
 #: Header fields a request may have, as http.client's limit.
 _MAX_HEAD_FIELDS = 100
-_SESSION_COOKIE = re.compile(r'(?:^|[;,])\s*' + COOKIE_NAME + r'=("[^"]*"|[^;,\s]*)')
+#: The cookies the front reads, each found by a regular expression: every
+#: SOAP call carries one, and its value is a plain token, quoted or not
+#: (http.cookies' full parser costs as much as a small call).
+_COOKIES = {name: re.compile(r'(?:^|[;,])\s*' + re.escape(name) + r'=("[^"]*"|[^;,\s]*)')
+            for name in (COOKIE_NAME, CGI_TICKET_COOKIE)}
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
 #: A header field name (RFC 9110 token).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -455,16 +459,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return Client(address=self.client_address[0] if self.client_address else "",
                       user_agent=(self.headers.get("User-Agent") or "")[:256])
 
-    def _session_cookie(self) -> str | None:
+    def _cookie(self, name: str) -> str | None:
+        """The value of cookie ``name`` (one of ``_COOKIES``), or None."""
         raw = self.headers.get("Cookie")
-        if raw:
-            # Every SOAP call carries it: a regular expression, not a full
-            # cookie parser (session keys are plain tokens, quoted or not).
-            match = _SESSION_COOKIE.search(raw)
-            if match is not None:
-                return match.group(1).strip('"')
+        match = _COOKIES[name].search(raw) if raw else None
+        return match.group(1).strip('"') if match is not None else None
+
+    def _session_cookie(self) -> str | None:
         # pyVmomi clients may also carry the session in a vcSessionCookie header.
-        return self.headers.get("vmware_soap_session") or None
+        return self._cookie(COOKIE_NAME) or self.headers.get("vmware_soap_session") or None
 
     def _authorized(self) -> bool:
         """A live SOAP session cookie, or HTTP Basic with the credentials.
@@ -628,19 +631,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _service_ticket_host(self) -> str | None:
         """The ESX host a ``vmware_cgi_ticket`` cookie was issued for (used up), or None."""
-        raw = self.headers.get("Cookie")
-        if not raw:
+        ticket = self._cookie(CGI_TICKET_COOKIE)
+        if ticket is None:
             return None
-        jar = http.cookies.SimpleCookie()
-        try:
-            jar.load(raw)
-        except http.cookies.CookieError:
-            return None
-        morsel = jar.get(CGI_TICKET_COOKIE)
-        if morsel is None:
-            return None
-        return self.sim.session_manager.redeem_ticket(morsel.value.strip('"'), self.command,
-                                                      self.path)
+        return self.sim.session_manager.redeem_ticket(ticket, self.command, self.path)
 
     def _datastore_file(self, parts: urllib.parse.SplitResult) -> None:
         # A service ticket (SessionManager.AcquireGenericServiceTicket) makes
