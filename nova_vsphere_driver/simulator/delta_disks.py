@@ -16,7 +16,6 @@ delta disk (``CopyVirtualDisk_Task``) is one consolidated disk as well.
 
 from __future__ import annotations
 
-import copy
 import datetime
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from pyVmomi import vim, vmodl
 
 from nova_vsphere_driver.simulator.datastore_files import parse_datastore_path
 from nova_vsphere_driver.simulator.disk_files import disk_data
+from nova_vsphere_driver.simulator.vim_data import clone
 from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def promote(vm: VirtualMachine, disks: list | None, unlink: bool) -> None:
             raise vim.fault.InvalidDatastorePath(datastorePath=f"[{ds_name}]",
                                                  msg=f"Datastore '{ds_name}' not found")
         datastore.ensure_space(size)  # NoDiskSpace: nothing changed
-    config = copy.deepcopy(vm.config)
+    config = clone(vm.config)
     devices = {d.key: d for d in config.hardware.device}
     for key, ds_name, rel, grow, data in plans:
         entry = sim.files.grow(ds_name, rel, grow)

@@ -6,6 +6,7 @@ objects, so every other module may use it.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import functools
 from collections.abc import Callable
@@ -20,10 +21,16 @@ _INT_ARRAY = VmomiSupport.GetVmodlType("int[]")
 _BOOL_ARRAY = VmomiSupport.GetVmodlType("boolean[]")
 
 
+@functools.cache
+def properties(cls: type) -> tuple:
+    """Every property of data object type ``cls`` (pyVmomi builds that list anew per call)."""
+    return tuple(cls._GetPropertyList())
+
+
 def _required_fields(cls: type) -> list:
     fields = _REQUIRED.get(cls)
     if fields is None:
-        fields = [p for p in cls._GetPropertyList() if not p.flags & VmomiSupport.F_OPTIONAL]
+        fields = [p for p in properties(cls) if not p.flags & VmomiSupport.F_OPTIONAL]
         _REQUIRED[cls] = fields
     return fields
 
@@ -67,11 +74,47 @@ def complete(obj: Any) -> Any:
             default = _default_for(prop.type)
             if default is not None:
                 setattr(obj, prop.name, default)
-    for prop in type(obj)._GetPropertyList():
+    for prop in properties(type(obj)):
         value = getattr(obj, prop.name, None)
         if isinstance(value, (VmomiSupport.DataObject, list)):
             complete(value)
     return obj
+
+
+#: Values that are never changed in place: a copy shares them, as
+#: ``copy.deepcopy`` does (object references included: they name objects).
+_IMMUTABLE = (str, int, float, bytes, datetime.datetime, type, VmomiSupport.ManagedObject)
+
+
+def clone(value: Any, _memo: dict[int, Any] | None = None) -> Any:
+    """A deep copy of a vim25 value, as ``copy.deepcopy`` makes it, several times faster.
+
+    Data objects are copied attribute by attribute without pyVmomi's
+    per-field type check: the original's fields passed it already. Shared
+    parts stay shared in the copy, as with ``copy.deepcopy``. Faults
+    (exceptions) and anything not a vim25 value go to ``copy.deepcopy``.
+    """
+    if isinstance(value, _IMMUTABLE) or value is None:
+        return value
+    memo = {} if _memo is None else _memo
+    done = memo.get(id(value))
+    if done is not None:
+        return done
+    cls = value.__class__
+    if isinstance(value, VmomiSupport.DataObject) and not isinstance(value, BaseException):
+        new = memo[id(value)] = cls.__new__(cls)
+        attrs = new.__dict__
+        for name, item in value.__dict__.items():
+            attrs[name] = item if isinstance(item, _IMMUTABLE) or item is None \
+                else clone(item, memo)
+        return new
+    if cls is list or (isinstance(value, list) and hasattr(cls, "Item")):
+        new = memo[id(value)] = cls()
+        new.extend(item if isinstance(item, _IMMUTABLE) or item is None else clone(item, memo)
+                   for item in value)
+        return new
+    new = memo[id(value)] = copy.deepcopy(value)
+    return new
 
 
 @functools.lru_cache(maxsize=8192)

@@ -9,10 +9,9 @@ device the spec removed drops out of the order.
 
 from __future__ import annotations
 
-import copy
-
 from pyVmomi import vim
 
+from nova_vsphere_driver.simulator.vim_data import clone
 from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
 BootOptions = vim.vm.BootOptions
@@ -29,7 +28,7 @@ def _device_key(entry) -> int | None:
 def apply(config: vim.vm.ConfigInfo, spec_boot: BootOptions | None) -> None:
     """Merge ``spec_boot`` into ``config.bootOptions``; prune removed devices."""
     keys = {d.key for d in config.hardware.device}
-    current = copy.deepcopy(config.bootOptions) if config.bootOptions is not None else None
+    current = clone(config.bootOptions) if config.bootOptions is not None else None
     if spec_boot is not None:
         current = current or BootOptions()
         for field in _SCALARS:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import datetime
+import functools
 import itertools
 import posixpath
 import random
@@ -24,6 +24,7 @@ from nova_vsphere_driver.simulator.objects.base import (
     ManagedObject,
     monotonic_at,
 )
+from nova_vsphere_driver.simulator.vim_data import clone
 from nova_vsphere_driver.simulator.vim_faults import check_entity_name, invalid_argument
 
 if TYPE_CHECKING:
@@ -54,7 +55,12 @@ def _now() -> datetime.datetime:
 
 
 def _default_devices() -> list:
-    """The controllers and devices vCenter adds to every new VM."""
+    """The controllers and devices vCenter adds to every new VM (a VM's own copy)."""
+    return clone(_default_device_template())
+
+
+@functools.cache
+def _default_device_template() -> list:
     return [
         Dev.VirtualIDEController(key=200, busNumber=0, device=[],
                                  deviceInfo=vim.Description(label="IDE 0", summary="IDE 0")),
@@ -177,7 +183,7 @@ class VirtualMachineSnapshot(ManagedObject):
         self.children: list[VirtualMachineSnapshot] = []
         self.created = _now()
         self.state = vm.power_state
-        self.config = copy.deepcopy(vm.config)
+        self.config = clone(vm.config)
         self.key = int(self.moid.split("-")[-1])
 
     def tree(self) -> vim.vm.SnapshotTree:
@@ -212,7 +218,7 @@ class VirtualMachineSnapshot(ManagedObject):
             vm = self.vm
             if vm.power_state != POWERED_OFF and self.state == POWERED_OFF:
                 vm.set_power(POWERED_OFF)
-            vm.config = copy.deepcopy(self.config)
+            vm.config = clone(self.config)
             vm.current_snapshot = self
             vm.sim.registry.touch(vm)
 
@@ -809,7 +815,7 @@ class VirtualMachine(ManagedEntity):
             if self.is_template:
                 raise vim.fault.InvalidState(msg=f"{self.name} is already a template")
             self._require_power(POWERED_OFF)
-            self.config = copy.deepcopy(self.config)
+            self.config = clone(self.config)
             self.config.template = True
             self.sim.registry.touch()
 
@@ -844,7 +850,7 @@ class VirtualMachine(ManagedEntity):
                 target_pool.vms.append(self)
                 self.pool = target_pool
             self.move_to_host(target_host)
-            self.config = copy.deepcopy(self.config)
+            self.config = clone(self.config)
             self.config.template = False
             registry.touch()
 
@@ -944,7 +950,7 @@ class VirtualMachine(ManagedEntity):
 
 
 def _allocation(spec_alloc, current=None) -> vim.ResourceAllocationInfo:
-    alloc = copy.deepcopy(current) if current is not None else vim.ResourceAllocationInfo(
+    alloc = clone(current) if current is not None else vim.ResourceAllocationInfo(
         reservation=0, expandableReservation=False, limit=-1,
         shares=vim.SharesInfo(level="normal", shares=1000))
     if spec_alloc is None:
@@ -1011,7 +1017,7 @@ def _apply_devices(vm_name: str, vm_dir: tuple[str, str], config: vim.vm.ConfigI
                 if sim.files.exists(ds_name, rel):
                     sim.files.delete(ds_name, rel)
             continue
-        device = copy.deepcopy(device)
+        device = clone(device)
         if op == "edit":
             existing = by_key.get(device.key)
             if existing is None:
@@ -1105,7 +1111,7 @@ def _keep_parent(existing, disk) -> None:
     if old is None or new is None or not hasattr(old, "parent") or not hasattr(new, "parent"):
         return
     if new.fileName in (None, old.fileName):
-        new.parent = copy.deepcopy(old.parent)
+        new.parent = clone(old.parent)
 
 
 def _edited_disk_kb(existing, disk, index: int) -> int:
@@ -1422,7 +1428,7 @@ def reconfigure(vm: VirtualMachine, spec) -> None:
     home_profile = sim.storage_policies.profile_of(spec.vmProfile, "vmProfile")
     if home_profile is not None:
         profiles[storage_policies.VM_HOME] = home_profile
-    config = copy.deepcopy(vm.config)
+    config = clone(vm.config)
     hw = config.hardware
     if spec.numCPUs is not None and spec.numCPUs != hw.numCPU:
         if vm.powered_on and not (config.cpuHotAddEnabled and spec.numCPUs > hw.numCPU):
@@ -1613,11 +1619,11 @@ def clone_plan(source: VirtualMachine, name: str, spec
             move = (locator.diskMoveType if locator is not None and locator.diskMoveType
                     else location.diskMoveType or _DEFAULT_DISK_MOVE)
             ds = registry.lookup(locator.datastore) if locator is not None else target_ds
-            disk = copy.deepcopy(dev)
+            disk = clone(dev)
             disk.backing.fileName = f"[{ds.name}]"
             disk.backing.uuid = None
             if move == "createNewChildDiskBacking":
-                disk.backing.parent = copy.deepcopy(dev.backing)  # shared, read-only
+                disk.backing.parent = clone(dev.backing)  # shared, read-only
                 data[dev.key] = None  # a new delta reads through to its parent
             elif move == "moveChildMostDiskBacking":
                 ds_name, rel = parse_datastore_path(dev.backing.fileName)
@@ -1631,7 +1637,7 @@ def clone_plan(source: VirtualMachine, name: str, spec
         elif isinstance(dev, (Dev.VirtualEthernetCard, Dev.VirtualSCSIController,
                               Dev.VirtualAHCIController, Dev.VirtualNVMEController,
                               Dev.VirtualCdrom, Dev.VirtualSerialPort)):
-            copy_dev = copy.deepcopy(dev)
+            copy_dev = clone(dev)
             if isinstance(copy_dev, Dev.VirtualEthernetCard):
                 copy_dev.macAddress = None
                 copy_dev.addressType = "generated"
@@ -1669,7 +1675,7 @@ def relocated_nics(vm: VirtualMachine, host: HostSystem, changes) -> vim.vm.Conf
     """
     config = vm.config
     if changes:
-        config = copy.deepcopy(vm.config)
+        config = clone(vm.config)
         devices = config.hardware.device
         index = {d.key: i for i, d in enumerate(devices)}
         for change in changes:
@@ -1680,7 +1686,7 @@ def relocated_nics(vm: VirtualMachine, host: HostSystem, changes) -> vim.vm.Conf
             if device.key not in index:
                 raise invalid_argument("spec.deviceChange.device.key",
                                        f"no device with key {device.key}")
-            device = copy.deepcopy(device)
+            device = clone(device)
             _check_nic(device, vm.sim, host, config.instanceUuid, devices)
             devices[index[device.key]] = device
     if vm.powered_on:
