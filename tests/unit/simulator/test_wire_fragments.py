@@ -146,3 +146,41 @@ def test_simple_values_are_written_as_pyvmomi_writes_them():
     ref = vim.Datastore("datastore-3")
     assert soap.encode_reference(ref, "obj") == soap.encode_element(
         ref, "obj", VmomiSupport.GetVmodlType("vmodl.ManagedObject"))
+
+
+def test_a_loaded_state_and_a_restart_serve_no_value_cached_before(tmp_path):
+    """Every cached value and wire form belongs to one state: a load replaces them all."""
+    from nova_vsphere_driver.simulator import Simulator, SimulatorServer
+    from tests.fixtures import connect
+
+    with SimulatorServer(Simulator(), state_file=str(tmp_path / "state.json"),
+                         save_interval=3600) as server:
+        sim = server.simulator
+        si = connect(server)
+        vm = create_vm(si, sim, "loaded", "esx-a1")
+        task = vm.PowerOnVM_Task()
+        run(task)
+        specs = [PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=vm)],
+                               propSet=[PC.PropertySpec(type=vim.VirtualMachine,
+                                                        pathSet=["runtime.powerState"])])]
+
+        def read(client):
+            vm_now = vim.VirtualMachine(vm._moId, client._stub)
+            [content] = client.content.propertyCollector.RetrievePropertiesEx(
+                specs, PC.RetrieveOptions()).objects
+            return (content.propSet[0].val, vm_now.runtime.powerState,
+                    vim.Task(task._moId, client._stub).info.state,
+                    client.content.about.instanceUuid)
+
+        saved = read(si)
+        assert saved[:3] == ("poweredOn", "poweredOn", "success")
+        server.save_state()
+        run(vm.PowerOffVM_Task())
+        sim.instance_uuid = "another-vcenter"  # as a state from another vCenter would be
+        assert read(si)[:2] == ("poweredOff", "poweredOff")  # and cached again
+        server.state.load(sim)  # sessions end: log in again
+        si = connect(server)
+        assert read(si) == saved
+        server.restart()  # saved and loaded once more: the same answers
+        si = connect(server)
+        assert read(si) == saved
