@@ -531,7 +531,8 @@ def encode_property(name: str, value: Any) -> str:
     goes through that serializer.
     """
     kind = _simple_kind(value.__class__)
-    if kind is None or (kind[0] == "ref" and value._serverGuid is not None):
+    if kind is None or (kind[0] == "ref" and (
+            value._serverGuid is not None or "\r" in value._moId)):  # (rare)
         return encode_element(_DYNAMIC_PROPERTY(name=name, val=value), "propSet",
                               _DYNAMIC_PROPERTY)
     if kind[0] == "ref":
@@ -542,14 +543,20 @@ def encode_property(name: str, value: Any) -> str:
         elif value.__class__ is datetime.datetime:
             text = Iso8601.ISO8601Format(value)
         else:
-            text = SoapAdapter.XmlEscape(str(value))
+            text = _xml_text(str(value))
         val = f'<val xsi:type="{kind[1]}">{text}</val>'
-    return f"<propSet><name>{SoapAdapter.XmlEscape(name)}</name>{val}</propSet>"
+    return f"<propSet><name>{_xml_text(name)}</name>{val}</propSet>"
+
+
+def _xml_text(text: str) -> str:
+    """``text`` as element content, escaped as :func:`encode_element` escapes it."""
+    text = SoapAdapter.XmlEscape(text)
+    return text.replace("\r", "&#13;") if "\r" in text else text
 
 
 def encode_reference(ref: Any, name: str) -> str:
     """A managed object reference as element ``name`` (an ObjectContent's ``obj``)."""
-    if ref._serverGuid is not None:
+    if ref._serverGuid is not None or "\r" in ref._moId:  # (rare: pyVmomi's own writing)
         return encode_element(ref, name, _MANAGED_OBJECT)
     return f'<{name} type="{ref._wsdlName}">{ref._moId}</{name}>'
 

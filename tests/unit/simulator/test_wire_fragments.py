@@ -135,7 +135,8 @@ def test_the_callers_session_is_never_served_from_another_callers_read(sim_serve
 def test_simple_values_are_written_as_pyvmomi_writes_them():
     long_type = VmomiSupport.GetVmodlType("long")
     short_type = VmomiSupport.GetVmodlType("short")
-    values = ["plain", "<a & b>", "ünïcödé", "", True, False, 0, -3, long_type(2 ** 40),
+    values = ["plain", "<a & b>", "ünïcödé", "", "a\r\nb\r", True, False, 0, -3,
+              long_type(2 ** 40),
               short_type(7), 1.25, vim.VirtualMachine.PowerState.poweredOn,
               datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.timezone.utc),
               vim.HostSystem("host-9"), vim.VirtualMachine("vm-1")]
@@ -143,9 +144,12 @@ def test_simple_values_are_written_as_pyvmomi_writes_them():
         reference = soap.encode_element(vmodl.DynamicProperty(name="a.b", val=value),
                                         "propSet", vmodl.DynamicProperty)
         assert soap.encode_property("a.b", value) == reference, repr(value)
-    ref = vim.Datastore("datastore-3")
-    assert soap.encode_reference(ref, "obj") == soap.encode_element(
-        ref, "obj", VmomiSupport.GetVmodlType("vmodl.ManagedObject"))
+    for ref in (vim.Datastore("datastore-3"), vim.VirtualMachine("vm-\r1")):
+        assert soap.encode_reference(ref, "obj") == soap.encode_element(
+            ref, "obj", VmomiSupport.GetVmodlType("vmodl.ManagedObject"))
+        reference = soap.encode_element(vmodl.DynamicProperty(name="a\rb", val=ref),
+                                        "propSet", vmodl.DynamicProperty)
+        assert soap.encode_property("a\rb", ref) == reference
 
 
 def test_a_loaded_state_and_a_restart_serve_no_value_cached_before(tmp_path):
