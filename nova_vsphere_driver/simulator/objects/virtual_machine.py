@@ -428,6 +428,11 @@ class VirtualMachine(ManagedEntity):
     def _get_resourcePool(self):  # noqa: N802
         return None if self.is_template else self.pool.ref
 
+    def _get_environmentBrowser(self):  # noqa: N802
+        # As on vCenter: its compute resource's (what it can be reconfigured to).
+        browser = self.cluster.environment_browser
+        return browser.ref if browser is not None else None
+
     def _get_resourceConfig(self):  # noqa: N802
         config = self.config
         return vim.ResourceConfigSpec(entity=self.ref, changeVersion=config.changeVersion,

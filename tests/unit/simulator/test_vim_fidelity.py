@@ -102,7 +102,7 @@ def test_a_distributed_switch_keeps_its_create_time(si, sim):
     assert bind(si, switch).config.createTime == first
 
 
-def test_vm_layout_storage_and_resource_config_are_set_and_parent_vapp_unset(si, sim):
+def test_vm_layout_storage_resource_config_and_browser_are_set_parent_vapp_unset(si, sim):
     vm = create_vm(si, sim, "described", disk_gb=1)
     disk = next(d for d in vm.config.hardware.device if isinstance(d, Dev.VirtualDisk))
     layout = vm.layout
@@ -115,6 +115,10 @@ def test_vm_layout_storage_and_resource_config_are_set_and_parent_vapp_unset(si,
     assert config.entity._moId == vm._moId
     assert config.memoryAllocation.limit == -1
     assert vm.parentVApp is None
+    # Its environment browser is its cluster's, as vCenter (and vcsim) give it.
+    cluster = bind(si, sim.vm("described").cluster)
+    assert vm.environmentBrowser._moId == cluster.environmentBrowser._moId
+    assert vm.environmentBrowser.QueryConfigOptionDescriptor()
 
 
 # -- device keys and labels --------------------------------------------------------------
