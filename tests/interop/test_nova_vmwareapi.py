@@ -167,9 +167,11 @@ def test_spawn_from_a_flat_image_is_refused_as_vcenter_refuses_it(
         intree, ctx, glance):  # noqa: F811
     """The in-tree driver sends a flat image's size in KB as a float ("1024.0").
 
-    CreateVirtualDisk_Task's capacityKb is an xsd:long; vCenter's parser
-    takes only integers there ('Cannot parse "..." as a long value'), and so
-    does the simulator: the spawn fails, and destroy (which Nova's compute
+    CreateVirtualDisk_Task's capacityKb is an xsd:long, whose lexical space
+    has no fraction; VMware's vcsim refuses "1024.0" (InvalidRequest,
+    strconv.ParseInt) and pyVmomi's vmomi deserializer does too (ValueError),
+    and so does the simulator, in vCenter's parser words ('Cannot parse "..."
+    as a long value'): the spawn fails, and destroy (which Nova's compute
     manager calls after a failed spawn) removes its VM.
     """
     drv, sim = intree
