@@ -95,6 +95,10 @@ def api_paste_ini() -> str:
                      f"installed in this Python environment? {nova_env.INSTALL_HINT}")
 
 
+def _keep_executors_for_later_stacks() -> None:
+    """Nova's shutdown_all_executors() for in-process stacks: nothing (see NovaStack)."""
+
+
 class NovaStack(fixtures.Fixture):
     """Simulator + Nova API/conductor/scheduler/placement/compute, in-process.
 
@@ -190,6 +194,15 @@ class NovaStack(fixtures.Fixture):
         wsgi_app.init_global_data.reset()
         wsgi_app.init_application.reset()
         report.PLACEMENTCLIENT = None
+        # A stopped service's graceful shutdown runs in a thread of its own and
+        # ends with shutdown_all_executors(), which marks Nova's process-wide
+        # executor factory shut down for good. ServiceFixture stubs it only until
+        # its own cleanup; a shutdown finishing later (our cleanup_host stops DRS
+        # loops and waits for them) broke every later stack in the process
+        # ("Cannot create the default thread pool executor because shutdown has
+        # been started"). In-process stacks never shut the process down: the
+        # stub stays, and each stack resets the executors at its end instead.
+        thread_pool_factory.shutdown_all_executors = _keep_executors_for_later_stacks
         self.addCleanup(self._stop_executors)
 
     @staticmethod
