@@ -38,13 +38,18 @@ _STRING_ALIASES = {"TypeName", "PropertyPath", "MethodName"}
 _DEFINED = re.compile(r'<(?:complexType|simpleType) name="([A-Za-z0-9_]+)"')
 
 
-@functools.lru_cache(maxsize=1)
-def _schema_texts() -> dict[str, bytes]:
+def _read_shipped(names) -> dict[str, bytes]:
+    """oslo.vmware's 8.0 WSDL/XSD files by name, as they are."""
     texts = {}
-    for name in TYPE_SCHEMAS:
+    for name in names:
         with open(os.path.join(SCHEMA_DIR, name), "rb") as handle:
             texts[name] = handle.read()
     return texts
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_texts() -> dict[str, bytes]:
+    return _read_shipped(TYPE_SCHEMAS)
 
 
 @functools.lru_cache(maxsize=1)
@@ -270,11 +275,9 @@ _PBM_ADDRESS = re.compile(rb'(<soap:address location=")[^"]*(")')
 
 @functools.lru_cache(maxsize=1)
 def _pbm_static() -> dict[str, bytes]:
-    docs = {}
-    for name in PBM_DOCUMENTS:
-        with open(os.path.join(SCHEMA_DIR, name), "rb") as handle:
-            docs[name] = handle.read()
-    return docs
+    # The vim25 type schemas it imports are the ones already read for vim25.
+    own = [name for name in PBM_DOCUMENTS if name not in TYPE_SCHEMAS]
+    return {**_read_shipped(own), **_schema_texts()}
 
 
 def pbm_documents(pbm_url: str) -> dict[str, bytes]:
