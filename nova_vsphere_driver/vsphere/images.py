@@ -325,10 +325,7 @@ class ImageCache:
                 if self._exists(dc_name, ds_name, folder):
                     # A folder without the ISO (an interrupted older attempt): replaced.
                     self._delete(dc_ref, f"[{ds_name}] {folder}")
-                self.session.run_task("MoveDatastoreFile_Task", fm,
-                                      sourceName=f"[{ds_name}] {work}", sourceDatacenter=dc_ref,
-                                      destinationName=f"[{ds_name}] {folder}",
-                                      destinationDatacenter=dc_ref, force=False)
+                self._publish(dc_ref, ds_name, work, folder)
             except vexc.FileAlreadyExistsException:
                 # Another nova-compute cached it meanwhile: use theirs.
                 self._delete_quietly(dc_ref, f"[{ds_name}] {work}")
@@ -353,6 +350,15 @@ class ImageCache:
 
         self._upload(dc_name, ds_name, rel, size, download, check,
                      head_bytes=ISO9660_DESCRIPTOR_OFFSET + 6)
+
+    def _publish(self, dc_ref, ds_name: str, work: str, folder: str) -> None:
+        """Rename the filled ``work`` folder to the cache ``folder``: the rename is what
+        makes an image cached, all or nothing. FileAlreadyExists: another nova-compute
+        published it first."""
+        self.session.run_task("MoveDatastoreFile_Task", self.session.content.fileManager,
+                              sourceName=f"[{ds_name}] {work}", sourceDatacenter=dc_ref,
+                              destinationName=f"[{ds_name}] {folder}",
+                              destinationDatacenter=dc_ref, force=False)
 
     def _exists(self, dc_name: str, ds_name: str, rel: str) -> bool:
         """Whether ``[ds_name] rel`` exists (one HTTP request, no SOAP call)."""
@@ -491,11 +497,7 @@ class ImageCache:
                                                   download)
             if replace:
                 self._delete(dc_ref, f"[{ds_name}] {folder}")
-            # The rename is what makes the image cached: all or nothing.
-            self.session.run_task("MoveDatastoreFile_Task", fm,
-                                  sourceName=f"[{ds_name}] {work}", sourceDatacenter=dc_ref,
-                                  destinationName=f"[{ds_name}] {folder}",
-                                  destinationDatacenter=dc_ref, force=False)
+            self._publish(dc_ref, ds_name, work, folder)
         except vexc.FileAlreadyExistsException:
             # Another nova-compute cached it meanwhile: use theirs.
             self._delete_quietly(dc_ref, f"[{ds_name}] {work}")
