@@ -19,6 +19,7 @@ from nova_vsphere_driver.simulator.objects.history import (
 )
 from nova_vsphere_driver.simulator.vim_faults import (
     invalid_argument,
+    object_not_found,
     system_error,
     with_fault_message,
 )
@@ -268,6 +269,11 @@ class TaskManager(ManagedObject):
                 raise complete_fault(injected, task.entity.ref if task.entity else None)
             with sim.registry.lock, sim.events.acting(task.user or "", task.chain_id):
                 task.check_cancelled()
+                entity = task.entity
+                if entity is not None and entity.moid not in sim.registry:
+                    # Deleted while this task waited for the inventory (a
+                    # Destroy_Task ran first): vCenter fails the task.
+                    raise object_not_found(entity.moid, entity.ref)
                 result = work(task) if pass_task else work()
         except vmodl.MethodFault as fault:
             with sim.registry.lock:

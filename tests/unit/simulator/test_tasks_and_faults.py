@@ -133,6 +133,20 @@ def test_task_latency_keeps_the_task_running(si, sim):
     assert vm.runtime.powerState == "poweredOn"
 
 
+def test_a_task_on_a_vm_deleted_while_it_waited_fails_and_changes_nothing(si, sim):
+    """A vMotion queued behind the VM's Destroy_Task: vCenter fails it with
+    ManagedObjectNotFound; the VM must not come back on the target host."""
+    vm = create_vm(si, sim, "doomed", "esx-a1")
+    target = sim.host("esx-a2")
+    sim.faults.add_latency("RelocateVM_Task", 0.6)
+    relocation = vm.RelocateVM_Task(vim.vm.RelocateSpec(host=bind(si, target)))
+    run(vm.Destroy_Task())
+    fault = fault_of(relocation)
+    assert isinstance(fault, vmodl.fault.ManagedObjectNotFound)
+    assert "doomed" not in [v.name for v in target.vms]
+    assert "doomed" not in [v.name for v in sim.host("esx-a1").vms]
+
+
 def test_cancel_of_a_task_that_is_not_cancelable(si, sim):
     vm = create_vm(si, sim, "uncancelable")
     sim.faults.add_latency("PowerOnVM_Task", 0.3)
