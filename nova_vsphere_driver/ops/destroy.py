@@ -58,6 +58,14 @@ class DestroyOps:
             LOG.warning("Could not delete the instance's folder %s: %s", folder, exc,
                         instance=instance)
 
+    def _vm_gone(self, instance) -> bool:
+        """Does vCenter say that the instance has no VM (False when it cannot say)?"""
+        try:
+            return self._services.vmops.find_by_uuid(instance.uuid) is None
+        except Exception as exc:
+            LOG.warning("Could not check whether the VM is gone: %s", exc, instance=instance)
+            return False
+
     def destroy(self, context, instance, block_device_info=None,
                 destroy_disks: bool = True) -> None:
         """Remove the VM (or only unregister it, keeping its disks)."""
@@ -87,6 +95,14 @@ class DestroyOps:
                     services.vmops.unregister(vm_ref)
         except exception.InstanceNotFound:
             LOG.info("VM vanished while being destroyed", instance=instance)
+        except Exception as exc:
+            # A read of the task's outcome may fail after vCenter did the
+            # work: Nova must not keep an instance in ERROR for a VM that is
+            # gone (nor forget one that is still there).
+            if not self._vm_gone(instance):
+                raise
+            LOG.info("Destroying reported an error (%s), but the VM is gone", exc,
+                     instance=instance)
         finally:
             services.vm_refs.forget(instance.uuid)
             if ref is not None:

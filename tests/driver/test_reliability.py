@@ -15,6 +15,7 @@ from nova import exception
 from nova.compute import power_state
 
 from nova_vsphere_driver import driver as vsphere_driver
+from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
 from tests.driver.conftest import configure, make_instance, new_tree, node_of
 from tests.unit.simulator.helpers import wait_until
 
@@ -123,6 +124,64 @@ def test_task_faults_become_nova_exceptions_without_orphans(vsphere, ctx, method
     assert not [e for e in sim.files.listdir("shared-a", "")
                 if e.path.startswith(instance.uuid)]
     assert instance.uuid not in drv.services.drs.claims(drv.services.nodes[node].moref)
+
+
+def _after_task_starts(sim, method: str, action) -> threading.Thread:
+    """Run ``action`` once the simulator has a ``method`` task (in a thread)."""
+    def watch() -> None:
+        wait_until(lambda: any(t.method == method for t in sim.tasks.recent), timeout=30)
+        action()
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
+def test_destroy_whose_outcome_cannot_be_read_succeeds_when_the_vm_is_gone(vsphere, ctx,
+                                                                           monkeypatch):
+    """Destroy_Task did its work but reading its outcome failed: Nova must
+    not keep the instance in ERROR for a VM that is gone."""
+    drv, server = vsphere
+    sim = server.simulator
+    node = node_of(drv, "cluster-a")
+    instance = make_instance(node)
+    _spawn(drv, ctx, instance)
+    deleted = VirtualMachine.destroy
+
+    def delete_then_refuse_reads(vm) -> None:
+        deleted(vm)
+        # Before the task reports success: every poll of it from now on fails.
+        sim.faults.fail_next("RetrievePropertiesEx", "NoPermission", count=100)
+
+    monkeypatch.setattr(VirtualMachine, "destroy", delete_then_refuse_reads)
+    try:
+        drv.destroy(ctx, instance, [])
+    finally:
+        sim.faults.clear()
+    assert _nova_vms(sim) == set()
+    assert instance.uuid not in drv.services.drs.claims(drv.services.nodes[node].moref)
+
+
+def test_destroy_whose_outcome_cannot_be_read_fails_while_the_vm_is_there(vsphere, ctx):
+    """The same refused reads while the task is still running: the VM is
+    still there, so the destroy fails (Nova keeps the instance to delete again)."""
+    drv, server = vsphere
+    sim = server.simulator
+    node = node_of(drv, "cluster-a")
+    instance = make_instance(node)
+    _spawn(drv, ctx, instance)
+    sim.faults.add_latency("Destroy_Task", 30.0)
+    watcher = _after_task_starts(sim, "Destroy_Task", lambda: sim.faults.fail_next(
+        "RetrievePropertiesEx", "NoPermission", count=100))
+    try:
+        with pytest.raises(exception.NovaException):
+            drv.destroy(ctx, instance, [])
+        assert _nova_vms(sim) == {instance.uuid}
+    finally:
+        watcher.join()
+        sim.faults.clear()
+        for task in sim.tasks.recent:
+            task.cancel_requested.set()
 
 
 def test_failed_vmotion_in_a_balancing_pass_leaves_the_vm_in_place(vsphere, ctx):
@@ -370,6 +429,7 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
     capacity = {node: sum(h.memory_mb for h in sim.cluster(drv.services.nodes[node].name).hosts)
                 for node in nodes}
     ever_destroyed: set[str] = set()
+    errored: set[str] = set()  # instances Nova keeps in ERROR: a delete failed
 
     def one_op(trng: random.Random) -> None:
         if trng.random() < 0.25:
@@ -391,7 +451,21 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
             if op == "spawn":
                 inst = make_instance(trng.choice(nodes), vcpus=trng.choice([1, 2, 4]),
                                      memory_mb=trng.choice([1024, 2048, 4096]), root_gb=1)
-                _spawn(drv, ctx, inst)
+                try:
+                    _spawn(drv, ctx, inst)
+                except Exception:
+                    # Nova's compute manager destroys whatever a failed spawn
+                    # may have left; if that fails too, the instance stays (ERROR).
+                    with lock:
+                        ever_destroyed.add(inst.uuid)
+                    try:
+                        drv.destroy(ctx, inst, [])
+                    except Exception:
+                        counts["left in ERROR"] += 1
+                        with lock:
+                            alive[inst.uuid] = inst
+                            errored.add(inst.uuid)
+                    raise
                 with lock:
                     alive[inst.uuid] = inst
             elif op == "destroy":
@@ -408,8 +482,10 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
                     try:
                         drv.destroy(ctx, pick, [])
                     except Exception:
+                        counts["left in ERROR"] += 1
                         with lock:
                             alive[pick.uuid] = pick  # still there, as Nova knows
+                            errored.add(pick.uuid)
                         raise
             elif op == "reboot":
                 drv.reboot(ctx, pick, [], trng.choice(["SOFT", "HARD"]))
@@ -463,6 +539,11 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
     assert sum(counts[op] for op in ("spawn", "destroy", "reboot", "power_off", "power_on",
                                      "info", "resources", "drs", "list")) == \
         ops_per_thread * threads_n
+    # The user deletes again what Nova left in ERROR (the VM of a delete that
+    # failed may be there or not): with vCenter answering, that works.
+    for uuid in sorted(errored & set(alive)):
+        drv.destroy(ctx, alive.pop(uuid), [])
+    # Every other instance Nova has is a VM, and no VM is left that Nova forgot.
     expected = set(alive)
     assert _nova_vms(sim) == expected
     assert set(drv.list_instance_uuids()) == expected
