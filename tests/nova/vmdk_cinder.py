@@ -17,9 +17,8 @@ import dataclasses
 import uuid
 
 from nova.tests.fixtures import cinder as nova_cinder
-from pyVmomi import vim
 
-from tests.unit.simulator.helpers import Dev, bind, run
+from tests.unit.simulator.helpers import Dev, create_volume_backing
 
 KB_PER_GB = 1024 * 1024
 
@@ -93,20 +92,8 @@ def create_volume(stack, size_gb: int = 1, datastore: str = "shared-all",
                   host: str = "esx-a1") -> Volume:
     """A volume as Cinder's VMDK driver creates it: a powered-off VM with one thin disk."""
     volume_id = str(uuid.uuid4())
-    si = stack.pyvmomi()
-    spec = vim.vm.ConfigSpec(
-        name=f"volume-{volume_id}", instanceUuid=volume_id, numCPUs=1, memoryMB=128,
-        guestId="otherGuest", files=vim.vm.FileInfo(vmPathName=f"[{datastore}]"),
-        deviceChange=[
-            Dev.VirtualDeviceSpec(operation="add", device=Dev.VirtualLsiLogicController(
-                key=-100, busNumber=0, sharedBus="noSharing")),
-            Dev.VirtualDeviceSpec(operation="add", fileOperation="create", device=Dev.VirtualDisk(
-                key=-101, controllerKey=-100, unitNumber=0, capacityInKB=size_gb * KB_PER_GB,
-                backing=Dev.VirtualDisk.FlatVer2BackingInfo(
-                    fileName=f"[{datastore}]", diskMode="persistent", thinProvisioned=True)))])
-    esx = stack.sim_host(host)
-    backing = run(bind(si, esx.datacenter().vm_folder).CreateVM_Task(
-        spec, bind(si, esx.cluster.resource_pool), bind(si, esx)))
+    backing = create_volume_backing(stack.pyvmomi(), stack.sim_host(host), volume_id, size_gb,
+                                    datastore)
     [disk] = [d for d in stack.sim_vm_by_moid(backing._moId).config.hardware.device
               if isinstance(d, Dev.VirtualDisk)]
     return Volume(volume_id, backing._moId, disk.backing.fileName, disk.backing.uuid,

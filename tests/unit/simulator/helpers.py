@@ -85,5 +85,24 @@ def create_vm(si, sim, name: str, host: str = "esx-a1", *, datastore: str | None
     return vm
 
 
+def create_volume_backing(si, esx, volume_id: str, size_gb: int, datastore: str,
+                          controller=Dev.VirtualLsiLogicController):
+    """A Cinder VMDK volume as Cinder's VMware driver makes it on the simulator host
+    ``esx``: a powered-off "backing" VM named after the volume, whose instance
+    UUID is the volume ID, with one thin disk; the pyVmomi stub."""
+    spec = vim.vm.ConfigSpec(
+        name=f"volume-{volume_id}", instanceUuid=volume_id, numCPUs=1, memoryMB=128,
+        guestId="otherGuest", files=vim.vm.FileInfo(vmPathName=f"[{datastore}]"),
+        deviceChange=[
+            Dev.VirtualDeviceSpec(operation="add", device=controller(
+                key=-100, busNumber=0, sharedBus="noSharing")),
+            Dev.VirtualDeviceSpec(operation="add", fileOperation="create", device=Dev.VirtualDisk(
+                key=-101, controllerKey=-100, unitNumber=0, capacityInKB=size_gb * 1024 * 1024,
+                backing=Dev.VirtualDisk.FlatVer2BackingInfo(
+                    fileName=f"[{datastore}]", diskMode="persistent", thinProvisioned=True)))])
+    return run(bind(si, esx.datacenter().vm_folder).CreateVM_Task(
+        spec, bind(si, esx.cluster.resource_pool), bind(si, esx)))
+
+
 def props(content) -> dict:
     return {p.name: p.val for p in content.propSet}
