@@ -304,6 +304,13 @@ class VSphereDriver(driver.ComputeDriver):
             if CONF.vsphere_drs.mode == "vcenter" and not state.vcenter_drs:
                 LOG.warning("[vsphere_drs] mode = vcenter but vCenter DRS is not enabled on "
                             "cluster %s: vCenter cannot place instances there", cluster.path)
+            if CONF.vsphere_drs.mode == "builtin" and CONF.vsphere_drs.balance_interval and \
+                    state.vcenter_drs_behavior == "fullyAutomated":
+                # Two balancers with different models undo each other's vMotions.
+                LOG.warning("[vsphere_drs] mode = builtin balances cluster %s, whose own "
+                            "vCenter DRS is fullyAutomated too: both will move the same VMs. "
+                            "Set vCenter DRS to manual or partiallyAutomated, or [vsphere_drs] "
+                            "balance_interval = 0, or mode = vcenter", cluster.path)
         nodes = Nodes(clusters, vcenter_uuid)
         drs_opts = CONF.vsphere_drs
         cluster_drs = ClusterDrs(session, DrsSettings(

@@ -240,6 +240,9 @@ class ClusterState:
     groups: tuple[GroupState, ...] = ()
     #: vCenter's own DRS is enabled on the cluster.
     vcenter_drs: bool = False
+    #: Its automation level (drsConfig.defaultVmBehavior: "manual",
+    #: "partiallyAutomated", "fullyAutomated"); "" when DRS is off.
+    vcenter_drs_behavior: str = ""
     #: vSphere HA admission control (None: nothing held back).
     ha: HaAdmission | None = None
 
@@ -419,8 +422,12 @@ _NET_FIELDS: dict[str, Converter] = {
 
 def _cluster_config(value: Any, moid: str) -> dict[str, Any]:
     drs = getattr(value, "drsConfig", None)
+    enabled = bool(getattr(drs, "enabled", False))
     return {"rules": parse_rules(value), "groups": parse_groups(value),
-            "vcenter_drs": bool(getattr(drs, "enabled", False)), "ha": parse_ha(value)}
+            "vcenter_drs": enabled,
+            "vcenter_drs_behavior": str(getattr(drs, "defaultVmBehavior", "") or "")
+            if enabled else "",
+            "ha": parse_ha(value)}
 
 
 _CLUSTER_FIELDS: dict[str, Converter] = {"configurationEx": _cluster_config}
@@ -467,7 +474,7 @@ class ClusterContents:
         #: Task moid -> {"description", "state", "entity"}.
         self._tasks: dict[str, dict[str, Any]] = {}
         self._config: dict[str, Any] = {"rules": (), "groups": (), "vcenter_drs": False,
-                                        "ha": None}
+                                        "vcenter_drs_behavior": "", "ha": None}
         self._state: ClusterState | None = None
 
     def __len__(self) -> int:
@@ -554,7 +561,7 @@ class ClusterContents:
             datastores=tuple(sorted(self._datastores.values(), key=lambda d: d.name)),
             networks=tuple(sorted(self._networks.values(), key=lambda n: _natural(n.moref))),
             rules=config["rules"], groups=config["groups"], vcenter_drs=config["vcenter_drs"],
-            ha=config["ha"])
+            vcenter_drs_behavior=config["vcenter_drs_behavior"], ha=config["ha"])
         return self._state
 
 

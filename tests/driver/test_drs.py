@@ -3,6 +3,7 @@ maintenance evacuation, balancing, making room, and deferring to vCenter."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -370,6 +371,31 @@ def test_vcenter_mode_defers_host_choice_to_vcenter_drs(conf_overrides, nova_db,
             assert _host_of(sim, inst) in {h.moid for h in sim.cluster("c1").hosts}
             # Our DRS took no part.
             assert not drv.services.drs.claims(drv.services.nodes[node].moref)
+        finally:
+            drv.cleanup_host("compute-1")
+
+
+@pytest.mark.parametrize("behavior,warned", [("fullyAutomated", True), ("manual", False)])
+def test_builtin_balancing_warns_of_a_fully_automated_vcenter_drs(conf_overrides, nova_db,
+                                                                  caplog, behavior, warned):
+    """Two balancers undo each other's vMotions: the operator is told at start-up."""
+    inventory = _skewed_inventory()
+    inventory["datacenters"][0]["clusters"][0]["drs"] = {"enabled": True, "behavior": behavior}
+    with running_simulator(inventory, tls=True) as server:
+        configure(conf_overrides, server, clusters=("c1",))
+        conf_overrides("vsphere_drs", mode="builtin", poll_interval=3600)
+        drv = vsphere_driver.VSphereDriver(None)
+        with caplog.at_level(logging.WARNING, logger="nova_vsphere_driver.driver"):
+            drv.init_host("compute-1")
+        try:
+            found = [r.getMessage() for r in caplog.records
+                     if "fullyAutomated too" in r.getMessage()]
+            assert bool(found) is warned
+            if warned:
+                assert "c1" in found[0] and "balance_interval = 0" in found[0]
+            node = drv.get_available_nodes()[0]
+            state = drv.services.states.read(node)
+            assert state.vcenter_drs and state.vcenter_drs_behavior == behavior
         finally:
             drv.cleanup_host("compute-1")
 
