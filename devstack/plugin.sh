@@ -198,7 +198,12 @@ function start_vsphere_sim {
     cmd="$(_vsphere_bin_dir)/nova-vsphere-simulator"
     cmd+=" --listen $VSPHERE_SIM_HOST:$VSPHERE_SIM_PORT"
     cmd+=" --tls --cert $VSPHERE_SIM_DATA_DIR/server.pem --key $VSPHERE_SIM_DATA_DIR/server-key.pem"
-    cmd+=" --user $VSPHERE_USER --password $VSPHERE_PASSWORD"
+    # From a file only its owner reads: on the command line, every local
+    # user would see the password in the process list.
+    local secret=$VSPHERE_SIM_DATA_DIR/password
+    (umask 077 && printf '%s\n' "$VSPHERE_PASSWORD" > "$secret") \
+        || die $LINENO "could not write the simulator's password file $secret"
+    cmd+=" --user $VSPHERE_USER --password-file $secret"
     if ! _vsphere_is_loopback "$VSPHERE_SIM_HOST"; then
         # Setting VSPHERE_SIM_HOST to such an address is the explicit choice
         # the simulator asks for before it listens where others can reach it.

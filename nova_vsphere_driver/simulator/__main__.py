@@ -78,8 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-remote", action="store_true",
                         help="allow --listen on an address other machines can reach")
     parser.add_argument("--user", default=DEFAULT_USER, help="user name it accepts")
-    parser.add_argument("--password",
-                        help="password it accepts (default: a random one, printed at start)")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--password",
+                        help="password it accepts (default: a random one, printed at start); "
+                        "visible to every local user in the process list: prefer "
+                        "--password-file")
+    secret.add_argument("--password-file", metavar="FILE",
+                        help="read the password it accepts from the first line of FILE "
+                        "(not printed at start)")
     parser.add_argument("--tls", action="store_true",
                         help="serve HTTPS (a CA and certificate are generated unless "
                         "--cert/--key are given)")
@@ -118,7 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.user:
         print("error: --user must not be empty", file=sys.stderr)
         return 2
-    if args.password is None:
+    if args.password_file is not None:
+        try:
+            with open(args.password_file, encoding="utf-8") as secret_file:
+                password = secret_file.readline().rstrip("\r\n")
+        except (OSError, UnicodeError) as exc:
+            print(f"error: --password-file {args.password_file}: "
+                  f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return 2
+        if not password:
+            print(f"error: --password-file {args.password_file}: its first line is empty",
+                  file=sys.stderr)
+            return 2
+    elif args.password is None:
         password = secrets.token_urlsafe(12)
     elif not args.password:
         print("error: --password must not be empty (omit it for a random one)", file=sys.stderr)
@@ -161,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     hosts = len(sim.hosts())
     print(f"vCenter simulator listening on {server.url}", flush=True)
     print(f"  user: {sim.username}", flush=True)
-    print(f"  password: {sim.password}" + ("" if args.password else " (generated)"),
-          flush=True)
+    if args.password_file is not None:
+        print(f"  password: from {args.password_file}", flush=True)
+    else:
+        print(f"  password: {sim.password}" + ("" if args.password else " (generated)"),
+              flush=True)
     if server.ca_file:
         print(f"  CA certificate: {server.ca_file}", flush=True)
     print(f"  inventory: {hosts} hosts, {len(sim.vms())} VMs", flush=True)

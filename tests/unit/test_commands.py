@@ -99,6 +99,40 @@ def test_simulator_cli_generates_and_prints_a_password():
         assert proc.wait(timeout=30) == 0
 
 
+def test_simulator_cli_reads_the_password_from_a_file_and_does_not_print_it(tmp_path):
+    from pyVim.connect import SmartConnect
+
+    secret = tmp_path / "password"
+    secret.write_text("pw with spaces & more\nignored second line\n")
+    proc = subprocess.Popen([sys.executable, "-m", "nova_vsphere_driver.simulator",
+                             "--listen", "127.0.0.1:0", "--password-file", str(secret)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = [proc.stdout.readline() for _ in range(3)]
+        port = int(re.search(r"listening on http://127.0.0.1:(\d+)/sdk", banner[0]).group(1))
+        user = banner[1].split("user:", 1)[1].strip()
+        assert banner[2].strip() == f"password: from {secret}"
+        si = SmartConnect(host="127.0.0.1", port=port, user=user, pwd="pw with spaces & more",
+                          protocol="http")
+        assert si.content.about.apiType == "VirtualCenter"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_simulator_cli_refuses_a_bad_password_file(tmp_path):
+    missing = tmp_path / "missing"
+    done = _simulator_cli("--listen", "127.0.0.1:0", "--password-file", str(missing))
+    assert done.returncode == 2 and f"--password-file {missing}: No such file" in done.stderr
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    done = _simulator_cli("--listen", "127.0.0.1:0", "--password-file", str(empty))
+    assert done.returncode == 2 and "its first line is empty" in done.stderr
+    done = _simulator_cli("--listen", "127.0.0.1:0", "--password", "x",
+                          "--password-file", str(empty))
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr
+
+
 @pytest.mark.parametrize("script", ["drs"])
 def test_drs_benchmark_quick_run_prints_its_tables(script):
     out = _run(f"tools/bench/{script}.py", "--quick")

@@ -326,7 +326,9 @@ def test_simulator_stack(env):
     assert _option(argv, "--cert") == str(data / "server.pem")
     assert _option(argv, "--key") == str(data / "server-key.pem")
     assert _option(argv, "--user") == "administrator@vsphere.local"
-    assert _option(argv, "--password") == "simulator"
+    assert "--password" not in argv  # every local user would see it
+    secret = pathlib.Path(_option(argv, "--password-file"))
+    assert secret.read_text() == "simulator\n" and secret.stat().st_mode & 0o077 == 0
     assert "--inventory" not in argv
     assert result.of("wait_for_service", "stack:post-config") == [
         ["60", "https://127.0.0.1:8989/sdk/vimServiceVersions.xml"]]
@@ -358,7 +360,8 @@ def test_simulator_custom_inventory_and_options(env, tmp_path):
     argv = _sim_command(result)
     assert _option(argv, "--inventory") == str(SAMPLE_INVENTORY)
     assert _option(argv, "--listen") == "::1:19443"
-    assert (_option(argv, "--user"), _option(argv, "--password")) == ("admin", "pw-1")
+    assert _option(argv, "--user") == "admin"
+    assert pathlib.Path(_option(argv, "--password-file")).read_text() == "pw-1\n"
     assert argv[-4:] == ["--session-timeout", "60", "--memory-overcommit", "1.5"]
     assert result.of("wait_for_service") == [["15", "https://[::1]:19443/sdk/vimServiceVersions.xml"]]
 
