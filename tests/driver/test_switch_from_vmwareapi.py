@@ -45,6 +45,7 @@ from nova_vsphere_driver.simulator.objects.nfc_lease import disk_content  # noqa
 from nova_vsphere_driver.testing.glance import UploadKeepingGlanceFixture  # noqa: E402
 from tests.driver.conftest import WSDL_LOCATION, FixtureHost, make_instance  # noqa: E402
 from tests.driver.test_live_migrate import NovaFlow  # noqa: E402
+from tests.driver.volume_support import backing_vm, make_volume, volume_path  # noqa: E402
 from tests.fixtures import Disconnect, connect, running_simulator  # noqa: E402
 from tests.unit.simulator import sparse_vmdk  # noqa: E402
 
@@ -93,6 +94,8 @@ class Switched:
         self.images: dict[str, objects.ImageMeta] = {}
         #: The NICs the in-tree driver gave each server.
         self.networks: dict[str, network_model.NetworkInfo] = {}
+        #: The connection_info of the volume the in-tree driver attached to "volume".
+        self.volume: dict | None = None
         self.drv: vsphere_driver.VSphereDriver | None = None
         self.dest: vsphere_driver.VSphereDriver | None = None
 
@@ -191,7 +194,8 @@ def _intree_era(switched: Switched, lock_path: str) -> None:
             alone = switched.image("alone", sparse_vmdk.monolithic_sparse(32 * MB, DATA),
                                    "sparse")
             plans = {"disks": (shared, 1, 512), "moving": (shared, 0, 0),
-                     "live": (shared, 0, 0), "alone": (alone, 0, 0)}
+                     "live": (shared, 0, 0), "alone": (alone, 0, 0),
+                     "volume": (shared, 0, 0)}
             for name, (image, ephemeral_gb, swap) in plans.items():
                 instance = switched.instance(node, image, ephemeral_gb, swap, name=name)
                 # The first server gets a NIC from the in-tree driver too.
@@ -201,6 +205,16 @@ def _intree_era(switched: Switched, lock_path: str) -> None:
                              network_info=network_info)
                 switched.servers[name] = instance
                 switched.networks[name] = network_info
+            # A Cinder volume the in-tree driver attached (its records in the VM's
+            # extraConfig, as it writes them).
+            instance = switched.servers["volume"]
+            si = connect(switched.server)
+            try:
+                switched.volume = make_volume(si, switched.sim, datastore=DATASTORE,
+                                              host=_vm(switched.sim, instance).host.name)
+            finally:
+                Disconnect(si)
+            intree.attach_volume(switched.ctx, switched.volume, instance, "/dev/sdb")
         finally:
             intree.cleanup_host("compute-1")
     finally:
@@ -340,8 +354,6 @@ def test_power_reboot_and_snapshot(switched):
 
 
 def test_volumes_and_interfaces(switched):
-    from tests.driver.volume_support import backing_vm, make_volume
-
     drv, sim, ctx = switched.drv, switched.sim, switched.ctx
     instance = switched.servers["disks"]
     si = connect(switched.server)
@@ -370,6 +382,25 @@ def test_volumes_and_interfaces(switched):
     drv.detach_volume(ctx, volume, instance, "/dev/sdb")
     assert len(_disks(sim, instance)) == before
     assert backing_vm(sim, volume) is not None
+
+
+def test_a_volume_the_in_tree_driver_attached_is_detached_and_kept(switched):
+    drv, sim, ctx = switched.drv, switched.sim, switched.ctx
+    instance, volume = switched.servers["volume"], switched.volume
+    ds, rel = _split(volume_path(sim, volume))
+    assert [d.backing.fileName for d in _disks(sim, instance)][1:] == [volume_path(sim, volume)]
+    drv.detach_volume(ctx, volume, instance, "/dev/sdb")
+    assert len(_disks(sim, instance)) == 1
+    assert sim.files.exists(ds, rel) and backing_vm(sim, volume) is not None
+    # Attached again by this driver, then the server deleted as Nova deletes it
+    # (with its block device mapping): the volume's disk stays.
+    drv.attach_volume(ctx, volume, instance, "/dev/sdb")
+    bdi = {"block_device_mapping": [{"connection_info": volume, "mount_device": "/dev/sdb"}]}
+    drv.destroy(ctx, instance, [], bdi, True)
+    assert not drv.instance_exists(instance)
+    ds, rel = _split(volume_path(sim, volume))
+    assert sim.files.exists(ds, rel)
+    del switched.servers["volume"]  # deleted: the last test deletes the others
 
 
 def test_resize_grows_the_linked_clone_and_its_ephemeral_disk(switched):
