@@ -203,6 +203,15 @@ def metadata_services(nova_db):
 
 def config_drive_instance(ctx, node: str, **kw) -> objects.Instance:
     """An instance with a config drive, user data and what Nova's metadata reads set."""
+    fields = config_drive_fields(**kw)
+    fields.setdefault("root_gb", 1)
+    instance = make_instance(node, **fields)
+    instance._context = ctx  # as Nova's instances carry theirs (InstanceMetadata reads BDMs)
+    return instance
+
+
+def config_drive_fields(**kw) -> dict:
+    """Instance fields for a config drive: the flag, user data, what Nova's metadata reads."""
     import base64
 
     # Nova keeps the flag as a string: "True", or "" for none.
@@ -215,10 +224,7 @@ def config_drive_instance(ctx, node: str, **kw) -> objects.Instance:
                   ephemeral_key_uuid=None, trusted_certs=None, info_cache=None,
                   security_groups=objects.SecurityGroupList(objects=[]))
     fields.update(kw)
-    fields.setdefault("root_gb", 1)
-    instance = make_instance(node, **fields)
-    instance._context = ctx  # as Nova's instances carry theirs (InstanceMetadata reads BDMs)
-    return instance
+    return fields
 
 
 def new_tree(nodename: str):

@@ -18,6 +18,7 @@ import importlib
 import io
 import itertools
 import posixpath
+import shutil
 import time
 import uuid
 
@@ -34,6 +35,7 @@ from nova.network import model as network_model  # noqa: E402
 from nova.network import neutron as neutron_api  # noqa: E402
 from nova.tests import fixtures as nova_fixtures  # noqa: E402
 from nova.virt.vmwareapi import driver as vmwareapi_driver  # noqa: E402
+from nova.virt.vmwareapi import images as vmwareapi_images  # noqa: E402
 from nova.virt.vmwareapi import session as vmwareapi_session  # noqa: E402
 from nova.virt.vmwareapi import vm_util as vmwareapi_vm_util  # noqa: E402
 from pyVim.task import WaitForTask  # noqa: E402
@@ -43,7 +45,12 @@ from nova_vsphere_driver import driver as vsphere_driver  # noqa: E402
 from nova_vsphere_driver.simulator import vmdk_stream  # noqa: E402
 from nova_vsphere_driver.simulator.objects.nfc_lease import disk_content  # noqa: E402
 from nova_vsphere_driver.testing.glance import UploadKeepingGlanceFixture  # noqa: E402
-from tests.driver.conftest import WSDL_LOCATION, FixtureHost, make_instance  # noqa: E402
+from tests.driver.conftest import (  # noqa: E402
+    WSDL_LOCATION,
+    FixtureHost,
+    config_drive_fields,
+    make_instance,
+)
 from tests.driver.test_live_migrate import NovaFlow  # noqa: E402
 from tests.driver.volume_support import backing_vm, make_volume, volume_path  # noqa: E402
 from tests.fixtures import Disconnect, connect, running_simulator  # noqa: E402
@@ -112,10 +119,11 @@ class Switched:
     def instance(self, node: str, image, ephemeral_gb: int = 0, swap: int = 0,
                  **kw) -> objects.Instance:
         # The in-tree driver names disks after instance.name ("instance-%08x" % id).
-        instance = make_instance(node, vcpus=1, memory_mb=512, root_gb=1, image_ref=image.id,
-                                 id=next(_IDS), system_metadata={}, metadata={},
-                                 config_drive="", task_state=None, vm_state="active",
-                                 ephemeral_gb=ephemeral_gb, **kw)
+        fields = dict(vcpus=1, memory_mb=512, root_gb=1, image_ref=image.id, id=next(_IDS),
+                      system_metadata={}, metadata={}, config_drive="", task_state=None,
+                      vm_state="active", ephemeral_gb=ephemeral_gb)
+        fields.update(kw)
+        instance = make_instance(node, **fields)
         instance.flavor.ephemeral_gb = ephemeral_gb
         instance.flavor.swap = swap
         return instance
@@ -215,6 +223,16 @@ def _intree_era(switched: Switched, lock_path: str) -> None:
             finally:
                 Disconnect(si)
             intree.attach_volume(switched.ctx, switched.volume, instance, "/dev/sdb")
+            if shutil.which("genisoimage"):
+                # A server with a config drive (the in-tree driver builds its ISO
+                # with genisoimage and puts it in the server's folder).
+                instance = switched.instance(node, shared, **config_drive_fields(
+                    name="drive", id=next(_IDS), vm_state="active", task_state=None))
+                instance._context = switched.ctx
+                intree.spawn(switched.ctx, instance, shared, [], None, {},
+                             network_info=network_model.NetworkInfo([]))
+                switched.servers["drive"] = instance
+                switched.networks["drive"] = network_model.NetworkInfo([])
         finally:
             intree.cleanup_host("compute-1")
     finally:
@@ -230,6 +248,9 @@ def switched(tmp_path_factory, _wsdl_location):
     # reads server groups from Nova's API database.
     host.useFixture(nova_fixtures.RPCFixture("nova.test"))
     host.useFixture(nova_fixtures.Database(database="api"))
+    # What Nova's InstanceMetadata reads for a config drive: the cell database, Neutron.
+    host.useFixture(nova_fixtures.Database(database="main"))
+    host.useFixture(nova_fixtures.NeutronFixture(host))
     host.useFixture(nova_fixtures.NotificationFixture(host))
     glance = host.useFixture(UploadKeepingGlanceFixture(host))
     ctx = nova_context.get_admin_context()
@@ -242,6 +263,12 @@ def switched(tmp_path_factory, _wsdl_location):
             # It tells Neutron each NIC's index after a spawn (no Neutron here).
             patch.setattr(neutron_api.API, "update_instance_vnic_index",
                           lambda self, context, instance, vif, index: None)
+            # Its config drive upload reads the ISO in text mode, which fails on Python 3
+            # (a decode error, or str sent to the socket). The servers it made with config
+            # drives (under Python 2) have the bytes it meant to upload: read them so.
+            patch.setattr(vmwareapi_images, "open",
+                          lambda path, mode="r": open(path, "rb"),  # noqa: SIM115
+                          raising=False)
             state = Switched(server, glance, ctx)
             _intree_era(state, str(tmp_path_factory.mktemp("locks")))
             applied: list = []
@@ -401,6 +428,31 @@ def test_a_volume_the_in_tree_driver_attached_is_detached_and_kept(switched):
     ds, rel = _split(volume_path(sim, volume))
     assert sim.files.exists(ds, rel)
     del switched.servers["volume"]  # deleted: the last test deletes the others
+
+
+def test_a_config_drive_the_in_tree_driver_made_goes_with_the_server(switched):
+    if "drive" not in switched.servers:
+        pytest.skip("genisoimage is not installed: the in-tree driver builds config drives "
+                    "with it (apt-get install genisoimage)")
+    drv, sim, ctx = switched.drv, switched.sim, switched.ctx
+    instance = switched.servers["drive"]
+
+    def isos() -> list[str]:
+        return [d.backing.fileName for d in _vm(sim, instance).config.hardware.device
+                if isinstance(d, vim.vm.device.VirtualCdrom)
+                and isinstance(d.backing, vim.vm.device.VirtualCdrom.IsoBackingInfo)]
+
+    [iso] = isos()
+    ds, rel = _split(iso)
+    assert sim.files.exists(ds, rel) and rel.endswith("configdrive.iso")
+    drv.reboot(ctx, instance, [], "HARD")
+    assert isos() == [iso] and drv.get_info(instance).state == power_state.RUNNING
+    # Deleted as if made here: the drive, which is none of the VM's own files,
+    # goes with its folder.
+    drv.destroy(ctx, instance, [], None, True)
+    assert not drv.instance_exists(instance)
+    assert not sim.files.exists(ds, rel) and not sim.files.exists(ds, rel.split("/")[0])
+    del switched.servers["drive"]
 
 
 def test_resize_grows_the_linked_clone_and_its_ephemeral_disk(switched):
