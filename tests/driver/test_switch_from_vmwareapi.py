@@ -64,6 +64,8 @@ DATA = bytes(range(1, 256)) * (MB // 255)
 #: nova-compute's address: the in-tree driver names its image cache folder after it.
 MY_IP = "192.0.2.10"
 CACHE = f"{MY_IP}_base"
+#: An NSX-T logical switch, seen by vCenter as an opaque network.
+NSX_SWITCH = "6f9d3b2e-5a41-4c8e-9f0a-2b7d1e3c4a50"
 DATASTORE = "datastore1"
 _IDS = itertools.count(1)
 
@@ -81,6 +83,7 @@ def _inventory() -> dict:
                        {"name": "datastore2", "capacity_gb": 512, "hosts": ["esx-b1"]}],
         "networks": ["VM Network"],
         "distributed_switches": [{"name": "dvs-01", "portgroups": [{"name": "tenant-net"}]}],
+        "opaque_networks": [{"name": "nsx-web", "id": NSX_SWITCH, "type": "nsx.LogicalSwitch"}],
         "clusters": [
             {"name": "cluster1", "drs": {"enabled": True}, "hosts": hosts},
             {"name": "cluster2", "hosts": [
@@ -127,6 +130,14 @@ class Switched:
         instance.flavor.ephemeral_gb = ephemeral_gb
         instance.flavor.swap = swap
         return instance
+
+
+def _nsx_vif(index: int) -> network_model.VIF:
+    """A Neutron port bound by NSX (vif type ovs, the logical switch in its details)."""
+    return network_model.VIF(
+        id=str(uuid.uuid4()), address=f"fa:16:3e:00:0a:{index:02x}", type="ovs",
+        details={"nsx-logical-switch-id": NSX_SWITCH},
+        network=network_model.Network(id="net-web", bridge="nsx-managed", label="web"))
 
 
 def _dvs_vif(index: int) -> network_model.VIF:
@@ -203,12 +214,12 @@ def _intree_era(switched: Switched, lock_path: str) -> None:
                                    "sparse")
             plans = {"disks": (shared, 1, 512), "moving": (shared, 0, 0),
                      "live": (shared, 0, 0), "alone": (alone, 0, 0),
-                     "volume": (shared, 0, 0)}
+                     "volume": (shared, 0, 0), "nsx": (shared, 0, 0)}
+            # NICs from the in-tree driver: on a DVS port group, on an NSX logical switch.
+            vifs = {"disks": [_dvs_vif(1)], "nsx": [_nsx_vif(1)]}
             for name, (image, ephemeral_gb, swap) in plans.items():
                 instance = switched.instance(node, image, ephemeral_gb, swap, name=name)
-                # The first server gets a NIC from the in-tree driver too.
-                network_info = network_model.NetworkInfo(
-                    [_dvs_vif(1)] if name == "disks" else [])
+                network_info = network_model.NetworkInfo(vifs.get(name, []))
                 intree.spawn(switched.ctx, instance, image, [], None, {},
                              network_info=network_info)
                 switched.servers[name] = instance
@@ -428,6 +439,28 @@ def test_a_volume_the_in_tree_driver_attached_is_detached_and_kept(switched):
     ds, rel = _split(volume_path(sim, volume))
     assert sim.files.exists(ds, rel)
     del switched.servers["volume"]  # deleted: the last test deletes the others
+
+
+def test_an_nsx_nic_the_in_tree_driver_made_is_detached_and_attached_again(switched):
+    drv, sim, ctx = switched.drv, switched.sim, switched.ctx
+    instance = switched.servers["nsx"]
+    [intree_nic] = switched.networks["nsx"]
+
+    def cards() -> list:
+        return [d for d in _vm(sim, instance).config.hardware.device
+                if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+
+    [card] = cards()
+    assert card.macAddress == intree_nic["address"]
+    assert card.backing.opaqueNetworkId == NSX_SWITCH
+    drv.detach_interface(ctx, instance, intree_nic)
+    assert cards() == []
+    again = _nsx_vif(2)
+    drv.attach_interface(ctx, instance, None, again)
+    [card] = cards()
+    assert (card.macAddress, card.backing.opaqueNetworkId, card.externalId) == \
+        (again["address"], NSX_SWITCH, again["id"])
+    assert [n.name for n in _vm(sim, instance).networks] == ["nsx-web"]
 
 
 def test_a_config_drive_the_in_tree_driver_made_goes_with_the_server(switched):
