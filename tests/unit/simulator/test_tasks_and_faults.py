@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import faulthandler
+import sys
 import time
 
 import pytest
@@ -163,9 +165,15 @@ def test_cancel_of_a_task_that_is_not_cancelable(si, sim):
 
 def _control(sim_server, **request):
     sim = sim_server.simulator
-    resp = requests.post(f"http://127.0.0.1:{sim_server.port}/simulator/control", json=request,
-                         auth=(sim.username, sim.password), timeout=10)
-    return resp
+    try:
+        return requests.post(f"http://127.0.0.1:{sim_server.port}/simulator/control",
+                             json=request, auth=(sim.username, sim.password), timeout=10)
+    except requests.Timeout:
+        # Every thread's stack (the simulator's serve and task threads
+        # included) into the test's captured stderr: a control call that
+        # hangs shows what it waits for.
+        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+        raise
 
 
 def test_control_fail_next_latency_and_clear(sim_server, si, sim):
