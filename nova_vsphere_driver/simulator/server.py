@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import io
 import json
@@ -809,15 +810,19 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         would run on the serving thread, where one client that connects and
         sends nothing would stop every other client from being accepted.
         """
-        context = self.front.tls_context
+        front = self.front
+        context = front.tls_context
         if context is None:
-            super().finish_request(request, client_address)
+            with front.serving(request):
+                super().finish_request(request, client_address)
             return
-        request.settimeout(self.front.handshake_timeout)
-        # wrap_socket takes over the connection (``request`` is left detached).
-        connection = context.wrap_socket(request, server_side=True)
+        request.settimeout(front.handshake_timeout)
+        with front.serving(request):
+            # wrap_socket takes over the connection (``request`` is left detached).
+            connection = context.wrap_socket(request, server_side=True)
         try:
-            super().finish_request(connection, client_address)
+            with front.serving(connection):
+                super().finish_request(connection, client_address)
         finally:
             try:
                 connection.shutdown(socket.SHUT_RDWR)
@@ -880,6 +885,11 @@ class SimulatorServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: Client connections being served (by this listener or one before a
+        #: restart), and whether new ones may be: stop() closes them all.
+        self._connections: set[socket.socket] = set()
+        self._connections_open = False
+        self._connections_lock = threading.Lock()
 
     @property
     def scheme(self) -> str:
@@ -907,6 +917,8 @@ class SimulatorServer:
                 self.tls_context = context
             httpd = _HTTPServer((self.host, self.port), _Handler)
             httpd.front = self
+            with self._connections_lock:
+                self._connections_open = True
             httpd.simulator = self.simulator  # type: ignore[attr-defined]
             httpd.scheme = self.scheme  # type: ignore[attr-defined]
             httpd.owner = self  # type: ignore[attr-defined]
@@ -948,7 +960,30 @@ class SimulatorServer:
         keeper = self._keeper
         return keeper.save_if_changed() if keeper is not None else None
 
+    @contextlib.contextmanager
+    def serving(self, connection: socket.socket) -> Iterator[None]:
+        """Serve ``connection`` inside the block; stop() ends it (at once if stopped)."""
+        with self._connections_lock:
+            if self._connections_open:
+                self._connections.add(connection)
+            else:
+                _hang_up(connection)
+        try:
+            yield
+        finally:
+            with self._connections_lock:
+                self._connections.discard(connection)
+
     def stop(self) -> None:
+        """Stop listening and hang up every client connection.
+
+        Kept-alive connections would otherwise go on being answered for up
+        to ``idle_timeout`` (960 s), each of their threads keeping the
+        stopped simulator, with its whole inventory, in memory.
+        """
+        self._stop(hang_up=True)
+
+    def _stop(self, hang_up: bool) -> None:
         with self._lock:
             httpd, self._httpd = self._httpd, None
             thread, self._thread = self._thread, None
@@ -958,16 +993,25 @@ class SimulatorServer:
             httpd.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        if hang_up:
+            with self._connections_lock:
+                self._connections_open = False
+                connections, self._connections = self._connections, set()
+            for connection in connections:
+                _hang_up(connection)
         if keeper is not None:
             keeper.stop()  # saves once more
 
     def restart(self) -> None:
         """Stop listening, forget every session, listen again on the same port.
 
-        With a state file, the state is saved at the stop and loaded again
-        from the file, as a restarted process would.
+        Clients' connections stay open (their calls fail NotAuthenticated
+        until they log in again): pyVmomi does not retry a call on a pooled
+        connection the server closed. With a state file, the state is saved
+        at the stop and loaded again from the file, as a restarted process
+        would.
         """
-        self.stop()
+        self._stop(hang_up=False)
         self.simulator.expire_sessions()
         if self.state is not None:
             self.state.load(self.simulator)
@@ -978,3 +1022,16 @@ class SimulatorServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _hang_up(connection: socket.socket) -> None:
+    """End a connection another thread serves: its reads see the end, its writes fail.
+
+    The serving thread closes the socket itself. The plain socket's shutdown
+    (on a TLS connection too): the TLS layer's own would drop its state
+    under the serving thread's feet.
+    """
+    try:
+        socket.socket.shutdown(connection, socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already, or the client is gone

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import struct
 import threading
 import time
+import weakref
 
 import pytest
 import requests
@@ -14,6 +16,7 @@ import requests
 from nova_vsphere_driver.simulator import Simulator, SimulatorServer
 from tests.fixtures import connect as pyvmomi_connect
 from tests.unit.simulator import raw_http
+from tests.unit.simulator.helpers import wait_until
 from tests.unit.simulator.raw_http import RETRIEVE_CONTENT, chunked, exchange, soap_request
 
 QUICK = {"head_timeout": 0.5, "read_timeout": 0.5, "idle_timeout": 1.0,
@@ -241,6 +244,28 @@ def test_request_head_dribbled_slowly_is_cut_off(quick_server):
         assert closed
         assert time.monotonic() - started < 3  # head_timeout is 0.5 s
     assert _serves(quick_server)
+
+
+# -- stopping ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_stop_hangs_up_kept_alive_connections_and_lets_the_simulator_go(tls):
+    """A stopped simulator answers nothing more, and none of it stays in memory.
+
+    Its kept-alive connections used to be served for up to the idle timeout
+    (960 s), their threads holding the simulator and its whole inventory.
+    """
+    server = SimulatorServer(Simulator(), tls_enabled=tls).start()
+    simulator = weakref.ref(server.simulator)
+    with raw_http.connect(server) as sock:
+        sock.sendall(soap_request(RETRIEVE_CONTENT))
+        assert raw_http.read_answer(sock).status == 200
+        server.stop()
+        del server
+        assert raw_http.closed_by_peer(sock, 10)  # hung up by stop(), not by a timeout
+    wait_until(lambda: gc.collect() >= 0 and simulator() is None, timeout=10, interval=0.1,
+               what="the stopped simulator is still referenced (by a connection's thread?)")
 
 
 # -- TLS: the handshake runs per connection ----------------------------------------------
