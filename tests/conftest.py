@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import threading
+
 import pytest
+import suds.cache
 
 from tests.fixtures import Disconnect, connect, running_simulator
 
@@ -22,9 +26,16 @@ def _suds_keeps_parsed_wsdl():
         yield
         return
     original = service.CompatibilitySudsClient.__init__
+    models = _RecentWsdlModels(2)
 
     def init(self, *args, **kwargs):
         kwargs.setdefault("cachingpolicy", 1)
+        # Not oslo.vmware's own cache: it keeps what it is given for an hour,
+        # and each simulator port is a WSDL URL of its own. A full run kept
+        # a model (~320,000 objects) per in-process Nova stack, grew past
+        # 2 GB, and the garbage collector's full passes -- which stop every
+        # thread -- grew to 10-22 s: long enough for a 10 s call to time out.
+        kwargs["cache"] = models
         original(self, *args, **kwargs)
 
     service.CompatibilitySudsClient.__init__ = init
@@ -60,6 +71,38 @@ def _suds_keeps_parsed_wsdl():
     yield
     suds.client.ServiceDefinition = described
     service.CompatibilitySudsClient.__init__ = original
+
+
+class _RecentWsdlModels(suds.cache.Cache):
+    """suds' object cache holding the WSDL models of the last ``size`` URLs."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._models: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+            return model
+
+    def put(self, key, model):
+        with self._lock:
+            self._models[key] = model
+            self._models.move_to_end(key)
+            while len(self._models) > self._size:
+                self._models.popitem(last=False)
+        return model
+
+    def purge(self, key) -> None:
+        with self._lock:
+            self._models.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
 
 
 @pytest.fixture(scope="session")
