@@ -18,8 +18,9 @@ named by the new VM's own rules aside: those stay put).
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from nova_vsphere_driver.drs.claims import Claims
 from nova_vsphere_driver.drs.model import DEFAULT_LIMITS, ClusterSnapshot, Limits
@@ -200,28 +201,41 @@ def max_unit(snapshot: ClusterSnapshot, policy: Policy | str | None = None,
     whose only fitting host is pinned out is not advertised.  Every size
     reported is one :func:`~.placement.make_room` can make room for with a
     request carrying the same pins.
+
+    Not every host is searched: a host's free capacity plus its largest
+    movable VMs bounds what it can take, and hosts whose bound cannot beat
+    the best found are skipped. The answer -- sizes and hosts, ties going to
+    the first host in the snapshot -- is the one searching every host gives;
+    in a large cluster with room to spare one search or a few settle it.
     """
     policy = resolve_policy(policy)
     pins = tuple(pins)
     state = State(snapshot, limits, claims.active_for(snapshot) if claims is not None else ())
-    best_mem = best_vcpus = base_mem = base_vcpus = 0
-    mem_host = vcpus_host = None
     missing = unknown_pin(snapshot, pins)
     allowed = [] if missing is not None else [
         h for h in state.usable_idx if all(p.allows(snapshot, state.ids[h]) for p in pins)]
-    for h in allowed:
-        free_mem = state.memory_free(h)
-        free_vcpus = state.vcpus_free(h)
-        base_mem = max(base_mem, free_mem)
-        base_vcpus = max(base_vcpus, min(state.threads[h], math.floor(free_vcpus)))
-        plan = free_host(state, policy, h, 0, 0, max_moves, exhaust=True) if max_moves else []
-        mem = free_mem + sum(state.vm_mem[v] for v, _ in plan)
-        vcpus = min(state.threads[h],
-                    math.floor(free_vcpus + sum(state.vm_vcpu_c[v] for v, _ in plan)))
-        if mem > best_mem:
-            best_mem, mem_host = mem, state.ids[h]
-        if vcpus > best_vcpus:
-            best_vcpus, vcpus_host = vcpus, state.ids[h]
+    bounds = {h: _host_bounds(state, h, max_moves) for h in allowed}
+    base_mem = max([0, *(b.mem_low for b in bounds.values())])
+    base_vcpus = max([0, *(b.vcpus_low for b in bounds.values())])
+    known: dict[int, tuple[int, int]] = {}
+
+    def exact(h: int) -> tuple[int, int]:
+        """(memory, vCPUs) host ``h`` can take after the largest-first moves."""
+        if h not in known:
+            plan = free_host(state, policy, h, 0, 0, max_moves, exhaust=True)
+            known[h] = (state.memory_free(h) + sum(state.vm_mem[v] for v, _ in plan),
+                        min(state.threads[h], math.floor(
+                            state.vcpus_free(h) + sum(state.vm_vcpu_c[v] for v, _ in plan))))
+        return known[h]
+
+    position = {h: i for i, h in enumerate(allowed)}
+    mem_h = _best_host(allowed, position, lambda h: (bounds[h].mem_low, bounds[h].mem_high),
+                       lambda h: exact(h)[0])
+    vcpus_h = _best_host(allowed, position,
+                         lambda h: (bounds[h].vcpus_low, bounds[h].vcpus_high),
+                         lambda h: exact(h)[1])
+    best_mem, mem_host = (mem_h[0], state.ids[mem_h[1]]) if mem_h else (0, None)
+    best_vcpus, vcpus_host = (vcpus_h[0], state.ids[vcpus_h[1]]) if vcpus_h else (0, None)
     if missing is not None:
         reason = f"{missing.describe()}: cluster {snapshot.name or '(unnamed)'} has no such group"
     elif not state.usable_idx:
@@ -233,3 +247,52 @@ def max_unit(snapshot: ClusterSnapshot, policy: Policy | str | None = None,
         reason = (f"{len(allowed)} of {len(state.usable_idx)} usable hosts allowed"
                   + (f" by {'; '.join(p.describe() for p in pins)}" if pins else ""))
     return MaxUnit(best_mem, best_vcpus, mem_host, vcpus_host, base_mem, base_vcpus, reason)
+
+
+@dataclasses.dataclass(frozen=True)
+class _HostBounds:
+    """What host ``h`` can take: without moves (low) and at most (high).
+
+    The high bound assumes its ``max_moves`` largest movable VMs all find a
+    target, which is the most largest-first moves can free; equal bounds
+    need no search.
+    """
+
+    mem_low: int
+    mem_high: int
+    vcpus_low: int
+    vcpus_high: int
+
+
+def _host_bounds(state: State, h: int, max_moves: int) -> _HostBounds:
+    free_mem, free_vcpus = state.memory_free(h), state.vcpus_free(h)
+    mem = vcpus = 0
+    if max_moves:
+        movable = [v for v in state.on_host[h] if state.vm_movable[v] and state.vm_on[v]]
+        mem = sum(heapq.nlargest(max_moves, (state.vm_mem[v] for v in movable)))
+        vcpus = sum(heapq.nlargest(max_moves, (state.vm_vcpu_c[v] for v in movable)))
+    threads = state.threads[h]
+    return _HostBounds(free_mem, free_mem + mem, min(threads, math.floor(free_vcpus)),
+                       min(threads, math.floor(free_vcpus + vcpus)))
+
+
+def _best_host(hosts: list[int], position: dict[int, int],
+               bounds: Callable[[int], tuple[int, int]],
+               value: Callable[[int], int]) -> tuple[int, int] | None:
+    """(value, host) of the first host in ``hosts`` order with the largest
+    positive value, or None: what evaluating every host would give.
+
+    Hosts are visited by decreasing upper bound, and the search stops at the
+    first whose bound cannot beat the best so far (a tie goes to the host
+    earlier in ``hosts``); a host whose bounds agree is not searched.
+    """
+    best: tuple[int, int] = (0, 1)  # (value, -position): only a positive value wins
+    best_host = None
+    for h in sorted(hosts, key=lambda h: (-bounds(h)[1], position[h])):
+        low, high = bounds(h)
+        if (high, -position[h]) < best:
+            break
+        found = low if low == high else value(h)
+        if (found, -position[h]) > best:
+            best, best_host = (found, -position[h]), h
+    return (best[0], best_host) if best_host is not None else None

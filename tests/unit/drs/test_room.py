@@ -1,4 +1,6 @@
 import dataclasses
+import math
+import random
 
 import pytest
 
@@ -7,13 +9,20 @@ from nova_vsphere_driver.drs import (
     ClusterSnapshot,
     HostGroup,
     HostPin,
+    HostState,
+    Limits,
     MoveKind,
     PlacementRequest,
     RequestRule,
+    VMVMRule,
     make_room,
     max_unit,
     place,
 )
+from nova_vsphere_driver.drs.policies import resolve_policy
+from nova_vsphere_driver.drs.room import free_host
+from nova_vsphere_driver.drs.rules import unknown_pin
+from nova_vsphere_driver.drs.state import State
 from tests.unit.drs.factory import (
     GB,
     check_sequential,
@@ -177,3 +186,100 @@ def test_max_unit_with_pins_is_achievable_on_random_clusters(seed):
                        max_moves=3)
     assert result.ok and result.host_id in half, result.reason
     assert unit.memory_mb <= max_unit(snap, max_moves=3).memory_mb
+
+
+def every_host_max_unit(snapshot, max_moves, pins=()):
+    """max_unit searched from scratch on every allowed host, in host order (the
+    reference the bounded search must equal)."""
+    policy = resolve_policy(None)
+    state = State(snapshot, Limits())
+    allowed = [] if unknown_pin(snapshot, pins) is not None else [
+        h for h in state.usable_idx if all(p.allows(snapshot, state.ids[h]) for p in pins)]
+    best_mem = best_vcpus = base_mem = base_vcpus = 0
+    mem_host = vcpus_host = None
+    for h in allowed:
+        free_mem, free_vcpus = state.memory_free(h), state.vcpus_free(h)
+        base_mem = max(base_mem, free_mem)
+        base_vcpus = max(base_vcpus, min(state.threads[h], math.floor(free_vcpus)))
+        plan = free_host(state, policy, h, 0, 0, max_moves, exhaust=True) if max_moves else []
+        mem = free_mem + sum(state.vm_mem[v] for v, _ in plan)
+        vcpus = min(state.threads[h],
+                    math.floor(free_vcpus + sum(state.vm_vcpu_c[v] for v, _ in plan)))
+        if mem > best_mem:
+            best_mem, mem_host = mem, state.ids[h]
+        if vcpus > best_vcpus:
+            best_vcpus, vcpus_host = vcpus, state.ids[h]
+    return best_mem, best_vcpus, mem_host, vcpus_host, base_mem, base_vcpus
+
+
+def changed(snapshot, r, step):
+    """``snapshot`` after one random change: a VM created, destroyed, moved, resized or
+    powered, a host entering or leaving maintenance, or a rule added."""
+    hosts, vms = list(snapshot.hosts), list(snapshot.vms)
+    in_rules = {m for rule in snapshot.vm_vm_rules for m in rule.vms}
+    in_rules |= {m for group in snapshot.vm_groups for m in group.vms}
+    kind = r.choice(["create", "create", "destroy", "move", "resize", "power",
+                     "maintenance", "rule"])
+    if kind == "create" or not vms:
+        vms.append(vm(f"new{step}", r.choice(hosts).id, memory_gb=r.choice([1, 2, 8, 16, 32]),
+                      vcpus=r.choice([1, 2, 4, 8]), instance_uuid=f"uuid-new{step}"))
+    elif kind == "destroy":
+        free = [v for v in vms if v.id not in in_rules and v.instance_uuid not in in_rules]
+        if free:
+            vms.remove(r.choice(free))
+    elif kind in ("move", "resize", "power"):
+        i = r.randrange(len(vms))
+        if kind == "move":
+            vms[i] = dataclasses.replace(vms[i], host=r.choice(hosts).id)
+        elif kind == "resize":
+            vms[i] = dataclasses.replace(vms[i], memory_mb=r.choice([1, 4, 12, 24]) * GB,
+                                         vcpus=r.choice([1, 2, 6]))
+        else:
+            vms[i] = dataclasses.replace(vms[i], power_state="poweredOff" if vms[i].powered_on
+                                         else "poweredOn")
+    elif kind == "maintenance":
+        i = r.randrange(len(hosts))
+        hosts[i] = dataclasses.replace(hosts[i], state=r.choice(
+            [HostState.MAINTENANCE, HostState.ENTERING_MAINTENANCE, HostState.CONNECTED,
+             HostState.CONNECTED]))
+        if hosts[i].state is HostState.MAINTENANCE:  # vCenter has emptied it
+            others = [h.id for h in hosts if h.id != hosts[i].id]
+            vms = [dataclasses.replace(v, host=r.choice(others)) if v.host == hosts[i].id
+                   else v for v in vms]
+    else:
+        members = frozenset(v.id for v in r.sample(vms, min(len(vms), r.randint(2, 3))))
+        return dataclasses.replace(snapshot, vms=tuple(vms), vm_vm_rules=(
+            *snapshot.vm_vm_rules, VMVMRule(f"rule{step}", members,
+                                            affinity=r.random() < 0.3,
+                                            mandatory=r.random() < 0.6)))
+    return dataclasses.replace(snapshot, hosts=tuple(hosts), vms=tuple(vms))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_max_unit_equals_every_host_searched_over_random_changes(seed):
+    """The bounded search gives exactly the answer (sizes, hosts, ties) of searching
+    every host, whatever changed in the cluster."""
+    r = random.Random(seed)
+    snap = random_cluster(300 + seed, hosts=r.randint(4, 12), fill=0.85)
+    pins = (HostPin("hg0"),) if snap.host_groups else ()
+    for step in range(30):
+        for moves, with_pins in ((0, ()), (1, ()), (3, ()), (3, pins)):
+            unit = max_unit(snap, max_moves=moves, pins=with_pins)
+            assert (unit.memory_mb, unit.vcpus, unit.memory_host, unit.vcpus_host,
+                    unit.memory_mb_without_moves, unit.vcpus_without_moves) == \
+                every_host_max_unit(snap, moves, with_pins), (step, moves, with_pins)
+        snap = changed(snap, r, step)
+
+
+def test_max_unit_ties_go_to_the_first_host():
+    """A host that promises more but frees only as much as an earlier one does not
+    take the tie from it: the first host in the snapshot's order names the size."""
+    hosts = (host("h0", memory_gb=64), host("h1", memory_gb=128), host("h2", memory_gb=64))
+    # h0 frees 64 GB by moving its 8 GB VM; h1 could reach 92 GB if its 64 GB VM
+    # could go anywhere, but only its 36 GB VM can: 64 GB too, as h2.
+    vms = (vm("a", "h0", memory_gb=8), vm("b1", "h1", memory_gb=64),
+           vm("b2", "h1", memory_gb=36), vm("c", "h2", memory_gb=4))
+    snap = ClusterSnapshot(hosts, vms)
+    unit = max_unit(snap, max_moves=1)
+    assert (unit.memory_mb, unit.memory_host) == (64 * GB, "h0")
+    assert every_host_max_unit(snap, 1)[::2] == (64 * GB, "h0", 60 * GB)
