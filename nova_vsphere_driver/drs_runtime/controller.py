@@ -161,7 +161,7 @@ class ClusterDrs:
             return known[1]
         snapshot = to_cluster_snapshot(
             state, reserved_host_cpus=self.settings.reserved_host_cpus,
-            reserved_host_memory_mb=self.settings.reserved_host_memory_mb)
+            reserved_host_memory_mb=self.settings.reserved_host_memory_mb, previous=known)
         with self._guard:
             self._snapshots[moref] = (state, snapshot)
         return snapshot

@@ -17,6 +17,7 @@ import pytest
 from pyVmomi import vim, vmodl
 
 from nova_vsphere_driver import driver as vsphere_driver
+from nova_vsphere_driver.drs_runtime.cluster_snapshot import to_cluster_snapshot
 from nova_vsphere_driver.simulator.inventory import default_inventory
 from nova_vsphere_driver.vsphere.cluster_cache import ClusterCache
 from nova_vsphere_driver.vsphere.cluster_state import ClusterStateReader
@@ -461,4 +462,40 @@ def test_an_unchanged_cluster_is_converted_and_searched_once(conf_overrides, tls
         assert drs.max_unit(changed, limits) != before
     finally:
         tls_sim.simulator.reconnect_host("esx-a1")
+        drv.cleanup_host("compute-cached")
+
+
+def test_a_changed_cluster_converts_only_the_changed_vms(conf_overrides, tls_sim, nova_db):
+    conf_overrides("vsphere_drs", poll_interval=3600, balance_interval=0)
+    drv = _driver(conf_overrides, tls_sim, cache=True)
+    si = connect(tls_sim)
+    made = []
+    try:
+        node = node_of(drv, "cluster-a")
+        drs, states = drv.services.drs, drv.services.states
+        made = [create_vm(si, tls_sim.simulator, f"keep-{i}", "esx-a1", datastore="shared-all",
+                          memory_mb=GB, cpus=1) for i in range(3)]
+        for vm in made:
+            run(vm.PowerOnVM_Task())
+        state = states.read(node)
+        before = drs.cluster_snapshot(state)
+        on = before.vm_by_id[made[0]._moId]
+        assert on.powered_on
+        run(made[0].PowerOffVM_Task())
+        changed = states.read(node)
+        after = drs.cluster_snapshot(changed)
+        # What converting from scratch gives, with the VMs that did not change
+        # carried over as the same objects and the powered-off one converted anew.
+        assert after == to_cluster_snapshot(
+            changed, reserved_host_cpus=drv.services.drs.settings.reserved_host_cpus,
+            reserved_host_memory_mb=drv.services.drs.settings.reserved_host_memory_mb)
+        assert not after.vm_by_id[on.id].powered_on
+        assert all(v is before.vm_by_id[v.id] for v in after.vms if v.id != on.id)
+        assert len(after.vms) == len(before.vms) >= 3
+    finally:
+        for vm in made:
+            if vm.runtime.powerState == "poweredOn":
+                run(vm.PowerOffVM_Task())
+            run(vm.Destroy_Task())
+        Disconnect(si)
         drv.cleanup_host("compute-cached")
