@@ -118,6 +118,8 @@ class SpawnBuild:
     config_drive: str | None = None
     #: The VM, once CreateVM_Task made it.
     vm_ref: Any = None
+    #: The CreateVM_Task, once started (its VM may appear after a failed wait).
+    create_task: Any = None
 
     @property
     def folder(self) -> str:
@@ -319,8 +321,9 @@ class SpawnOps:
             host_ref = vim_util.get_moref(build.host.moref, "HostSystem") \
                 if build.host else None
             pool_ref = vim_util.get_moref(build.ref.resource_pool, "ResourcePool")
-            build.vm_ref = services.vmops.create(self._folders.folder(build.ref), pool_ref,
-                                                 host_ref, config)
+            build.vm_ref = services.vmops.create(
+                self._folders.folder(build.ref), pool_ref, host_ref, config,
+                on_start=lambda task: setattr(build, "create_task", task))
             services.vm_refs.remember(instance.uuid, build.vm_ref)
 
     def join_rules(self, build: SpawnBuild) -> None:
@@ -343,6 +346,8 @@ class SpawnOps:
         services.drs.release(ref.moref, instance.uuid)
         services.vm_refs.forget(instance.uuid)
         vm_ref = build.vm_ref
+        if vm_ref is None and build.create_task is not None:
+            self._let_creation_end(build)
         for attempt in range(1, CLEANUP_ATTEMPTS + 1):
             # vCenter may refuse for a moment (a task still running on the VM,
             # a dropped connection): try again rather than leave an orphan.
@@ -370,6 +375,14 @@ class SpawnOps:
                 build.folder, vim_util.get_moref(ref.datacenter, "Datacenter"))
         except Exception as exc:
             LOG.warning("Could not remove %s: %s", build.folder, exc, instance=instance)
+
+    def _let_creation_end(self, build: SpawnBuild) -> None:
+        """Wait until the CreateVM_Task whose wait failed has ended: a VM it makes
+        after the lookup below would be an orphan."""
+        try:
+            self._services.session.wait_for_task(build.create_task)
+        except Exception as exc:  # its fault, or still unreadable: look for the VM anyway
+            LOG.debug("CreateVM_Task of failed spawn: %s", exc, instance=build.instance)
 
     def _remove_vm(self, build: SpawnBuild, vm_ref) -> None:
         """Destroy the VM, its volumes taken off first (Destroy_Task deletes every disk)."""

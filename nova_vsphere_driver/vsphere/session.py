@@ -54,6 +54,8 @@ _make_suds_replies_thread_safe()
 
 #: Logins one call may need (the session can expire again right after one).
 MAX_RELOGINS = 2
+#: Consecutive failed reads of a task's state before waiting on it fails.
+TASK_POLL_ATTEMPTS = 3
 
 
 class TaskTimeout(Exception):
@@ -438,8 +440,24 @@ class VSphereSession:
         stuck vCenter.
         """
         deadline = time.monotonic() + (timeout if timeout is not None else self.api_timeout)
+        failed_polls = 0
         while True:
-            info = self.call("get_object_property", task, "info", skip_op_id=True)
+            try:
+                info = self.call("get_object_property", task, "info", skip_op_id=True)
+            except vexc.ManagedObjectNotFoundException:
+                raise
+            except vexc.VimException as exc:
+                # A failed read is not the task's outcome: the task runs on
+                # in vCenter. Giving up at once would leave a caller unable
+                # to clean up what the task then makes (a CreateVM_Task's VM).
+                failed_polls += 1
+                if failed_polls >= TASK_POLL_ATTEMPTS or time.monotonic() >= deadline:
+                    raise
+                LOG.warning("Reading task %s failed (%s); polling again",
+                            vim_util.get_moref_value(task), exc)
+                time.sleep(self.task_poll_interval)
+                continue
+            failed_polls = 0
             if info is None:
                 # An empty answer for an existing task (a vanished one faults
                 # with ManagedObjectNotFound): nothing to wait on, and no
@@ -465,13 +483,18 @@ class VSphereSession:
             return False
         return True
 
-    def run_task(self, method: str, moref: Any, timeout: float | None = None, **kwargs) -> Any:
+    def run_task(self, method: str, moref: Any, timeout: float | None = None,
+                 on_start: Callable[[Any], None] | None = None, **kwargs) -> Any:
         """Start a ``*_Task`` method and wait for it; returns the task result.
 
         A task that outlives the timeout is cancelled when vCenter allows it
         (migrations, clones), so that it does not finish behind our back.
+        ``on_start`` gets the task's reference before the wait: a caller
+        whose wait fails can still learn how the task ended.
         """
         task = self.invoke(method, moref, **kwargs)
+        if on_start is not None:
+            on_start(task)
         try:
             return getattr(self.wait_for_task(task, timeout), "result", None)
         except TaskTimeout:

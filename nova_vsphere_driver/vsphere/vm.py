@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from oslo_log import log as logging
@@ -417,10 +418,14 @@ class VmOperations:
         content = self.session.call("get_object_properties_dict", vm_ref, names)
         return content or {}
 
-    def create(self, folder_ref, pool_ref, host_ref, config):
-        """CreateVM_Task; returns the new VM's reference (stable when the spec has its UUID)."""
+    def create(self, folder_ref, pool_ref, host_ref, config,
+               on_start: Callable[[Any], None] | None = None):
+        """CreateVM_Task; returns the new VM's reference (stable when the spec has its UUID).
+
+        ``on_start`` gets the task's reference (see ``run_task``).
+        """
         ref = self.session.run_task("CreateVM_Task", folder_ref, config=config, pool=pool_ref,
-                                    host=host_ref)
+                                    host=host_ref, on_start=on_start)
         uuid = getattr(config, "instanceUuid", None)
         return self.reference(ref, uuid) if uuid else ref
 

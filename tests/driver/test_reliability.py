@@ -16,6 +16,7 @@ from nova.compute import power_state
 
 from nova_vsphere_driver import driver as vsphere_driver
 from nova_vsphere_driver.simulator.objects.virtual_machine import VirtualMachine
+from nova_vsphere_driver.vsphere import session as session_mod
 from tests.driver.conftest import configure, make_instance, new_tree, node_of
 from tests.unit.simulator.helpers import wait_until
 
@@ -135,6 +136,45 @@ def _after_task_starts(sim, method: str, action) -> threading.Thread:
     thread = threading.Thread(target=watch)
     thread.start()
     return thread
+
+
+def test_a_failed_read_of_a_running_task_is_not_its_outcome(vsphere, ctx):
+    """One refused poll while CreateVM_Task runs: the spawn waits on and succeeds."""
+    drv, server = vsphere
+    sim = server.simulator
+    instance = make_instance(node_of(drv, "cluster-a"))
+    sim.faults.add_latency("CreateVM_Task", 1.0)
+    watcher = _after_task_starts(sim, "CreateVM_Task", lambda: sim.faults.fail_next(
+        "RetrievePropertiesEx", "NoPermission"))
+    try:
+        _spawn(drv, ctx, instance)
+    finally:
+        watcher.join()
+        sim.faults.clear()
+    assert _nova_vms(sim) == {instance.uuid}
+    assert drv.get_info(instance).state == power_state.RUNNING
+
+
+def test_a_vm_made_after_the_wait_for_its_creation_failed_is_no_orphan(vsphere, ctx):
+    """Every poll of a running CreateVM_Task refused until the wait gives up: the
+    failed spawn waits for the task to end, then removes the VM it made."""
+    drv, server = vsphere
+    sim = server.simulator
+    instance = make_instance(node_of(drv, "cluster-a"))
+    sim.faults.add_latency("CreateVM_Task", 2.0)
+    watcher = _after_task_starts(sim, "CreateVM_Task", lambda: sim.faults.fail_next(
+        "RetrievePropertiesEx", "NoPermission", count=session_mod.TASK_POLL_ATTEMPTS))
+    try:
+        with pytest.raises(exception.NovaException):
+            _spawn(drv, ctx, instance)
+    finally:
+        watcher.join()
+        sim.faults.clear()
+    # Whatever the spawn did, the task has ended before anything is judged.
+    wait_until(lambda: all(t.done.is_set() for t in sim.tasks.recent), timeout=30)
+    assert any(t.method == "CreateVM_Task" and t.state == "success" for t in sim.tasks.recent)
+    assert _nova_vms(sim) == set()
+    assert instance.uuid not in drv.services.drs.claims(drv.services.nodes[instance.node].moref)
 
 
 def test_destroy_whose_outcome_cannot_be_read_succeeds_when_the_vm_is_gone(vsphere, ctx,
