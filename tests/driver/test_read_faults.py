@@ -15,7 +15,7 @@ from nova.compute import power_state
 from oslo_vmware import exceptions as vexc
 from oslo_vmware import vim_util
 
-from nova_vsphere_driver.vsphere.session import CallRefused
+from nova_vsphere_driver.vsphere.session import TASK_POLL_ATTEMPTS, CallRefused
 from tests.driver.conftest import make_instance, new_tree, node_of
 
 REFUSALS = ["SecurityError", "NotAuthenticated"]
@@ -86,8 +86,9 @@ def test_instances_never_vanish_because_a_read_was_refused(booted, fault):
 @pytest.mark.parametrize("fault", REFUSALS)
 def test_a_refused_task_read_is_an_error_in_the_task_wait(booted, fault):
     drv, sim, _, instance = booted
-    # PowerOffVM_Task starts; the read of its info is refused.
-    _refuse_next_read(sim, fault)
+    # PowerOffVM_Task starts; every read of its info is refused (one refused
+    # read is polled again: tests/driver/test_reliability.py).
+    _refuse_next_read(sim, fault, count=TASK_POLL_ATTEMPTS)
     with pytest.raises(exception.NovaException) as err:
         drv.power_off(instance)
     assert fault in str(err.value)
