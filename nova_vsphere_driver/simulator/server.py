@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _socket
 import base64
 import contextlib
 import http.server
@@ -1031,7 +1032,12 @@ def _hang_up(connection: socket.socket) -> None:
     (on a TLS connection too): the TLS layer's own would drop its state
     under the serving thread's feet.
     """
+    # The operating system's socket: under eventlet, socket.socket is its
+    # GreenSocket, which wraps one (``fd``) and has no shutdown of its own to
+    # call unbound.
+    raw = connection if isinstance(connection, _socket.socket) else \
+        getattr(connection, "fd", connection)
     try:
-        socket.socket.shutdown(connection, socket.SHUT_RDWR)
+        _socket.socket.shutdown(raw, socket.SHUT_RDWR)
     except OSError:
         pass  # closed already, or the client is gone
