@@ -323,6 +323,11 @@ def _disks(sim, instance) -> list:
             if isinstance(d, vim.vm.device.VirtualDisk)]
 
 
+def _cards(sim, instance) -> list:
+    return [d for d in _vm(sim, instance).config.hardware.device
+            if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+
+
 def _root(sim, instance):
     return next(d for d in _disks(sim, instance)
                 if not posixpath.basename(d.backing.fileName).startswith(("ephemeral", "swap")))
@@ -406,8 +411,7 @@ def test_volumes_and_interfaces(switched):
     [intree_nic] = switched.networks["disks"]
 
     def macs() -> list[str]:
-        return [d.macAddress for d in _vm(sim, instance).config.hardware.device
-                if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+        return [d.macAddress for d in _cards(sim, instance)]
 
     assert macs() == [intree_nic["address"]]
     added = _dvs_vif(2)
@@ -446,18 +450,14 @@ def test_an_nsx_nic_the_in_tree_driver_made_is_detached_and_attached_again(switc
     instance = switched.servers["nsx"]
     [intree_nic] = switched.networks["nsx"]
 
-    def cards() -> list:
-        return [d for d in _vm(sim, instance).config.hardware.device
-                if isinstance(d, vim.vm.device.VirtualEthernetCard)]
-
-    [card] = cards()
+    [card] = _cards(sim, instance)
     assert card.macAddress == intree_nic["address"]
     assert card.backing.opaqueNetworkId == NSX_SWITCH
     drv.detach_interface(ctx, instance, intree_nic)
-    assert cards() == []
+    assert _cards(sim, instance) == []
     again = _nsx_vif(2)
     drv.attach_interface(ctx, instance, None, again)
-    [card] = cards()
+    [card] = _cards(sim, instance)
     assert (card.macAddress, card.backing.opaqueNetworkId, card.externalId) == \
         (again["address"], NSX_SWITCH, again["id"])
     assert [n.name for n in _vm(sim, instance).networks] == ["nsx-web"]
