@@ -471,6 +471,13 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
     ever_destroyed: set[str] = set()
     errored: set[str] = set()  # instances Nova keeps in ERROR: a delete failed
 
+    def left_in_error(instance) -> None:
+        """Nova keeps an instance whose delete failed (ERROR); its VM may be there or not."""
+        counts["left in ERROR"] += 1
+        with lock:
+            alive[instance.uuid] = instance
+            errored.add(instance.uuid)
+
     def one_op(trng: random.Random) -> None:
         if trng.random() < 0.25:
             method, fault = trng.choice(faults)
@@ -501,10 +508,7 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
                     try:
                         drv.destroy(ctx, inst, [])
                     except Exception:
-                        counts["left in ERROR"] += 1
-                        with lock:
-                            alive[inst.uuid] = inst
-                            errored.add(inst.uuid)
+                        left_in_error(inst)
                     raise
                 with lock:
                     alive[inst.uuid] = inst
@@ -522,10 +526,7 @@ def test_soak_of_concurrent_operations_under_random_faults(vsphere, ctx, caplog)
                     try:
                         drv.destroy(ctx, pick, [])
                     except Exception:
-                        counts["left in ERROR"] += 1
-                        with lock:
-                            alive[pick.uuid] = pick  # still there, as Nova knows
-                            errored.add(pick.uuid)
+                        left_in_error(pick)  # still there, as Nova knows
                         raise
             elif op == "reboot":
                 drv.reboot(ctx, pick, [], trng.choice(["SOFT", "HARD"]))
