@@ -132,8 +132,6 @@ class Simulator:
         self.session_idle_timeout = session_idle_timeout
         self.memory_overcommit = memory_overcommit
         self.maintenance_timeout = maintenance_timeout
-        #: How long a call waits for its task to finish before returning it.
-        self.quick_task_seconds = 0.05
         self.instance_uuid = str(uuid.uuid4())
         #: When this vCenter started (clusters' and datastores' statistics begin).
         self.started = datetime.datetime.now(datetime.timezone.utc)

@@ -331,7 +331,8 @@ class HostSystem(ManagedEntity):
                 registry.touch(self)
             return None
 
-        return self.sim.tasks.start(ctx, self, "EnterMaintenanceMode_Task", work, pass_task=True)
+        return self.sim.tasks.start(ctx, self, "EnterMaintenanceMode_Task", work,
+                                    pass_task=True, waits=True)
 
     def ExitMaintenanceMode_Task(self, ctx: CallContext, timeout: int = 0):  # noqa: N802
         def work():

@@ -272,12 +272,15 @@ class TaskManager(ManagedObject):
             return self.sim.factory.task_collector(filter, owner).ref
 
     def start(self, ctx: CallContext | None, entity: ManagedObject | None, method: str,
-              work: Callable[..., Any], *, pass_task: bool = False) -> Any:
+              work: Callable[..., Any], *, pass_task: bool = False,
+              waits: bool = False) -> Any:
         """Create a Task for ``work`` and run it asynchronously.
 
         ``work`` runs under the registry lock (so it sees and leaves a
         consistent inventory); it returns the task result or raises a vim
-        fault, which becomes ``info.error``.
+        fault, which becomes ``info.error``. ``waits``: the body waits for
+        other requests (a host evacuated by somebody else's vMotions), so it
+        always gets a thread of its own.
         """
         sim = self.sim
         user = ctx.session.user if ctx is not None and ctx.session is not None else None
@@ -293,16 +296,20 @@ class TaskManager(ManagedObject):
             sim.events.post(vim.event.TaskEvent,
                             about=entity if isinstance(entity, ManagedEntity) else None,
                             user=user or "", chain_id=task.chain_id, info=task._get_info())
+        # Like a lightly loaded vCenter, a quick task is usually done by the
+        # time the client first polls it. Tasks stay asynchronous: a slow one
+        # (latency injected, maintenance waits) returns while queued or
+        # running, and so does one started by a caller that holds the
+        # registry lock (a task starting other tasks: those cannot run until
+        # it lets go).
+        slow = bool(waits or sim.faults.task_latency(method) or sim.faults.queue_latency(method))
+        if not slow and not sim.registry.held():
+            # A quick task runs in the request's own thread: handing it to a
+            # worker and waiting for it costs two thread switches, each a
+            # wait for the GIL behind the threads serving other requests.
+            self._run(task, work, pass_task)
+            return task.ref
         self.workers.run(f"sim-{task.moid}", self._run, task, work, pass_task)
-        # (Not when the caller holds the registry lock -- a task starting
-        # other tasks: those cannot run until it lets go.)
-        if not (sim.faults.task_latency(method) or sim.faults.queue_latency(method)
-                or sim.registry.held()):
-            # Like a lightly loaded vCenter, a quick task is usually done by
-            # the time the client first polls it; waiting a moment here makes
-            # that deterministic. Tasks stay asynchronous: a slow one (latency
-            # injected, maintenance waits) returns while queued or running.
-            task.done.wait(sim.quick_task_seconds)
         return task.ref
 
     def _run(self, task: Task, work: Callable[..., Any], pass_task: bool) -> None:

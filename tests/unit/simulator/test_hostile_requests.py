@@ -329,3 +329,53 @@ def test_a_simulator_failure_in_a_task_is_a_system_error_without_python(si, sim,
     assert isinstance(error, vmodl.fault.SystemError)
     assert "division" not in (error.msg or "") and "division" not in (error.reason or "")
     _assert_vim_text(f"{error.msg} {error.reason}")
+
+
+_PYVMOMI_CALLS = [
+    # (the call element pyVmomi sends, whether the one-expression reader takes it)
+    ('<Fetch xmlns="urn:vim25"><_this versionId="8.0.0.0" type="Task">task-12</_this>'
+     '<prop versionId="8.0.0.0">info</prop></Fetch>', True),
+    ('<PowerOnVM_Task xmlns="urn:vim25"><_this versionId="8.0.0.0" type="VirtualMachine">'
+     "vm-41</_this></PowerOnVM_Task>", True),
+    ('<WaitForUpdates xmlns="urn:vim25"><_this versionId="8.0.0.0" type="PropertyCollector">'
+     "propertyCollector</_this><version>3</version></WaitForUpdates>", True),
+    ('<Fetch xmlns="urn:vim25"><_this versionId="8.0.0.0" type="Task"> t\u00e9sk 1 </_this>'
+     '<prop versionId="8.0.0.0"> a b </prop></Fetch>', True),
+    # Not strings, escaped text, repeated or unknown parameters, unknown names:
+    # the full decoder, with its vim25 faults.
+    ('<CreateContainerView xmlns="urn:vim25"><_this versionId="8.0.0.0" type="ViewManager">'
+     'ViewManager</_this><container versionId="8.0.0.0" type="Folder">group-d1</container>'
+     "<type>HostSystem</type><recursive>true</recursive></CreateContainerView>", False),
+    ('<Fetch xmlns="urn:vim25"><_this versionId="8.0.0.0" type="Task">task-12</_this>'
+     "<prop>a&amp;b</prop></Fetch>", False),
+    ('<Fetch xmlns="urn:vim25"><_this versionId="8.0.0.0" type="Task">task-12</_this>'
+     "<prop>a</prop><prop>b</prop></Fetch>", False),
+    ('<Fetch xmlns="urn:vim25"><_this versionId="8.0.0.0" type="Task">task-12</_this>'
+     "<other>a</other></Fetch>", False),
+    ('<Fetch xmlns="urn:vim25"><_this versionId="8.0.0.0" type="Task">task-12</_this></Fetch>',
+     False),
+    ('<PowerOnVM_Task xmlns="urn:vim25"><_this versionId="8.0.0.0" type="Nope">vm-41</_this>'
+     "</PowerOnVM_Task>", False),
+    ('<PowerOnVM_Task xmlns="urn:vim25"><_this type="VirtualMachineConfigSpec">vm-41</_this>'
+     "</PowerOnVM_Task>", False),
+    ('<Nope xmlns="urn:vim25"><_this type="VirtualMachine">vm-41</_this></Nope>', False),
+]
+
+
+@pytest.mark.parametrize(("call", "simple"), _PYVMOMI_CALLS)
+def test_simple_pyvmomi_calls_read_as_the_full_decoder_reads_them(call, simple):
+    from nova_vsphere_driver.simulator import soap
+
+    body = soap._PYVMOMI_HEAD + call.encode("utf-8") + soap._PYVMOMI_TAIL
+    fast = soap._simple_call(body)
+    assert (fast is not None) == simple
+    try:
+        full = soap._RequestDecoder().decode(body)
+    except soap.SoapDecodeError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast.method is full.method
+        assert type(fast.this) is type(full.this)
+        assert fast.this._moId == full.this._moId
+        assert fast.args == full.args
