@@ -21,6 +21,7 @@ from nova_vsphere_driver.simulator.factory import ObjectFactory
 from nova_vsphere_driver.simulator.faults import FaultInjector, complete_fault
 from nova_vsphere_driver.simulator.login_throttle import LoginThrottle
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
+from nova_vsphere_driver.simulator.objects.property_collector import Retrieval
 from nova_vsphere_driver.simulator.registry import Registry
 from nova_vsphere_driver.simulator.storage_policies import StoragePolicyService
 from nova_vsphere_driver.simulator.vim_data import declared_type, typed
@@ -336,7 +337,18 @@ class Simulator:
 
         if prop.partition(".")[0] in target.uncached:  # the caller's own (currentSession)
             return soap.Encoded(encode())
-        return soap.Encoded(wire_cache.fragment(target, ("Fetch", prop), encode))
+
+        def encode_shared() -> str:
+            # A data object read both ways (a task's info: its WaitForTask
+            # filter, then lazy reads) is serialized once: the answer is
+            # the property collector's cached propSet value, renamed.
+            prop_set = Retrieval(self).wire(target, prop)
+            if not prop_set:  # unset
+                return ""
+            shared = soap.returnval_of_prop_set(prop_set, prop)
+            return shared if shared is not None else encode()
+
+        return soap.Encoded(wire_cache.fragment(target, ("Fetch", prop), encode_shared))
 
     # -- operator helpers (tests, CLI, fault injection) ---------------------
 

@@ -614,6 +614,35 @@ def _xml_text(text: str) -> str:
     return text.replace("\r", "&#13;") if "\r" in text else text
 
 
+_PROP_SET_DATA_OBJECT = re.compile(r'<val xsi:type="(\w+)">')
+
+
+def returnval_of_prop_set(prop_set: str, name: str) -> str | None:
+    """Fetch's ``returnval`` of property ``name``, from its ``propSet`` element.
+
+    Only a data object's (``<val xsi:type="TaskInfo">``): its content is
+    what pyVmomi's serializer writes for the returnval of the same value
+    (tests compare the two). None for any other value.
+    """
+    head = f"<propSet><name>{_xml_text(name)}</name>"
+    tail = "</val></propSet>"
+    if not (prop_set.startswith(head) and prop_set.endswith(tail)):
+        return None
+    match = _PROP_SET_DATA_OBJECT.match(prop_set, len(head))
+    if match is None:
+        return None
+    wsdl_name = match.group(1)
+    if wsdl_name.startswith("ArrayOf") or wsdl_name == "ManagedObjectReference":
+        return None
+    try:
+        if not issubclass(VmomiSupport.GetWsdlType(VIM_NS, wsdl_name), VmomiSupport.DataObject):
+            return None
+    except KeyError:
+        return None
+    return (f'<returnval xsi:type="{wsdl_name}">'
+            + prop_set[match.end():len(prop_set) - len(tail)] + "</returnval>")
+
+
 def encode_reference(ref: Any, name: str) -> str:
     """A managed object reference as element ``name`` (an ObjectContent's ``obj``)."""
     if ref._serverGuid is not None or "\r" in ref._moId:  # (rare: pyVmomi's own writing)

@@ -124,7 +124,12 @@ class HostSystem(ManagedEntity):
                 numCpuDest=self.threads, numCpuVm=vcpus,
                 msg=f"The virtual machine has {vcpus} vCPUs, more than the {self.threads} "
                 f"logical processors of host {self.name}")
-        others = sum(v.memory_mb for v in self.powered_on_vms() if v is not vm)
+        # One pass over the host's VMs for both sums (a host runs hundreds).
+        others = reserved = 0
+        for other in self.vms:
+            if other is not vm and other.powered_on:
+                others += other.memory_mb
+                reserved += other.cpu_reservation_mhz()
         limit = self.memory_mb * self.sim.memory_overcommit
         if others + memory_mb > limit:
             # An InsufficientResourcesFault; its sizes are in bytes.
@@ -135,7 +140,6 @@ class HostSystem(ManagedEntity):
                 f"{memory_mb} MB requested, {free_mb} MB available")
         # CPU admission is by reservation, as vSphere does: vCPUs themselves
         # may be overcommitted freely.
-        reserved = sum(v.cpu_reservation_mhz() for v in self.powered_on_vms() if v is not vm)
         if reserved + vm.cpu_reservation_mhz() > self.cpu_capacity_mhz():
             raise vim.fault.InsufficientHostCpuCapacityFault(
                 host=self.ref, unreserved=max(self.cpu_capacity_mhz() - reserved, 0),
