@@ -12,16 +12,18 @@ measured the same way by the same clients:
   each also as a multiple of the server's cheapest authenticated round
   trip (CurrentTime);
 * create + power-on throughput: 200 VMs (2% of the inventory, 20 to 200)
-  from 4 threads (one session each),
+  from 4 threads (one session each, logged in before the clock starts),
   CreateVM_Task then PowerOnVM_Task, waiting for each task as pyVmomi
-  clients do;
+  clients do; made in 4 batches that alternate between the servers;
 * a full read of every VM (name, power state, host) through a
   ContainerView, paged with maxObjects and ContinueRetrievePropertiesEx
   (vcsim ignores maxObjects and answers in one page).
 
-The machine is shared and noisy: the ratios ours / vcsim (times; for the
-throughput the inverse of the rates) are what to compare across runs, never
-the seconds. vcsim is built from Debian's govmomi (tests/interop/golang.py);
+The servers start one after the other and then run side by side, each
+figure measured on both back to back, so that a slow spell of the machine
+falls on both. The machine is shared and noisy: the ratios ours / vcsim
+(times; for the throughput the inverse of the rates) are what to compare
+across runs, never the seconds. vcsim is built from Debian's govmomi (tests/interop/golang.py);
 where Go is missing its column is skipped with a message.
 
 Usage: python tools/bench/simulator.py [--hosts 64] [--vms 10000] [--repeat 20]
@@ -31,6 +33,7 @@ Usage: python tools/bench/simulator.py [--hosts 64] [--vms 10000] [--repeat 20]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -250,20 +253,29 @@ def bench_oslo_vmware_hosts(server: Server, wsdl: str, repeat: int,
     return read_ms, base_ms
 
 
-def bench_create_power_on(server: Server, si, count: int, threads: int) -> float:
-    """VMs created and powered on per second, ``threads`` sessions at once."""
+def create_targets(si) -> tuple[list, object]:
+    """(host, its resource pool, its datastore name) for each host, and the VM folder."""
     content = si.RetrieveContent()
     view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
     hosts = [(h, h.parent.resourcePool, h.datastore[0].name) for h in view.view]
+    view.DestroyView()
     datacenter = next(e for e in content.rootFolder.childEntity
                       if isinstance(e, vim.Datacenter))
-    folder = datacenter.vmFolder
+    return hosts, datacenter.vmFolder
+
+
+def bench_create_power_on(server: Server, targets: tuple[list, object], first: int, count: int,
+                          threads: int) -> float:
+    """Seconds to create and power on VMs ``first`` .. ``first + count - 1``, ``threads``
+    sessions at once."""
+    hosts, folder = targets
     errors: list[BaseException] = []
+    sessions = [server.connect() for _ in range(threads)]
 
     def worker(index: int) -> None:
-        own = server.connect()
+        own = sessions[index]
         try:
-            for n in range(index, count, threads):
+            for n in range(first + index, first + count, threads):
                 host, pool, datastore = hosts[n % len(hosts)]
                 name = f"bench-{n:04d}"
                 spec = vim.vm.ConfigSpec(
@@ -277,8 +289,6 @@ def bench_create_power_on(server: Server, si, count: int, threads: int) -> float
                 WaitForTask(task.info.result.PowerOnVM_Task(), si=own)
         except BaseException as exc:  # reported by the caller
             errors.append(exc)
-        finally:
-            Disconnect(own)
 
     workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     start = time.perf_counter()
@@ -287,9 +297,11 @@ def bench_create_power_on(server: Server, si, count: int, threads: int) -> float
     for thread in workers:
         thread.join()
     elapsed = time.perf_counter() - start
+    for own in sessions:
+        Disconnect(own)
     if errors:
         raise errors[0]
-    return count / elapsed
+    return elapsed
 
 
 def bench_vm_read(si, repeat: int, page_size: int, expected: int) -> tuple[float, int]:
@@ -307,31 +319,66 @@ def bench_vm_read(si, repeat: int, page_size: int, expected: int) -> tuple[float
     return median_ms(read, repeat), pages[-1]
 
 
-def measure(server: Server, args, wsdl: str) -> dict[str, float]:
-    figures: dict[str, float] = {}
-    start = time.perf_counter()
-    server.start()
-    si = server.connect()
-    figures["startup_s"] = time.perf_counter() - start
-    figures["rss_start_mb"] = process_memory_mb(server.pid)[0]
+#: The created VMs are made in this many batches, alternating between the
+#: servers (see measure_round).
+CREATE_BATCHES = 4
+
+
+def measure_round(servers: list[Server], args, wsdl: str) -> dict[str, dict[str, float]]:
+    """Every figure of every server, in one round.
+
+    The servers start one after the other (each start-up alone on the
+    machine), then serve side by side: each figure is measured on every
+    server back to back, and the creates alternate between them in
+    batches, so that a slow spell of this shared machine falls on all of
+    them alike instead of on whichever was measured then.
+    """
+    figures: dict[str, dict[str, float]] = {server.name: {} for server in servers}
+    sessions = {}
     try:
-        content = si.RetrieveContent()
-        view = content.viewManager.CreateContainerView(content.rootFolder,
-                                                       [vim.VirtualMachine], True)
-        vms = len(view.view)
-        view.DestroyView()
-        figures["host_read_ms"], figures["current_time_ms"] = bench_pyvmomi_hosts(
-            si, args.repeat, args.hosts)
-        figures["oslo_host_read_ms"], figures["oslo_current_time_ms"] = \
-            bench_oslo_vmware_hosts(server, wsdl, args.repeat, args.hosts)
-        figures["create_rate"] = bench_create_power_on(server, si, args.creates, args.threads)
-        figures["vm_read_ms"], figures["vm_read_pages"] = bench_vm_read(
-            si, max(1, args.repeat // 4), args.page_size, vms + args.creates)
-        figures["vms_read"] = vms + args.creates
-        figures["rss_end_mb"], figures["rss_peak_mb"] = process_memory_mb(server.pid)
+        for server in servers:
+            start = time.perf_counter()
+            server.start()
+            sessions[server.name] = server.connect()
+            figures[server.name]["startup_s"] = time.perf_counter() - start
+            figures[server.name]["rss_start_mb"] = process_memory_mb(server.pid)[0]
+        vms = {}
+        for server in servers:
+            content = sessions[server.name].RetrieveContent()
+            view = content.viewManager.CreateContainerView(content.rootFolder,
+                                                           [vim.VirtualMachine], True)
+            vms[server.name] = len(view.view)
+            view.DestroyView()
+        for server in servers:
+            mine = figures[server.name]
+            mine["host_read_ms"], mine["current_time_ms"] = bench_pyvmomi_hosts(
+                sessions[server.name], args.repeat, args.hosts)
+        for server in servers:
+            mine = figures[server.name]
+            mine["oslo_host_read_ms"], mine["oslo_current_time_ms"] = \
+                bench_oslo_vmware_hosts(server, wsdl, args.repeat, args.hosts)
+        targets = {server.name: create_targets(sessions[server.name]) for server in servers}
+        elapsed = dict.fromkeys(figures, 0.0)
+        bounds = [args.creates * b // CREATE_BATCHES for b in range(CREATE_BATCHES + 1)]
+        for first, end in itertools.pairwise(bounds):
+            for server in servers:
+                elapsed[server.name] += bench_create_power_on(
+                    server, targets[server.name], first, end - first, args.threads)
+        for server in servers:
+            mine = figures[server.name]
+            mine["create_rate"] = args.creates / elapsed[server.name]
+            expected = vms[server.name] + args.creates
+            mine["vm_read_ms"], mine["vm_read_pages"] = bench_vm_read(
+                sessions[server.name], max(1, args.repeat // 4), args.page_size, expected)
+            mine["vms_read"] = expected
+        for server in servers:
+            figures[server.name]["rss_end_mb"], figures[server.name]["rss_peak_mb"] = \
+                process_memory_mb(server.pid)
     finally:
-        Disconnect(si)
-        server.stop()
+        for server in servers:
+            if server.name in sessions:
+                Disconnect(sessions[server.name])
+            server.stop()
     return figures
 
 
@@ -429,8 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         servers: list[Server] = [OurSimulator(args.hosts, args.vms)]
         if binary is not None:
             servers.append(VcsimServer(binary, args.hosts, args.vms))
-        for server in servers:
-            rounds.setdefault(server.name, []).append(measure(server, args, wsdl_url))
+        for name, figures in measure_round(servers, args, wsdl_url).items():
+            rounds.setdefault(name, []).append(figures)
     report(rounds, args)
     return 0
 
