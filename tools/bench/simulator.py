@@ -412,7 +412,7 @@ def report(rounds: dict[str, list[dict[str, float]]], args) -> None:
           f"({int(ours['vm_read_pages'])} pages here"
           + (f", {int(vcsim['vm_read_pages'])} from vcsim)" if vcsim else ")"))
     if args.rounds > 1:
-        print(f"medians of {args.rounds} rounds (each measures both, one after the other); "
+        print(f"medians of {args.rounds} rounds (each runs both side by side); "
               "ratio range over the rounds in brackets")
     header = f"{'figure':62s} {'ours':>10s}"
     if vcsim:
