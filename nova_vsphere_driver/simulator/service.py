@@ -331,24 +331,22 @@ class Simulator:
         prop = call.args["prop"]
 
         def encode() -> str:
-            value = target.get_property(prop)
-            return soap.encode_result(call.method,
-                                      typed(value, declared_type(target.vim_type, prop)))
+            declared = declared_type(target.vim_type, prop)
+            if isinstance(declared, type) and issubclass(declared, VmomiSupport.DataObject):
+                # A data object read both ways (a task's info: its WaitForTask
+                # filter, then lazy reads) is serialized once: the answer is
+                # the property collector's cached propSet value, renamed.
+                prop_set = Retrieval(self).wire(target, prop)
+                if not prop_set:  # unset
+                    return ""
+                shared = soap.returnval_of_prop_set(prop_set, prop)
+                if shared is not None:
+                    return shared
+            return soap.encode_result(call.method, typed(target.get_property(prop), declared))
 
         if prop.partition(".")[0] in target.uncached:  # the caller's own (currentSession)
             return soap.Encoded(encode())
-
-        def encode_shared() -> str:
-            # A data object read both ways (a task's info: its WaitForTask
-            # filter, then lazy reads) is serialized once: the answer is
-            # the property collector's cached propSet value, renamed.
-            prop_set = Retrieval(self).wire(target, prop)
-            if not prop_set:  # unset
-                return ""
-            shared = soap.returnval_of_prop_set(prop_set, prop)
-            return shared if shared is not None else encode()
-
-        return soap.Encoded(wire_cache.fragment(target, ("Fetch", prop), encode_shared))
+        return soap.Encoded(wire_cache.fragment(target, ("Fetch", prop), encode))
 
     # -- operator helpers (tests, CLI, fault injection) ---------------------
 
