@@ -218,6 +218,18 @@ def method_namespace(method) -> str:
     return VmomiSupport.GetWsdlNamespace(method.version)
 
 
+def _method_info(namespace: str, name: str):
+    """The method info of call element ``name`` in ``namespace``, or None if unknown."""
+    if name == "Fetch":
+        # pyVmomi's lazy property reads call a private method that is not
+        # in the type registry: Fetch(prop) -> the property's value.
+        return _FETCH
+    try:
+        return VmomiSupport.GetWsdlMethod(namespace, name).info
+    except KeyError:
+        return None
+
+
 class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
     """Expat handlers that walk Envelope/Body/<Method>/<param>...
 
@@ -309,18 +321,12 @@ class _RequestDecoder(SoapAdapter.ExpatDeserializerNSHandlers):
             return
         elif self.depth == 3 and self.method is not None:
             raise SoapDecodeError("more than one call in the SOAP Body")
-        elif self.depth == 3 and name == "Fetch":
-            # pyVmomi's lazy property reads call a private method that is not
-            # in the type registry: Fetch(prop) -> the property's value.
-            self.method = _FETCH
         elif self.depth == 3:
-            try:
-                self.method = VmomiSupport.GetWsdlMethod(ns or VIM_NS, name)
-            except KeyError:
+            self.method = _method_info(ns or VIM_NS, name)
+            if self.method is None:
                 raise SoapDecodeError(f"Unable to resolve WSDL method name {_clip(name)}\n\n"
                                       "while parsing SOAP body\n\n"
-                                      "while parsing SOAP envelope") from None
-            self.method = self.method.info
+                                      "while parsing SOAP envelope")
         elif self.depth == 4:
             if name == "_this":
                 ptype, is_array, key = VmomiSupport.GetVmodlType("vmodl.ManagedObject"), False, None
@@ -431,13 +437,9 @@ def _simple_call(body: bytes) -> SoapCall | None:
         return None
     name, this_type, moid = (g.decode("utf-8") for g in match.groups()[:3])
     params = match.group(4)
-    if name == "Fetch":
-        method = _FETCH
-    else:
-        try:
-            method = VmomiSupport.GetWsdlMethod(VIM_NS, name).info
-        except KeyError:
-            return None
+    method = _method_info(VIM_NS, name)
+    if method is None:
+        return None
     try:
         this_class = VmomiSupport.GetWsdlType(VIM_NS, this_type)
     except KeyError:
@@ -632,9 +634,7 @@ def returnval_of_prop_set(prop_set: str, name: str) -> str | None:
     if match is None:
         return None
     wsdl_name = match.group(1)
-    if wsdl_name.startswith("ArrayOf") or wsdl_name == "ManagedObjectReference":
-        return None
-    try:
+    try:  # (not an array, not a reference)
         if not issubclass(VmomiSupport.GetWsdlType(VIM_NS, wsdl_name), VmomiSupport.DataObject):
             return None
     except KeyError:
