@@ -11,6 +11,7 @@ from xml.sax.saxutils import escape as xml_escape
 from pyVmomi import VmomiSupport, vim, vmodl
 
 from nova_vsphere_driver.simulator import soap, wire_cache
+from nova_vsphere_driver.simulator.objects import property_path
 from nova_vsphere_driver.simulator.objects.base import CallContext, ManagedObject
 from nova_vsphere_driver.simulator.vim_data import declared_type, typed
 from nova_vsphere_driver.simulator.vim_faults import invalid_argument
@@ -132,6 +133,27 @@ class Retrieval:
                 if path not in paths:
                     paths.append(path)
         return paths
+
+    def validate(self, spec: PC.FilterSpec) -> None:
+        """Fault as RetrieveProperties of ``spec`` would, without computing values.
+
+        Start objects must exist and paths must be properties of the type
+        model; both are checked once per class. A path through a subtype's
+        property (``compile_path`` cannot check it before it has a value) is
+        resolved on every selected object of the class, as a read would.
+        """
+        objects, _ = self.select(spec)
+        unchecked: dict[type, list[str]] = {}
+        for obj in objects:
+            cls = type(obj)
+            paths = unchecked.get(cls)
+            if paths is None:
+                paths = unchecked[cls] = [
+                    path for path in self.paths_for(obj, spec.propSet) or ()
+                    if not all(checked for _name, _key, checked
+                               in property_path.compile_path(obj.vim_type, path))]
+            for path in paths:
+                obj.get_property(path)
 
     def values(self, obj: ManagedObject, paths: list[str]) -> dict[str, Any]:
         """{path: value} for the set values among ``paths``."""
@@ -526,9 +548,10 @@ class PropertyCollector(ManagedObject):
 
     def CreateFilter(self, ctx: CallContext, spec, partialUpdates: bool):  # noqa: N802,N803
         with self.sim.registry.lock:
-            # Validate now, as vCenter does: bad objects or paths fault here
-            # (and the values' wire forms are cached for the first update).
-            Retrieval(self.sim).encoded([spec])
+            # Validate now, as vCenter does: bad objects or paths fault here.
+            # No values are computed: the filter's own registration is a
+            # change that would outdate them before the first update.
+            Retrieval(self.sim).validate(spec)
             return self.sim.factory.property_filter(self, self._state(ctx), spec,
                                                     partialUpdates).ref
 

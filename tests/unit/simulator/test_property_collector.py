@@ -8,6 +8,7 @@ import time
 import pytest
 from pyVmomi import vim, vmodl
 
+from nova_vsphere_driver.simulator.objects import base
 from tests.fixtures import connect
 from tests.unit.simulator.helpers import PC, bind, create_vm, dc1, props, run
 
@@ -271,6 +272,34 @@ def test_create_filter_validates_and_destroy_filter_removes(si, sim):
     flt.DestroyPropertyFilter()
     assert collector.filter == []
     assert collector.WaitForUpdatesEx("", PC.WaitOptions(maxWaitSeconds=0)) is None
+
+
+def test_create_filter_checks_the_type_model_not_the_values(si, sim, monkeypatch):
+    """CreateFilter faults as a read would but computes no values (its own
+    registration is a change that would outdate them before the first update)."""
+    collector = si.content.propertyCollector.CreatePropertyCollector()
+    datastore = si.content.rootFolder.childEntity[0].datastore[0]
+    computed = []
+    real_compute = base.ManagedObject._compute
+    monkeypatch.setattr(base.ManagedObject, "_compute",
+                        lambda self, name: computed.append(name) or real_compute(self, name))
+    view = si.content.viewManager.CreateContainerView(si.content.rootFolder,
+                                                      [vim.VirtualMachine], True)
+    create_vm(si, sim, "checked")
+    computed.clear()
+    collector.CreateFilter(_view_spec(view, vim.VirtualMachine, ["summary.runtime.host",
+                                                                 "config.hardware.numCPU"]), True)
+    assert computed == ["view"]  # the traversal, no property of any VM
+    # A subtype's property (DatastoreInfo has no "nas"; NasDatastoreInfo has)
+    # can only be checked on the value: it is, on every selected object.
+    with pytest.raises(vmodl.query.InvalidProperty):
+        collector.CreateFilter(PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=datastore)], propSet=[
+            PC.PropertySpec(type=vim.Datastore, pathSet=["info.nosuch"])]), True)
+    assert len(collector.filter) == 1
+    update = collector.WaitForUpdatesEx("", PC.WaitOptions(maxWaitSeconds=0))
+    (vm_update,) = update.filterSet[0].objectSet
+    assert {c.name for c in vm_update.changeSet} == {"summary.runtime.host",
+                                                     "config.hardware.numCPU"}
 
 
 def test_collectors_and_sessions_are_isolated(sim_server, si, sim):
