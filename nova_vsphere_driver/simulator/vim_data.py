@@ -27,6 +27,49 @@ def properties(cls: type) -> tuple:
     return tuple(cls._GetPropertyList())
 
 
+@functools.cache
+def _blank(cls: type) -> tuple[dict[str, Any], tuple[tuple[str, type], ...], frozenset[str]]:
+    """What ``cls()`` holds: (unset and zero fields, array fields and their types, names)."""
+    scalars: dict[str, Any] = {}
+    arrays = []
+    for prop in properties(cls):
+        ptype = prop.type
+        if issubclass(ptype, list):
+            arrays.append((prop.name, ptype))
+        elif prop.flags & VmomiSupport.F_OPTIONAL or issubclass(ptype, VmomiSupport.Enum):
+            scalars[prop.name] = None
+        elif ptype is bool:
+            scalars[prop.name] = False
+        elif issubclass(ptype, str):
+            scalars[prop.name] = ""
+        elif issubclass(ptype, (int, float)):
+            scalars[prop.name] = ptype(0)
+        else:
+            scalars[prop.name] = None
+    return scalars, tuple(arrays), frozenset(p.name for p in properties(cls))
+
+
+def data_object(cls: type, **fields: Any) -> Any:
+    """``cls(**fields)`` as pyVmomi builds it, without its per-field type check.
+
+    For values the simulator makes itself on hot paths (task infos, events,
+    a new VM's configuration): pyVmomi re-derives the property list and
+    checks each field on every construction, several times the cost of the
+    object. A field the type does not have still fails (AttributeError).
+    """
+    scalars, arrays, names = _blank(cls)
+    unknown = fields.keys() - names
+    if unknown:
+        raise AttributeError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
+    obj = cls.__new__(cls)
+    attrs = obj.__dict__
+    attrs.update(scalars)
+    for name, ptype in arrays:
+        attrs[name] = ptype()
+    attrs.update(fields)
+    return obj
+
+
 def _required_fields(cls: type) -> list:
     fields = _REQUIRED.get(cls)
     if fields is None:

@@ -33,7 +33,7 @@ from nova_vsphere_driver.simulator.objects.history import (
     check_collector_limit,
     subtree,
 )
-from nova_vsphere_driver.simulator.vim_data import complete
+from nova_vsphere_driver.simulator.vim_data import complete, data_object
 from nova_vsphere_driver.simulator.vim_faults import invalid_argument
 
 if TYPE_CHECKING:
@@ -170,7 +170,9 @@ class EventManager(ManagedObject):
         sim = self.sim
         if getattr(self._local, "quiet", False):
             return None
-        event = event_type(**fields)
+        # Every task and every power operation posts one: built without
+        # pyVmomi's per-field checks (vim_data.data_object).
+        event = data_object(event_type, **fields)
         with sim.registry.lock:
             key = self._next_key
             self._next_key += 1
@@ -178,10 +180,8 @@ class EventManager(ManagedObject):
                 user = getattr(self._local, "user", None)
             if chain_id is None:
                 chain_id = getattr(self._local, "chain_id", None)
-            event.key = key
-            event.chainId = chain_id or key
-            event.createdTime = datetime.datetime.now(datetime.timezone.utc)
-            event.userName = user or ""
+            event.__dict__.update(key=key, chainId=chain_id or key, userName=user or "",
+                                  createdTime=datetime.datetime.now(datetime.timezone.utc))
             if about is not None:
                 _set_arguments(event, about, self._argument)
             if hasattr(event, "template") and event.template is None:
@@ -201,7 +201,8 @@ class EventManager(ManagedObject):
         if found is None:
             if len(self._arguments) > MAX_EVENTS:
                 self._arguments.clear()
-            found = self._arguments[key] = argument_type(**{field: obj.ref, "name": obj.name})
+            found = self._arguments[key] = data_object(argument_type,
+                                                       **{field: obj.ref, "name": obj.name})
         return found
 
     @staticmethod

@@ -18,6 +18,7 @@ from nova_vsphere_driver.simulator.objects.history import (
     check_collector_limit,
     subtree,
 )
+from nova_vsphere_driver.simulator.vim_data import data_object
 from nova_vsphere_driver.simulator.vim_faults import (
     invalid_argument,
     object_not_found,
@@ -142,7 +143,18 @@ class Task(ManagedObject):
         return self._changes, getattr(self.entity, "name", None)
 
     def _get_info(self) -> vim.TaskInfo:
-        info = vim.TaskInfo(
+        # Built on every change of the task and for its TaskEvent: without
+        # pyVmomi's per-field checks (vim_data.data_object).
+        fields = {}
+        if self.entity is not None:
+            fields["entity"] = self.entity.ref
+            fields["entityName"] = getattr(self.entity, "name", None)
+        if self.state == vim.TaskInfo.State.success:
+            fields["result"] = self.result
+        if self.error is not None:
+            fields["error"] = with_fault_message(self.error)
+        return data_object(
+            vim.TaskInfo,
             key=self.moid,
             task=self.ref,
             name=_managed_method(self.method),
@@ -155,16 +167,9 @@ class Task(ManagedObject):
             completeTime=self.complete_time,
             eventChainId=self.chain_id,
             progress=self.progress,
-            reason=vim.TaskReasonUser(userName=self.user or "simulator"),
+            reason=data_object(vim.TaskReasonUser, userName=self.user or "simulator"),
+            **fields,
         )
-        if self.entity is not None:
-            info.entity = self.entity.ref
-            info.entityName = getattr(self.entity, "name", None)
-        if self.state == vim.TaskInfo.State.success:
-            info.result = self.result
-        if self.error is not None:
-            info.error = with_fault_message(self.error)
-        return info
 
     def CancelTask(self, ctx: CallContext) -> None:  # noqa: N802
         with self.sim.registry.lock:

@@ -24,7 +24,7 @@ from nova_vsphere_driver.simulator.objects.base import (
     ManagedObject,
     monotonic_at,
 )
-from nova_vsphere_driver.simulator.vim_data import clone
+from nova_vsphere_driver.simulator.vim_data import clone, data_object
 from nova_vsphere_driver.simulator.vim_faults import check_entity_name, invalid_argument
 
 if TYPE_CHECKING:
@@ -1315,10 +1315,15 @@ def _datastores_of(vm: VirtualMachine) -> list:
 
 
 def _new_config(spec, name: str, vmx_path: str, default_version: str) -> vim.vm.ConfigInfo:
+    # Built once per CreateVM_Task from checked values: without pyVmomi's
+    # per-field checks (vim_data.data_object).
     instance_uuid = spec.instanceUuid or str(uuid.uuid4())
-    return vim.vm.ConfigInfo(
-        changeVersion=_now().isoformat(),
-        modified=_now(),
+    now = _now()
+    directory = vmx_path.rsplit("/", 1)[0]
+    return data_object(
+        vim.vm.ConfigInfo,
+        changeVersion=now.isoformat(),
+        modified=now,
         name=name,
         guestFullName=spec.guestId or "otherGuest64",
         version=spec.version or default_version,
@@ -1327,16 +1332,13 @@ def _new_config(spec, name: str, vmx_path: str, default_version: str) -> vim.vm.
         template=False,
         guestId=spec.guestId or "otherGuest64",
         annotation=spec.annotation or "",
-        files=vim.vm.FileInfo(vmPathName=vmx_path,
-                              logDirectory=vmx_path.rsplit("/", 1)[0],
-                              snapshotDirectory=vmx_path.rsplit("/", 1)[0],
-                              suspendDirectory=vmx_path.rsplit("/", 1)[0]),
-        flags=vim.vm.FlagInfo(),
-        defaultPowerOps=vim.vm.DefaultPowerOpInfo(),
-        hardware=vim.vm.VirtualHardware(numCPU=spec.numCPUs or 1,
-                                        numCoresPerSocket=spec.numCoresPerSocket or 1,
-                                        memoryMB=spec.memoryMB or 128,
-                                        device=_default_devices()),
+        files=data_object(vim.vm.FileInfo, vmPathName=vmx_path, logDirectory=directory,
+                          snapshotDirectory=directory, suspendDirectory=directory),
+        flags=data_object(vim.vm.FlagInfo),
+        defaultPowerOps=data_object(vim.vm.DefaultPowerOpInfo),
+        hardware=data_object(vim.vm.VirtualHardware, numCPU=spec.numCPUs or 1,
+                             numCoresPerSocket=spec.numCoresPerSocket or 1,
+                             memoryMB=spec.memoryMB or 128, device=_default_devices()),
         cpuAllocation=_allocation(spec.cpuAllocation),
         memoryAllocation=_allocation(spec.memoryAllocation),
         extraConfig=list(spec.extraConfig or []),

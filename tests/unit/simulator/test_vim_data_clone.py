@@ -1,4 +1,5 @@
-"""vim_data.clone: the simulator's deep copy of vim25 values, as copy.deepcopy makes it.
+"""vim_data.clone: the simulator's deep copy of vim25 values, as copy.deepcopy makes it;
+vim_data.data_object: a data object as its constructor makes it, unchecked.
 
 VM configurations are copied on every reconfigure, snapshot, clone and
 migration, and every new VM starts from a copy of the default devices: the
@@ -10,9 +11,10 @@ from __future__ import annotations
 import copy
 import datetime
 
+import pytest
 from pyVmomi import SoapAdapter, vim, vmodl
 
-from nova_vsphere_driver.simulator.vim_data import clone
+from nova_vsphere_driver.simulator.vim_data import clone, data_object
 from tests.unit.simulator.helpers import create_vm
 
 
@@ -56,3 +58,34 @@ def test_shared_parts_stay_shared_and_faults_are_copied_too():
     assert copied_info.error is not info.error
     copied_info.error.invalidProperty = "other"
     assert info.error.invalidProperty == "spec"
+
+
+@pytest.mark.parametrize("cls, fields", [
+    (vim.TaskInfo, {"key": "task-1", "task": vim.Task("task-1"), "state": "success",
+                    "cancelled": False, "cancelable": False, "descriptionId": "Folder.createVm",
+                    "queueTime": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+                    "eventChainId": 7, "result": vim.VirtualMachine("vm-1"),
+                    "reason": vim.TaskReasonUser(userName="root")}),
+    (vim.event.VmPoweredOnEvent, {"vm": vim.event.VmEventArgument(vm=vim.VirtualMachine("vm-1"),
+                                                                 name="a"), "template": False}),
+    (vim.vm.VirtualHardware, {"numCPU": 2, "memoryMB": 512}),
+    (vim.vm.ConfigInfo, {"name": "x", "extraConfig": [vim.option.OptionValue(key="k", value="v")],
+                         "memoryHotAddEnabled": True}),
+    (vim.vm.FlagInfo, {}),
+])
+def test_data_object_is_what_the_constructor_makes(cls, fields):
+    made = data_object(cls, **fields)
+    checked = cls(**fields)
+    assert type(made) is cls
+    assert made.__dict__ == checked.__dict__
+    # Arrays are typed and the object's own.
+    for name, value in made.__dict__.items():
+        if isinstance(value, list):
+            assert type(value) is type(checked.__dict__[name])
+            if name not in fields:
+                assert value is not data_object(cls, **fields).__dict__[name]
+
+
+def test_data_object_refuses_a_field_the_type_lacks():
+    with pytest.raises(AttributeError, match="nosuch"):
+        data_object(vim.TaskInfo, key="task-1", nosuch=1)
