@@ -564,6 +564,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _soap(self, namespace: str = soap.VIM_NS) -> None:
         """One SOAP call: vim25 on /sdk, the storage policy API (``namespace`` urn:pbm)
         on /pbm, each endpoint serving its own API's methods only."""
+        with self.sim.answering():  # quick tasks run once the answer is sent
+            self._answer_soap(namespace)
+
+    def _answer_soap(self, namespace: str) -> None:
         body = self._read_body()
         try:
             call = soap.decode_request(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hmac
@@ -10,6 +11,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pyVmomi import VmomiSupport, vim, vmodl
@@ -262,6 +264,33 @@ class Simulator:
 
     def current_session(self) -> Session | None:
         return getattr(self._local, "session", None)
+
+    # -- work after the answer ----------------------------------------------
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """The block in which a request is served and answered (simulator/server.py).
+
+        Work handed to :meth:`after_answer` inside it runs when the block
+        ends, in the same thread: once the answer is on its way, while the
+        client reads it, and before the connection's next request is read.
+        """
+        self._local.after_answer = pending = []
+        try:
+            yield
+        finally:
+            self._local.after_answer = None
+            for work, args in pending:
+                work(*args)
+
+    def after_answer(self, work: Callable[..., Any], *args: Any) -> bool:
+        """Run ``work(*args)`` once the current request is answered; False when no
+        request is being answered in this thread (the caller runs it itself)."""
+        pending = getattr(self._local, "after_answer", None)
+        if pending is None:
+            return False
+        pending.append((work, args))
+        return True
 
     # -- dispatch -----------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faulthandler
 import sys
+import threading
 import time
 
 import pytest
@@ -62,6 +63,42 @@ def test_task_goes_queued_running_success(si, sim):
     assert info.progress == 100 and info.error is None
     assert info.reason.userName == sim.username
     assert info.cancelled is False and info.cancelable is False
+
+
+def test_a_quick_task_runs_once_answered_and_the_next_request_finds_it_done(si, sim,
+                                                                           monkeypatch):
+    vm = create_vm(si, sim, "quick")
+    answered = threading.Event()
+    runs = []
+    real_run = sim.tasks._run
+
+    def run(task, work, pass_task):
+        # The client has its answer (the task, queued) before the body runs.
+        runs.append((task.state, answered.wait(10)))
+        real_run(task, work, pass_task)
+
+    monkeypatch.setattr(sim.tasks, "_run", run)
+    task = vm.PowerOnVM_Task()
+    answered.set()
+    assert task.info.state == "success"  # the client's next request
+    assert runs == [("queued", True)]
+    # Called from Python (no request being answered): it runs at once.
+    monkeypatch.undo()
+    assert not sim.after_answer(lambda: None)
+    ref = sim.tasks.start(None, sim.vm("quick"), "PowerOffVM_Task", lambda: "done")
+    assert sim.registry.get(ref._moId).result == "done"
+
+
+def test_work_after_the_answer_runs_in_order_even_when_the_answer_failed(sim):
+    done = []
+    with pytest.raises(RuntimeError):
+        with sim.answering():
+            assert sim.after_answer(done.append, 1)
+            assert sim.after_answer(done.append, 2)
+            assert done == []
+            raise RuntimeError("the client hung up")
+    assert done == [1, 2]
+    assert not sim.after_answer(done.append, 3)
 
 
 def test_task_entity_and_description_per_method(si, sim):
