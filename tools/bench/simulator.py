@@ -270,7 +270,14 @@ def bench_create_power_on(server: Server, targets: tuple[list, object], first: i
     sessions at once."""
     hosts, folder = targets
     errors: list[BaseException] = []
-    sessions = [server.connect() for _ in range(threads)]
+    sessions: list = []
+    try:
+        for _ in range(threads):
+            sessions.append(server.connect())
+    except BaseException:
+        for own in sessions:  # a failed login leaves no session behind
+            Disconnect(own)
+        raise
 
     def worker(index: int) -> None:
         own = sessions[index]
