@@ -924,6 +924,7 @@ class SimulatorServer:
             httpd.front = self
             with self._connections_lock:
                 self._connections_open = True
+            self.simulator.end_waits(False)  # (a restart after stop())
             httpd.simulator = self.simulator  # type: ignore[attr-defined]
             httpd.scheme = self.scheme  # type: ignore[attr-defined]
             httpd.owner = self  # type: ignore[attr-defined]
@@ -999,6 +1000,7 @@ class SimulatorServer:
         if thread is not None:
             thread.join(timeout=5)
         if hang_up:
+            self.simulator.end_waits()
             with self._connections_lock:
                 self._connections_open = False
                 connections, self._connections = self._connections, set()

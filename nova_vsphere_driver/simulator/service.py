@@ -151,6 +151,8 @@ class Simulator:
         self.datastores: dict[str, Any] = {}
         self._local = threading.local()
         self.request_count = 0
+        #: The server stopped: waits for updates end (see end_waits).
+        self.waits_ended = False
         self.request_counts: dict[str, int] = {}
 
         self.factory = ObjectFactory(self)
@@ -261,6 +263,15 @@ class Simulator:
         with self.registry.lock:
             for key in list(self.sessions):
                 self.drop_session(key)
+
+    def end_waits(self, ended: bool = True) -> None:
+        """End every wait for updates, and refuse to wait, until called with
+        ``ended=False`` (the server stopped, and starts again: the stopped
+        server's connections are hung up, and a wait without a time limit
+        would keep its thread, and this simulator, for up to half an hour)."""
+        with self.registry.lock:
+            self.waits_ended = ended
+        self.registry.wake()
 
     def current_session(self) -> Session | None:
         return getattr(self._local, "session", None)

@@ -612,6 +612,8 @@ class PropertyCollector(ManagedObject):
                 if state.cancel_wait:
                     state.cancel_wait = False
                     raise vmodl.fault.RequestCanceled(msg="The request was canceled")
+                if self.sim.waits_ended:
+                    raise vmodl.fault.RequestCanceled(msg="The server is shutting down")
 
     def WaitForUpdatesEx(self, ctx: CallContext, version=None, options=None):  # noqa: N802
         max_wait = None

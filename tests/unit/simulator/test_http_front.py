@@ -268,6 +268,40 @@ def test_stop_hangs_up_kept_alive_connections_and_lets_the_simulator_go(tls):
                what="the stopped simulator is still referenced (by a connection's thread?)")
 
 
+def test_stop_ends_a_wait_for_updates_without_a_time_limit():
+    """Its thread would otherwise wait on, holding the simulator, for half an hour."""
+    from pyVmomi import vim, vmodl
+
+    pc_type = vmodl.query.PropertyCollector
+    server = SimulatorServer(Simulator()).start()
+    simulator = weakref.ref(server.simulator)
+    si = pyvmomi_connect(server)
+    collector = si.content.propertyCollector.CreatePropertyCollector()
+    collector.CreateFilter(pc_type.FilterSpec(
+        objectSet=[pc_type.ObjectSpec(obj=si.content.rootFolder)],
+        propSet=[pc_type.PropertySpec(type=vim.Folder, pathSet=["name"])]), True)
+    version = collector.WaitForUpdatesEx("", pc_type.WaitOptions(maxWaitSeconds=0)).version
+    outcome = []
+
+    def wait():
+        try:
+            outcome.append(collector.WaitForUpdatesEx(version))  # no time limit
+        except Exception as exc:  # the connection is hung up
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    counts = server.simulator.request_counts
+    wait_until(lambda: counts.get("WaitForUpdatesEx", 0) >= 2,
+               timeout=10, what="the wait reached the server")
+    server.stop()
+    del server
+    waiter.join(10)
+    assert outcome and isinstance(outcome[0], Exception)
+    wait_until(lambda: gc.collect() >= 0 and simulator() is None, timeout=10, interval=0.1,
+               what="the stopped simulator is still referenced (by a waiting thread?)")
+
+
 # -- TLS: the handshake runs per connection ----------------------------------------------
 
 
