@@ -28,25 +28,12 @@ def properties(cls: type) -> tuple:
 
 
 @functools.cache
-def _blank(cls: type) -> tuple[dict[str, Any], tuple[tuple[str, type], ...], frozenset[str]]:
-    """What ``cls()`` holds: (unset and zero fields, array fields and their types, names)."""
-    scalars: dict[str, Any] = {}
-    arrays = []
-    for prop in properties(cls):
-        ptype = prop.type
-        if issubclass(ptype, list):
-            arrays.append((prop.name, ptype))
-        elif prop.flags & VmomiSupport.F_OPTIONAL or issubclass(ptype, VmomiSupport.Enum):
-            scalars[prop.name] = None
-        elif ptype is bool:
-            scalars[prop.name] = False
-        elif issubclass(ptype, str):
-            scalars[prop.name] = ""
-        elif issubclass(ptype, (int, float)):
-            scalars[prop.name] = ptype(0)
-        else:
-            scalars[prop.name] = None
-    return scalars, tuple(arrays), frozenset(p.name for p in properties(cls))
+def _blank(cls: type) -> tuple[dict[str, Any], tuple[tuple[str, type], ...]]:
+    """The fields ``cls()`` sets, in pyVmomi's order, and its array fields with their
+    types (each new object gets arrays of its own; the other values are immutable)."""
+    fields = cls().__dict__
+    return fields, tuple((name, type(value)) for name, value in fields.items()
+                         if isinstance(value, list))
 
 
 def data_object(cls: type, **fields: Any) -> Any:
@@ -57,13 +44,13 @@ def data_object(cls: type, **fields: Any) -> Any:
     checks each field on every construction, several times the cost of the
     object. A field the type does not have still fails (AttributeError).
     """
-    scalars, arrays, names = _blank(cls)
-    unknown = fields.keys() - names
+    blank, arrays = _blank(cls)
+    unknown = fields.keys() - blank.keys()
     if unknown:
         raise AttributeError(f"{cls.__name__} has no field {sorted(unknown)[0]!r}")
     obj = cls.__new__(cls)
     attrs = obj.__dict__
-    attrs.update(scalars)
+    attrs.update(blank)
     for name, ptype in arrays:
         attrs[name] = ptype()
     attrs.update(fields)
