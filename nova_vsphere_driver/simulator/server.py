@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import re
+import select
 import socket
 import ssl
 import sys
@@ -165,6 +166,18 @@ class _TimedSocketReader(io.RawIOBase):
         return self._sock.recv_into(buffer)
 
 
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether ``sock`` has bytes to read at once (TLS: decrypted or still raw)."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    poller = select.poll()  # (select.select fails on descriptors above 1023)
+    try:
+        poller.register(sock, select.POLLIN)
+    except (OSError, ValueError):  # closed meanwhile
+        return False
+    return any(events & select.POLLIN for _fd, events in poller.poll(0))
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Without this every small response waits for the peer's delayed ACK
@@ -226,10 +239,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
         except TimeoutError:
-            LOG.info("%s - closing a connection idle for %.0f s", self.address_string(),
-                     reader.timeout)
-            self.close_connection = True
-            return
+            # The wait may have timed out while the whole process stood still
+            # (a long garbage collection, an overloaded host), with the next
+            # request arrived meanwhile: hanging up then would fail a request
+            # the client has already sent.
+            if not _readable_now(self.connection):
+                LOG.info("%s - closing a connection idle for %.0f s", self.address_string(),
+                         reader.timeout)
+                self.close_connection = True
+                return
+            reader.timeout = front.head_timeout
+            try:
+                if not self.rfile.peek(1):
+                    self.close_connection = True
+                    return
+            except TimeoutError:  # a partial TLS record and nothing more
+                self.close_connection = True
+                return
         self._requests_served += 1
         reader.timeout = None
         reader.deadline = time.monotonic() + front.head_timeout

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import socket
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -219,6 +221,35 @@ def test_idle_keep_alive_connection_is_closed(quick_server):
         started = time.monotonic()
         assert raw_http.closed_by_peer(sock, 5)
         assert 0.8 < time.monotonic() - started < 4  # idle_timeout is 1 s
+
+
+def _send_holding_the_gil(sock: socket.socket, data: bytes) -> None:
+    """send(2) through libc without releasing the GIL: no Python thread runs meanwhile."""
+    libc = ctypes.PyDLL(None)  # a PyDLL call keeps the GIL
+    assert libc.send(sock.fileno(), data, len(data), 0) == len(data)
+
+
+def test_request_arrived_during_a_stall_is_served_not_dropped(quick_server):
+    """The idle timeout ran out while the process stood still (here: one thread
+    holding the GIL for 1.5 s, as a long garbage collection does), and the
+    client's next request came in meanwhile: it is answered, not hung up on."""
+    with raw_http.connect(quick_server) as sock:
+        sock.sendall(soap_request(RETRIEVE_CONTENT))
+        assert raw_http.read_answer(sock).status == 200
+        answered = time.monotonic()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(30)  # nothing takes the GIL from this thread
+        try:
+            while time.monotonic() - answered < 1.3:  # the server's 1 s wait times out
+                pass
+            _send_holding_the_gil(sock, soap_request(RETRIEVE_CONTENT))
+            while time.monotonic() - answered < 1.5:
+                pass
+        finally:
+            sys.setswitchinterval(interval)
+        assert raw_http.read_answer(sock).status == 200
+        # And the connection then idles out as usual.
+        assert raw_http.closed_by_peer(sock, 5)
 
 
 def test_silent_connection_is_closed(quick_server):
