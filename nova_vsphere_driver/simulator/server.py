@@ -950,7 +950,7 @@ class SimulatorServer:
             httpd.front = self
             with self._connections_lock:
                 self._connections_open = True
-            self.simulator.end_waits(False)  # (a restart after stop())
+            self.simulator.allow_waits()  # (a start after stop())
             httpd.simulator = self.simulator  # type: ignore[attr-defined]
             httpd.scheme = self.scheme  # type: ignore[attr-defined]
             httpd.owner = self  # type: ignore[attr-defined]

@@ -264,14 +264,21 @@ class Simulator:
             for key in list(self.sessions):
                 self.drop_session(key)
 
-    def end_waits(self, ended: bool = True) -> None:
-        """End every wait for updates, and refuse to wait, until called with
-        ``ended=False`` (the server stopped, and starts again: the stopped
-        server's connections are hung up, and a wait without a time limit
-        would keep its thread, and this simulator, for up to half an hour)."""
+    def end_waits(self) -> None:
+        """End every wait for updates, and refuse to wait until ``allow_waits()``.
+
+        The server stopped: its connections are hung up, and a wait without
+        a time limit would keep its thread, and this simulator, for up to
+        half an hour.
+        """
         with self.registry.lock:
-            self.waits_ended = ended
+            self.waits_ended = True
         self.registry.wake()
+
+    def allow_waits(self) -> None:
+        """Waits for updates run again (the server starts after a stop)."""
+        with self.registry.lock:
+            self.waits_ended = False
 
     def current_session(self) -> Session | None:
         return getattr(self._local, "session", None)

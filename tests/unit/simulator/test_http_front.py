@@ -333,6 +333,28 @@ def test_stop_ends_a_wait_for_updates_without_a_time_limit():
                what="the stopped simulator is still referenced (by a waiting thread?)")
 
 
+def test_waits_for_updates_run_again_after_a_stop_and_start():
+    from pyVmomi import vim, vmodl
+
+    pc_type = vmodl.query.PropertyCollector
+    server = SimulatorServer(Simulator()).start()
+    try:
+        server.stop()
+        server.start()
+        si = pyvmomi_connect(server)
+        collector = si.content.propertyCollector.CreatePropertyCollector()
+        collector.CreateFilter(pc_type.FilterSpec(
+            objectSet=[pc_type.ObjectSpec(obj=si.content.rootFolder)],
+            propSet=[pc_type.PropertySpec(type=vim.Folder, pathSet=["name"])]), True)
+        version = collector.WaitForUpdatesEx("", pc_type.WaitOptions(maxWaitSeconds=0)).version
+        started = time.monotonic()
+        # Nothing changes: the wait lasts its time and ends with no update.
+        assert collector.WaitForUpdatesEx(version, pc_type.WaitOptions(maxWaitSeconds=1)) is None
+        assert time.monotonic() - started >= 0.9
+    finally:
+        server.stop()
+
+
 # -- TLS: the handshake runs per connection ----------------------------------------------
 
 
