@@ -299,19 +299,24 @@ def test_stop_hangs_up_kept_alive_connections_and_lets_the_simulator_go(tls):
                what="the stopped simulator is still referenced (by a connection's thread?)")
 
 
-def test_stop_ends_a_wait_for_updates_without_a_time_limit():
-    """Its thread would otherwise wait on, holding the simulator, for half an hour."""
+def _watching_the_root_folder(si):
+    """(a new property collector with a filter on the root folder's name, its current version)."""
     from pyVmomi import vim, vmodl
 
     pc_type = vmodl.query.PropertyCollector
-    server = SimulatorServer(Simulator()).start()
-    simulator = weakref.ref(server.simulator)
-    si = pyvmomi_connect(server)
     collector = si.content.propertyCollector.CreatePropertyCollector()
     collector.CreateFilter(pc_type.FilterSpec(
         objectSet=[pc_type.ObjectSpec(obj=si.content.rootFolder)],
         propSet=[pc_type.PropertySpec(type=vim.Folder, pathSet=["name"])]), True)
-    version = collector.WaitForUpdatesEx("", pc_type.WaitOptions(maxWaitSeconds=0)).version
+    return collector, collector.WaitForUpdatesEx("", pc_type.WaitOptions(maxWaitSeconds=0)).version
+
+
+def test_stop_ends_a_wait_for_updates_without_a_time_limit():
+    """Its thread would otherwise wait on, holding the simulator, for half an hour."""
+    server = SimulatorServer(Simulator()).start()
+    simulator = weakref.ref(server.simulator)
+    si = pyvmomi_connect(server)
+    collector, version = _watching_the_root_folder(si)
     outcome = []
 
     def wait():
@@ -334,7 +339,7 @@ def test_stop_ends_a_wait_for_updates_without_a_time_limit():
 
 
 def test_waits_for_updates_run_again_after_a_stop_and_start():
-    from pyVmomi import vim, vmodl
+    from pyVmomi import vmodl
 
     pc_type = vmodl.query.PropertyCollector
     server = SimulatorServer(Simulator()).start()
@@ -342,11 +347,7 @@ def test_waits_for_updates_run_again_after_a_stop_and_start():
         server.stop()
         server.start()
         si = pyvmomi_connect(server)
-        collector = si.content.propertyCollector.CreatePropertyCollector()
-        collector.CreateFilter(pc_type.FilterSpec(
-            objectSet=[pc_type.ObjectSpec(obj=si.content.rootFolder)],
-            propSet=[pc_type.PropertySpec(type=vim.Folder, pathSet=["name"])]), True)
-        version = collector.WaitForUpdatesEx("", pc_type.WaitOptions(maxWaitSeconds=0)).version
+        collector, version = _watching_the_root_folder(si)
         started = time.monotonic()
         # Nothing changes: the wait lasts its time and ends with no update.
         assert collector.WaitForUpdatesEx(version, pc_type.WaitOptions(maxWaitSeconds=1)) is None
