@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import threading
+import weakref
+from collections.abc import Callable
 
 import pytest
 import suds.cache
@@ -46,12 +48,11 @@ def _suds_keeps_parsed_wsdl():
     import suds.client
 
     described = suds.client.ServiceDefinition
-    seen: set[int] = set()
+    described_models = _DescribedModels()
 
     class LazyServiceDefinition:
         def __new__(cls, wsdl, service):
-            if id(wsdl) not in seen:
-                seen.add(id(wsdl))
+            if described_models.first_time(wsdl):
                 return described(wsdl, service)
             return super().__new__(cls)
 
@@ -71,6 +72,37 @@ def _suds_keeps_parsed_wsdl():
     yield
     suds.client.ServiceDefinition = described
     service.CompatibilitySudsClient.__init__ = original
+
+
+class _DescribedModels:
+    """Which WSDL models have been described once (their prefixes registered).
+
+    Known by object, not by ``id()`` alone: a model dropped from the cache
+    and collected leaves its id to the next object allocated there -- often
+    the next model -- which then was never described, and suds failed with
+    "prefix (ns0) not resolved" (a flaky Nova stack start in CI).
+    """
+
+    def __init__(self, key: Callable[[object], int] = id) -> None:
+        self._key = key
+        self._known: dict[int, weakref.ref] = {}
+        # Reentrant: a collection inside first_time() may run forget().
+        self._lock = threading.RLock()
+
+    def first_time(self, model: object) -> bool:
+        key = self._key(model)
+        with self._lock:
+            known = self._known.get(key)
+            if known is not None and known() is model:
+                return False
+
+            def forget(ref: weakref.ref, key: int = key) -> None:
+                with self._lock:
+                    if self._known.get(key) is ref:
+                        del self._known[key]
+
+            self._known[key] = weakref.ref(model, forget)
+            return True
 
 
 class _RecentWsdlModels(suds.cache.Cache):
