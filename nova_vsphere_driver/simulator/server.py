@@ -234,28 +234,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         reader = self._reader
         reader.deadline = None
         reader.timeout = front.idle_timeout if self._requests_served else front.head_timeout
-        try:
-            if not self.rfile.peek(1):  # the client closed the connection
-                self.close_connection = True
-                return
-        except TimeoutError:
-            # The wait may have timed out while the whole process stood still
-            # (a long garbage collection, an overloaded host), with the next
-            # request arrived meanwhile: hanging up then would fail a request
-            # the client has already sent.
-            if not _readable_now(self.connection):
-                LOG.info("%s - closing a connection idle for %.0f s", self.address_string(),
-                         reader.timeout)
-                self.close_connection = True
-                return
-            reader.timeout = front.head_timeout
-            try:
-                if not self.rfile.peek(1):
-                    self.close_connection = True
-                    return
-            except TimeoutError:  # a partial TLS record and nothing more
-                self.close_connection = True
-                return
+        if not self._request_arrived():
+            self.close_connection = True
+            return
         self._requests_served += 1
         reader.timeout = None
         reader.deadline = time.monotonic() + front.head_timeout
@@ -275,6 +256,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                             "bytes with the request line)")
         finally:
             self.rfile = self._body_file
+
+    def _request_arrived(self) -> bool:
+        """Wait (the reader's timeout) for the next request's first byte; False when the
+        client closed the connection or sent nothing in time."""
+        try:
+            return bool(self.rfile.peek(1))  # b"": the client closed the connection
+        except TimeoutError:
+            # The wait may have timed out while the whole process stood still
+            # (a long garbage collection, an overloaded host), with the next
+            # request arrived meanwhile: hanging up then would fail a request
+            # the client has already sent.
+            if not _readable_now(self.connection):
+                LOG.info("%s - closing a connection idle for %.0f s", self.address_string(),
+                         self._reader.timeout)
+                return False
+        self._reader.timeout = self.server.front.head_timeout  # type: ignore[attr-defined]
+        try:
+            return bool(self.rfile.peek(1))
+        except TimeoutError:  # a partial TLS record and nothing more
+            return False
 
     def parse_request(self) -> bool:
         if self.raw_requestline in (b"\r\n", b"\n"):
