@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import threading
 import weakref
-from collections.abc import Callable
 
 import pytest
 import suds.cache
@@ -77,31 +76,21 @@ def _suds_keeps_parsed_wsdl():
 class _DescribedModels:
     """Which WSDL models have been described once (their prefixes registered).
 
-    Known by object, not by ``id()`` alone: a model dropped from the cache
+    Known by object (weakly), not by ``id()``: a model dropped from the cache
     and collected leaves its id to the next object allocated there -- often
     the next model -- which then was never described, and suds failed with
     "prefix (ns0) not resolved" (a flaky Nova stack start in CI).
     """
 
-    def __init__(self, key: Callable[[object], int] = id) -> None:
-        self._key = key
-        self._known: dict[int, weakref.ref] = {}
-        # Reentrant: a collection inside first_time() may run forget().
-        self._lock = threading.RLock()
+    def __init__(self) -> None:
+        self._described: weakref.WeakSet = weakref.WeakSet()  # suds models hash by identity
+        self._lock = threading.Lock()
 
     def first_time(self, model: object) -> bool:
-        key = self._key(model)
         with self._lock:
-            known = self._known.get(key)
-            if known is not None and known() is model:
+            if model in self._described:
                 return False
-
-            def forget(ref: weakref.ref, key: int = key) -> None:
-                with self._lock:
-                    if self._known.get(key) is ref:
-                        del self._known[key]
-
-            self._known[key] = weakref.ref(model, forget)
+            self._described.add(model)
             return True
 
 
